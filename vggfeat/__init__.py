@@ -1,0 +1,25 @@
+"""vggfeat: the VGG networks of Simonyan & Zisserman (arXiv:1409.1556) as transfer-learning
+features: Table-1 networks, dense multi-scale evaluation, the appendix-B descriptor."""
+
+import logging
+
+from .models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, vgg
+from .preprocess import Preprocess
+from .weights import WeightsError, fingerprint, load_weights, save_weights
+
+logging.getLogger("vggfeat").addHandler(logging.NullHandler())
+
+__all__ = [
+    "CONFIGS",
+    "VGG",
+    "DenseVGG",
+    "Preprocess",
+    "WeightsError",
+    "count_parameters",
+    "fingerprint",
+    "init_from",
+    "load_weights",
+    "save_weights",
+    "vgg",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,268 @@
+"""Images in, one way: every input kind decodes to the same RGB image (DESIGN.md).
+
+- EXIF orientation applied (as Hugging Face datasets does; torchvision's loader does not);
+- 16-bit and 32-bit integer/float modes scaled to 8 bit by their range, not clipped;
+- transparency composited on white (RGBA, LA, palette with transparency);
+- CMYK, palette, grayscale and 1-bit converted to RGB;
+- Pillow's decompression-bomb limit kept, and its warning treated as an error;
+- truncated files are errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set).
+
+:func:`as_source` turns what users pass (paths, a directory, PIL images, arrays, tensors, a
+Hugging Face ``datasets.Dataset``, a torch Dataset) into an indexable :class:`ImageSource`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms.v2 import functional as TF
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+
+
+class ImageError(ValueError):
+    """An input that cannot be decoded; the message names it and says why."""
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16") or arr.dtype == np.uint16:
+        arr = arr.astype(np.float64) / 65535.0
+    elif img.mode == "I":
+        info = np.iinfo(np.int32)
+        hi = 65535.0 if arr.min() >= 0 and arr.max() <= 65535 else float(info.max)
+        arr = np.clip(arr.astype(np.float64) / hi, 0, 1)
+    else:  # "F": assume [0, 1] floats unless the values say otherwise
+        arr = arr.astype(np.float64)
+        hi = arr.max()
+        arr = np.clip(arr / (hi if hi > 1 else 1.0), 0, 1)
+    return Image.fromarray(np.round(arr * 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """A decoded PIL image -> upright RGB (see the module docstring for the rules)."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        img = _to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        img = Image.alpha_composite(bg, rgba)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def open_image(path) -> Image.Image:
+    """Decode an image file to RGB; any failure is an :class:`ImageError` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(
+            f"{path}: larger than Pillow's decompression-bomb limit "
+            f"({Image.MAX_IMAGE_PIXELS} pixels): {e}. Raise PIL.Image.MAX_IMAGE_PIXELS "
+            "if you trust the file."
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except Exception as e:
+        raise ImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def _array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ImageError(
+            f"{name}: array of shape {arr.shape} is not an image; expected HxW, HxWx1, HxWx3 or HxWx4"
+        )
+    if arr.dtype == np.uint16:
+        arr = np.round(arr / 257.0).astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        arr = np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ImageError(
+            f"{name}: array dtype {arr.dtype} not supported; use uint8, uint16 or float in [0, 1]"
+        )
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[-1]]
+    return to_rgb(Image.fromarray(np.ascontiguousarray(arr if mode != "L" else arr[..., 0]), mode))
+
+
+def load_image(item, name: str = "image") -> Image.Image:
+    """One input of any supported kind -> RGB PIL image."""
+    if isinstance(item, (str, os.PathLike)):
+        return open_image(item)
+    if isinstance(item, Image.Image):
+        try:
+            item.load()
+        except Exception as e:
+            raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
+        return to_rgb(item)
+    if isinstance(item, dict) and ("bytes" in item or "path" in item):  # HF Image(decode=False)
+        import io
+
+        src = io.BytesIO(item["bytes"]) if item.get("bytes") else item.get("path")
+        return open_image(src) if not isinstance(src, io.BytesIO) else _open_bytes(src, name)
+    if isinstance(item, torch.Tensor):
+        t = item.detach().cpu()
+        if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        return _array_to_pil(t.numpy(), name)
+    if isinstance(item, np.ndarray):
+        return _array_to_pil(item, name)
+    raise ImageError(
+        f"{name}: unsupported input type {type(item).__name__}; pass a path, PIL image, numpy array or tensor"
+    )
+
+
+def _open_bytes(buf, name):
+    try:
+        return open_image(buf)
+    except ImageError as e:
+        raise ImageError(f"{name}: {str(e).split(': ', 1)[-1]}") from None
+
+
+def image_size(item) -> tuple[int, int]:
+    """(height, width) after EXIF orientation, read from the header where possible."""
+    if isinstance(item, (str, os.PathLike)):
+        try:
+            with Image.open(item) as img:
+                w, h = img.size
+                if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+                    w, h = h, w
+                return h, w
+        except Exception:
+            return (0, 0)  # reported when the image is decoded
+    if isinstance(item, Image.Image):
+        w, h = item.size
+        exif = item.getexif() if hasattr(item, "getexif") else {}
+        return (w, h) if exif.get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
+    if isinstance(item, torch.Tensor):
+        return (
+            tuple(item.shape[-2:]) if item.ndim == 3 and item.shape[0] in (1, 3, 4) else tuple(item.shape[:2])
+        )
+    if isinstance(item, np.ndarray):
+        return tuple(item.shape[:2])
+    return (0, 0)  # unknown without decoding
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 tensor."""
+    return TF.pil_to_tensor(img)
+
+
+def rescale(img: torch.Tensor, q: int) -> torch.Tensor:
+    """Sec. 3.2: isotropic rescale so the smallest side is ``q`` (bilinear, antialiased),
+    on the uint8 image as torchvision's transforms do; returns float in [0, 1]."""
+    h, w = img.shape[-2:]
+    if min(h, w) != q:
+        img = TF.resize(img, q, antialias=True)
+    return img.float().div_(255)
+
+
+def resized_size(h: int, w: int, q: int) -> tuple[int, int]:
+    """The (height, width) :func:`rescale` produces, by torchvision's own rule."""
+    if min(h, w) == q:
+        return h, w
+    return tuple(TF._geometry._compute_resized_output_size((h, w), size=[q], max_size=None))
+
+
+class ImageSource(Sequence):
+    """Indexable view of the user's images: ``source[i]`` is the raw item, ``name(i)`` a label
+    for messages (path or index), ``load(i)`` the decoded RGB image."""
+
+    def __init__(self, items, names=None, column: str | None = None, kind: str = "list"):
+        self.items, self._names, self.column, self.kind = items, names, column, kind
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item = self.items[i]
+        if self.kind == "hf":
+            return item[self.column]
+        if self.kind == "torch":
+            return item[0] if isinstance(item, (tuple, list)) else item
+        return item
+
+    def name(self, i: int) -> str:
+        return str(self._names[i]) if self._names is not None else f"image #{i}"
+
+    def load(self, i: int) -> Image.Image:
+        return load_image(self[i], self.name(i))
+
+    def size(self, i: int) -> tuple[int, int]:
+        if self.kind == "hf":
+            return (0, 0)
+        return image_size(self[i])
+
+    def paths(self) -> list[str] | None:
+        return [str(n) for n in self._names] if self._names is not None else None
+
+
+def list_images(root) -> list[Path]:
+    """Image files under ``root``, recursively, in sorted order."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise ImageError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    return files
+
+
+def hf_image_column(ds) -> str:
+    """The image column of a Hugging Face dataset (the first feature of type Image)."""
+    from datasets import Image as HFImage
+
+    cols = [k for k, f in ds.features.items() if isinstance(f, HFImage)]
+    if not cols:
+        raise ImageError(
+            f"the dataset has no Image column (features: {list(ds.features)}); cast "
+            "one with ds.cast_column(name, datasets.Image()) or pass image_column="
+        )
+    return cols[0]
+
+
+def as_source(images, image_column: str | None = None) -> ImageSource:
+    """Wrap any supported collection of images as an :class:`ImageSource`."""
+    if isinstance(images, ImageSource):
+        return images
+    if isinstance(images, (str, os.PathLike)):
+        p = Path(images)
+        if p.is_dir():
+            files = list_images(p)
+            return ImageSource(files, names=files)
+        return ImageSource([p], names=[p])
+    try:
+        import datasets
+
+        if isinstance(images, datasets.Dataset):
+            col = image_column or hf_image_column(images)
+            if col not in images.column_names:
+                raise ImageError(f"image_column {col!r} is not in the dataset {images.column_names}")
+            return ImageSource(images, column=col, kind="hf")
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        pass
+    if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, Sequence):
+        return ImageSource(images, kind="torch")
+    if isinstance(images, (Image.Image, np.ndarray)) or (
+        isinstance(images, torch.Tensor) and images.ndim == 3
+    ):
+        images = [images]
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        images = list(images)
+    items = list(images)
+    names = [Path(x) if isinstance(x, (str, os.PathLike)) else f"image #{i}" for i, x in enumerate(items)]
+    if any(isinstance(x, (str, os.PathLike)) for x in items):
+        return ImageSource(items, names=names)
+    return ImageSource(items, names=names)

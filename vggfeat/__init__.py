@@ -3,6 +3,7 @@ features: Table-1 networks, dense multi-scale evaluation, the appendix-B descrip
 
 import logging
 
+from .extract import Extractor, extract
 from .models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, vgg
 from .preprocess import Preprocess
 from .weights import WeightsError, fingerprint, load_weights, save_weights
@@ -13,9 +14,11 @@ __all__ = [
     "CONFIGS",
     "VGG",
     "DenseVGG",
+    "Extractor",
     "Preprocess",
     "WeightsError",
     "count_parameters",
+    "extract",
     "fingerprint",
     "init_from",
     "load_weights",

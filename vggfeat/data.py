@@ -162,13 +162,15 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return TF.pil_to_tensor(img)
 
 
+def resize_smallest(img: torch.Tensor, q: int) -> torch.Tensor:
+    """Sec. 3.2: isotropic rescale so the smallest side is ``q`` (bilinear, antialiased), on the
+    uint8 (3, H, W) image as torchvision's transforms do (its fast uint8 path); stays uint8."""
+    return img if min(img.shape[-2:]) == q else TF.resize(img, q, antialias=True)
+
+
 def rescale(img: torch.Tensor, q: int) -> torch.Tensor:
-    """Sec. 3.2: isotropic rescale so the smallest side is ``q`` (bilinear, antialiased),
-    on the uint8 image as torchvision's transforms do; returns float in [0, 1]."""
-    h, w = img.shape[-2:]
-    if min(h, w) != q:
-        img = TF.resize(img, q, antialias=True)
-    return img.float().div_(255)
+    """:func:`resize_smallest`, then float in [0, 1]."""
+    return resize_smallest(img, q).float().div_(255)
 
 
 def resized_size(h: int, w: int, q: int) -> tuple[int, int]:

@@ -1,0 +1,269 @@
+"""The one engine for dense work (Sec. 3.2): whole images, several scales, both flips.
+
+Each image is decoded once (in DataLoader workers, overlapping compute), rescaled so its
+smallest side is each Q, and the fully-convolutional net runs on it and on its horizontal flip.
+Images share a batch only when their resized sizes are equal ("dense means exact": padding
+would change the convolution borders), so results do not depend on batch size or input order.
+For every (image, scale, flip, view) the engine spatially averages the map at ``layer``; a
+``combine`` function then turns an image's (S, F, V, D) tensor into its output row. ``views``
+is ``"full"`` (the uncropped image, V = 1) or ``"grid"`` (Sec. 3.2 multi-crop: a regular 5x5
+grid of 224 crops, V = 25).
+
+Under ``accelerate launch`` each process takes a contiguous shard and rows are gathered back in
+input order, each image exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data import ImageError, ImageSource, as_source, resize_smallest, to_tensor
+from .models import VGG
+
+log = logging.getLogger("vggfeat")
+CROP = 224  # Sec. 3.2 multi-crop size (the training crop)
+GRID = 5  # 5x5 regular grid of crops per scale
+
+
+def crop_grid(height: int, width: int, size: int = CROP, n: int = GRID) -> list[tuple[int, int]]:
+    """Top-left corners of an n x n grid of size x size crops, evenly spaced, corners included."""
+    if min(height, width) < size:
+        raise ValueError(f"multi-crop needs images of at least {size}x{size}, got {height}x{width}")
+    ys = [round(i * (height - size) / (n - 1)) for i in range(n)]
+    xs = [round(j * (width - size) / (n - 1)) for j in range(n)]
+    return [(y, x) for y in ys for x in xs]
+
+
+def default_device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+@dataclass
+class RunResult:
+    rows: np.ndarray | None  # (N, K) float32, NaN rows for failed images; None with a sink
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (index, name, reason)
+
+
+class _Decoded(Dataset):
+    """Worker side: decode image i once and rescale it to every Q (uint8, as resized)."""
+
+    def __init__(self, source: ImageSource, indices, scales):
+        self.source, self.indices, self.scales = source, list(indices), tuple(scales)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        i = self.indices[k]
+        try:
+            img = to_tensor(self.source.load(i))
+            return i, [resize_smallest(img, q) for q in self.scales], None
+        except ImageError as e:
+            return i, None, str(e)
+        except Exception as e:  # anything else a decoder can throw for a bad input
+            return i, None, f"{self.source.name(i)}: {type(e).__name__}: {e}"
+
+
+def _collate(batch):
+    return batch
+
+
+class DenseEngine:
+    """Runs ``model.dense()`` over images; see the module docstring for the protocol.
+
+    ``combine(t)``: t is an image's (S, F, V, D) tensor of spatially averaged maps (float32,
+    on CPU) -> (K,) row. ``out_dim`` = K.
+    """
+
+    def __init__(
+        self,
+        model: VGG,
+        *,
+        scales,
+        flip: bool = True,
+        layer: str = "fc8",
+        views: str = "full",
+        batch_size: int | None = None,
+        device=None,
+        num_workers: int | None = None,
+        progress: bool = True,
+        precision: str = "auto",
+    ):
+        if views not in ("full", "grid"):
+            raise ValueError(f"views must be 'full' or 'grid', got {views!r}")
+        self.model, self.layer, self.views, self.flip = model, layer, views, flip
+        self.scales = tuple(int(q) for q in scales)
+        if not self.scales:
+            raise ValueError("scales must name at least one smallest-side size Q")
+        self.net = model.dense()
+        need = CROP if views == "grid" else self.net.min_side(layer)
+        if min(self.scales) < need:
+            raise ValueError(
+                f"scales {self.scales}: every Q must be at least {need} for layer "
+                f"{layer!r} with views={views!r}"
+            )
+        self.device = default_device(device)
+        self.batch_size = batch_size or (32 if self.device.type == "cuda" else 4)
+        self.num_workers = num_workers
+        self.progress = progress
+        self.autocast = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+
+    # ---- per batch -------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) float [0, 1] RGB, all the same size -> (B, F, V, D) averaged maps."""
+        x = self.model.preprocess.apply(x.to(self.device, non_blocking=True))
+        if self.views == "grid":
+            crops = [x[..., y : y + CROP, z : z + CROP] for y, z in crop_grid(*x.shape[-2:])]
+            x = torch.stack(crops, 1).flatten(0, 1)  # (B*V, 3, 224, 224)
+        v = GRID * GRID if self.views == "grid" else 1
+        if self.flip:  # Sec. 3.2: the horizontal flip of the (resized) image or crop
+            x = torch.cat([x, torch.flip(x, dims=[-1])])
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            y = self.net(x, layer=self.layer)
+        y = y.float().mean(dim=(-2, -1))  # spatial average of the map
+        f = 2 if self.flip else 1
+        return y.view(f, -1, v, y.shape[-1]).transpose(0, 1).cpu()
+
+    # ---- whole run ---------------------------------------------------------------------------
+    def run(
+        self,
+        images,
+        combine: Callable[[torch.Tensor], torch.Tensor],
+        out_dim: int,
+        *,
+        on_error: str = "raise",
+        sink=None,
+        skip: np.ndarray | None = None,
+        image_column: str | None = None,
+    ) -> RunResult:
+        """Compute one row per image. ``sink(indices, rows)`` receives finished rows as they
+        complete (for caches); ``skip`` marks rows already done. Returns all rows in order."""
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        source = as_source(images, image_column)
+        from accelerate import PartialState
+
+        state = PartialState()
+        n = len(source)
+        lo, hi = _shard(n, state.process_index, state.num_processes)
+        todo = [i for i in range(lo, hi) if skip is None or not skip[i]]
+        # with a sink (a cache) rows are not kept: memory stays flat in the number of images
+        rows = np.full((0 if sink else hi - lo, out_dim), np.nan, dtype=np.float32)
+        if skip is not None and sink is None:
+            raise ValueError("skip needs a sink that holds the skipped rows")
+        failures = self._run_shard(
+            source, todo, combine, rows, lo, on_error, sink, main=state.is_main_process
+        )
+        if state.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            # with a sink every process wrote its rows already; only failures travel
+            parts = gather_object([(lo, None if sink else rows, failures)])
+            parts.sort(key=lambda p: p[0])
+            rows = None if sink else np.concatenate([p[1] for p in parts])
+            failures = [f for p in parts for f in p[2]]
+            state.wait_for_everyone()
+        return RunResult(rows, failures)
+
+    def _loader(self, source, todo):
+        workers = self.num_workers
+        if workers is None:
+            workers = 0 if len(todo) < 8 else min(2, os.cpu_count() or 1)
+        return DataLoader(
+            _Decoded(source, todo, self.scales),
+            batch_size=1,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+            prefetch_factor=2 * self.batch_size if workers else None,
+        )
+
+    def _run_shard(self, source, todo, combine, rows, offset, on_error, sink, main):
+        from tqdm.auto import tqdm
+
+        model, was_training = self.model, self.model.training
+        model.eval().to(self.device, memory_format=torch.channels_last)
+        pending: dict[int, list] = {}  # image -> [(S, F, V, D) tensor, scales still to run]
+        buckets: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
+        failures: list[tuple[int, str, str]] = []
+        bar = tqdm(total=len(todo), desc="vggfeat", unit="img", disable=not (self.progress and main))
+        done_i, done_r = [], []
+
+        def emit(i, row):
+            if sink is None:
+                rows[i - offset] = row
+            done_i.append(i)
+            done_r.append(row)
+            bar.update(1)
+            if sink is not None and len(done_i) >= 64:
+                sink(np.array(done_i), np.stack(done_r))
+                done_i.clear()
+                done_r.clear()
+
+        def flush(key):
+            items = buckets.pop(key)
+            out = self._forward(torch.stack([t for _, _, t in items]).float().div_(255))
+            for (i, s, _), o in zip(items, out):
+                pending[i][0][s] = o
+                pending[i][1] -= 1
+                if pending[i][1] == 0:
+                    emit(i, combine(pending.pop(i)[0]).numpy())
+
+        try:
+            with torch.inference_mode():
+                for [(i, resized, err)] in self._loader(source, todo):
+                    if err is not None:
+                        if on_error == "raise":
+                            raise ImageError(f"image #{i}: {err}")
+                        failures.append((i, source.name(i), err))
+                        log.warning("skipping image #%d: %s", i, err)
+                        bar.update(1)
+                        continue
+                    pending[i] = [torch.empty(self._shape()), len(self.scales)]
+                    for s, t in enumerate(resized):
+                        key = tuple(t.shape[-2:])
+                        buckets.setdefault(key, []).append((i, s, t))
+                        if len(buckets[key]) == self.batch_size:
+                            flush(key)
+                    # Bound memory: images waiting in half-full buckets are run in smaller
+                    # batches once too many are waiting (exact either way).
+                    if sum(map(len, buckets.values())) > 8 * self.batch_size * len(self.scales):
+                        for key in sorted(buckets, key=lambda k: -len(buckets[k])):
+                            flush(key)
+                for key in sorted(buckets):
+                    flush(key)
+        finally:  # rows finished before an error or interrupt are kept
+            bar.close()
+            model.train(was_training)
+            if sink is not None and done_i:
+                sink(np.array(done_i), np.stack(done_r))
+        return failures
+
+    def _shape(self):
+        d = self._out_channels()
+        return (len(self.scales), 2 if self.flip else 1, GRID * GRID if self.views == "grid" else 1, d)
+
+    def _out_channels(self) -> int:
+        part, idx = self.net.layers[self.layer]
+        if part == "classifier":
+            return {1: self.net.fc6, 4: self.net.fc7, 6: self.net.fc8}[idx].out_features
+        convs = [m for m in self.net.features[: idx + 1] if isinstance(m, torch.nn.Conv2d)]
+        return convs[-1].out_channels
+
+
+def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous shard of [0, n) for ``rank``: concatenating shards in rank order is the input."""
+    per = -(-n // world) if world > 1 else n
+    return min(n, rank * per), min(n, (rank + 1) * per)

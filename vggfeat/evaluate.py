@@ -1,0 +1,123 @@
+"""Sec. 3.2 and 4: class posteriors by dense and multi-crop evaluation, fusion, top-k error.
+
+- dense: the class-score map of the whole image rescaled to Q is spatially averaged, passed
+  through softmax, and averaged with the horizontally flipped image's posterior;
+- multicrop: per Q a regular 5x5 grid of 224x224 crops (corners included, evenly spaced) and
+  their flips, 50 posteriors averaged (3 scales = 150 crops);
+- both: the mean of the dense and multi-crop posteriors (Sec. 4.3: they are complementary);
+- several Q: posteriors averaged over scales; several nets: :func:`fuse` averages them (Sec. 4.4).
+
+All of it runs on the one dense engine (:mod:`vggfeat.dense`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .dense import DenseEngine
+from .models import VGG
+
+MODES = ("dense", "multicrop", "both")
+
+
+def scales_for(s=None, *, jitter: tuple[int, int] | None = None, multi: bool = True) -> tuple:
+    """Sec. 4.2/4.3 test scales Q for a training scale.
+
+    Fixed S: Q = {S-32, S, S+32} (multi) or Q = S. Jittered S in [Smin, Smax]:
+    Q = {Smin, (Smin+Smax)/2, Smax} (multi) or the midpoint.
+    """
+    if jitter is not None:
+        lo, hi = jitter
+        mid = (lo + hi) // 2
+        return (lo, mid, hi) if multi else (mid,)
+    if s is None:
+        raise ValueError("give a fixed training scale s or jitter=(Smin, Smax)")
+    return (s - 32, s, s + 32) if multi else (s,)
+
+
+def _softmax_mean(t: torch.Tensor) -> torch.Tensor:
+    """(S, F, V, K) class scores -> (K,) mean posterior over scales, flips and views."""
+    return torch.softmax(t, dim=-1).mean(dim=(0, 1, 2))
+
+
+def posteriors(
+    model: VGG,
+    images,
+    *,
+    scales=(256, 384, 512),
+    mode: str = "dense",
+    flip=True,
+    batch_size=None,
+    device=None,
+    num_workers=None,
+    progress=True,
+    image_column=None,
+) -> np.ndarray:
+    """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    kw = dict(
+        scales=scales,
+        flip=flip,
+        layer="fc8",
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    out = []
+    for views in {"dense": ["full"], "multicrop": ["grid"], "both": ["full", "grid"]}[mode]:
+        engine = DenseEngine(model, views=views, **kw)
+        res = engine.run(images, _softmax_mean, model.num_classes, image_column=image_column)
+        out.append(res.rows)
+    return np.mean(out, axis=0).astype(np.float32)
+
+
+def fuse(posteriors_list: Sequence[np.ndarray]) -> np.ndarray:
+    """Sec. 4.4 multi-net fusion: the mean of several nets' softmax posteriors."""
+    ps = [np.asarray(p, dtype=np.float64) for p in posteriors_list]
+    if not ps or any(p.shape != ps[0].shape for p in ps):
+        raise ValueError(f"fuse needs posteriors of one shape, got {[p.shape for p in ps]}")
+    return np.mean(ps, axis=0).astype(np.float32)
+
+
+def topk_error(P: np.ndarray, labels, k: int = 5) -> float:
+    """Fraction of images whose true label is not among the k highest posteriors (ties are
+    broken towards the lower class index, as a stable argsort does)."""
+    P, y = np.asarray(P), np.asarray(labels)
+    if P.ndim != 2 or len(P) != len(y):
+        raise ValueError(f"P must be (N, K) with one label per row; got {P.shape} and {y.shape}")
+    top = np.argsort(-P, axis=1, kind="stable")[:, :k]
+    return float(1.0 - (top == y[:, None]).any(axis=1).mean())
+
+
+def labels_of(data, label_column: str = "label") -> tuple[list, np.ndarray, list[str]]:
+    """Images, integer labels and class names from an ImageFolder tree, a Hugging Face dataset
+    (``label_column``, a ClassLabel) or a torch dataset with ``.samples``/``.classes``."""
+    from pathlib import Path
+
+    if isinstance(data, (str, Path)):
+        from torchvision.datasets import ImageFolder
+
+        root = Path(data)
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"{root} is not a folder; expected an ImageFolder tree "
+                "ROOT/<class>/<image>.jpg (e.g. ILSVRC val sorted by class)"
+            )
+        ds = ImageFolder(str(root), loader=lambda p: p)
+        return [p for p, _ in ds.samples], np.array(ds.targets), ds.classes
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        if label_column not in data.column_names:
+            raise ValueError(f"the dataset has no {label_column!r} column ({data.column_names})")
+        feat = data.features[label_column]
+        names = list(getattr(feat, "names", []) or [])
+        return data, np.array(data[label_column]), names
+    if hasattr(data, "samples") and hasattr(data, "classes"):
+        return [p for p, _ in data.samples], np.array([t for _, t in data.samples]), data.classes
+    raise TypeError(f"cannot read labels from {type(data).__name__}")

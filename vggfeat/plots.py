@@ -1,0 +1,196 @@
+"""Benchmark report outputs: PNG plots (precision-recall curves, per-class bar charts) and the
+``report.md`` / ``results.json`` pair that puts a run beside the paper's table.
+
+matplotlib is imported lazily, and figures are built with ``matplotlib.figure.Figure`` rather
+than pyplot, so nothing touches the global backend or leaks figures: saving a PNG goes through
+the Agg canvas on any machine, with or without a display.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .svm import precision_recall
+
+log = logging.getLogger("vggfeat")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, format="png")
+    return path
+
+
+def pr_curves(path, curves: dict, *, aps: dict | None = None, title: str = "", cols: int = 5) -> Path:
+    """One small precision-recall panel per class. ``curves``: name -> (recall (M,), precision
+    (M,)) in rank order (NaN precision entries, before any positive or negative, are dropped);
+    ``aps``: name -> AP in [0, 1] for the panel titles."""
+    rows = max(1, math.ceil(len(curves) / cols))
+    fig = _figure(2.4 * cols, 2.2 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    for ax, (name, (rec, prec)) in zip(axes.flat, curves.items()):
+        rec, prec = np.asarray(rec), np.asarray(prec)
+        ok = ~np.isnan(prec)
+        ax.step(rec[ok], prec[ok], where="post", lw=1.2)
+        ap = (aps or {}).get(name)
+        ax.set_title(name if ap is None else f"{name} {100 * ap:.1f}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.set_visible(False)
+    fig.supxlabel("recall")
+    fig.supylabel("precision")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def bar_chart(
+    path,
+    values: dict,
+    *,
+    title: str = "",
+    ylabel: str = "",
+    references: dict | None = None,
+    percent: bool = True,
+) -> Path:
+    """Per-class bars (``values``: name -> value in [0, 1]), with horizontal lines for
+    ``references`` (label -> value in [0, 1], e.g. the run's mean and the paper's)."""
+    scale = 100 if percent else 1
+    names = list(values)
+    fig = _figure(max(6.0, min(40.0, 0.28 * len(names)) + 1.5), 4.0)
+    ax = fig.add_subplot()
+    ax.bar(range(len(names)), [scale * values[n] for n in names], color="tab:blue")
+    for (label, v), colour in zip((references or {}).items(), ("tab:red", "tab:green", "tab:orange", "k")):
+        ax.axhline(scale * v, color=colour, ls="--", lw=1, label=f"{label}: {scale * v:.1f}")
+    if references:
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xticks(
+        range(len(names)),
+        names,
+        rotation=90,
+        fontsize=9 if len(names) <= 40 else 7 if len(names) <= 110 else 4,
+    )
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylim(0, scale * 1.02)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def paper_name(configs: Sequence[str]) -> str:
+    """Table 11's row name for the nets used: ("D",) -> "VGG Net-D", ("D", "E") -> "VGG Net-D &
+    Net-E"."""
+    return "VGG " + " & ".join(f"Net-{c}" for c in configs)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A GitHub markdown table; floats are printed with one decimal."""
+    fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def write_report(out_dir, *, markdown: str, payload: dict) -> tuple[Path, Path]:
+    """``report.md`` and ``results.json`` under ``out_dir`` (created); NaN is written as null."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / "report.md", out_dir / "results.json"
+    md.write_text(markdown)
+    clean = json.loads(json.dumps(payload, default=_jsonable), parse_constant=lambda c: None)
+    js.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    log.info("wrote %s and %s", md, js)
+    return md, js
+
+
+def _bullets(notes: Sequence[str]) -> str:
+    return "".join(f"- {n}\n" for n in notes)
+
+
+def ap_report(
+    out_dir, *, title: str, notes: Sequence[str], classes: Sequence[str], results: dict, labels: np.ndarray,
+    column: str, paper: dict, paper_row: str, payload: dict,
+) -> str:  # fmt: skip
+    """Write a VOC-style report: per-class AP of each result (``results``: label ->
+    :class:`vggfeat.svm.VOCResult`), the mAPs beside the paper's rows (``paper``: row -> mAP %,
+    ``paper_row`` the one with the same nets), ``results.json`` (``payload`` plus the numbers),
+    ``pr_curves.png`` and ``ap_per_class.png`` of the last result. ``labels``: (N_test, K)."""
+    out_dir = Path(out_dir)
+    md = f"# {title}\n\n" + _bullets(notes) + "\n"
+    per_class = [[c] + [100 * r.aps[k] for r in results.values()] for k, c in enumerate(classes)]
+    md += markdown_table(["class"] + [f"AP (%), {n}" for n in results], per_class) + "\n"
+    rows = [[f"this run, {n}", 100 * r.map] for n, r in results.items()]
+    rows += [[f"{k} (paper{', same setting' if k == paper_row else ''})", v] for k, v in paper.items()]
+    md += markdown_table(["", column], rows)
+    numbers = {
+        n: dict(ap=dict(zip(classes, r.aps)), map=r.map, C=r.C, val_map=r.val_scores)
+        for n, r in results.items()
+    }
+    write_report(out_dir, markdown=md, payload={**payload, "notes": list(notes), "results": numbers,
+                                                "paper": paper, "paper_row": paper_row})  # fmt: skip
+    last = list(results.values())[-1]
+    aps = dict(zip(classes, last.aps))
+    curves = {c: precision_recall(last.scores[:, k], labels[:, k]) for k, c in enumerate(classes)}
+    pr_curves(
+        out_dir / "pr_curves.png", {c: v for c, v in curves.items() if v is not None}, aps=aps, title=title
+    )
+    refs = {"this run": last.map} | ({"paper": paper[paper_row] / 100} if paper.get(paper_row) else {})
+    bar_chart(
+        out_dir / "ap_per_class.png", {c: 0.0 if np.isnan(a) else a for c, a in aps.items()},
+        title=title, ylabel="AP (%)", references=refs,
+    )  # fmt: skip
+    return md
+
+
+def recall_report(
+    out_dir, *, title: str, notes: Sequence[str], classes: Sequence[str], result, column: str,
+    paper: dict, paper_row: str, payload: dict,
+) -> str:  # fmt: skip
+    """Write a Caltech-style report: mean class recall mean +- std over the splits beside the
+    paper's rows (``paper``: row -> (mean %, std %)), ``results.json`` and
+    ``recall_per_class.png`` (recall of each class averaged over the splits)."""
+    out_dir = Path(out_dir)
+    md = f"# {title}\n\n" + _bullets(notes) + "\n"
+    split_rows = [[f"split {i}", f"{C:g}", 100 * r] for i, (C, r) in enumerate(zip(result.Cs, result.recalls))]
+    md += markdown_table(["split", "C", "mean class recall (%)"], split_rows) + "\n"
+    rows = [["this run", f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
+    rows += [
+        [f"{k} (paper{', same setting' if k == paper_row else ''})", f"{m:.1f} ± {s:.1f}"]
+        for k, (m, s) in paper.items()
+    ]
+    md += markdown_table(["", column], rows)
+    numbers = dict(recalls=result.recalls, mean=result.mean, std=result.std, Cs=result.Cs,
+                   class_recall=dict(zip(classes, result.class_recall)))  # fmt: skip
+    write_report(out_dir, markdown=md, payload={**payload, "notes": list(notes), **numbers,
+                                                "paper": paper, "paper_row": paper_row})  # fmt: skip
+    refs = {"this run": result.mean} | ({"paper": paper[paper_row][0] / 100} if paper_row in paper else {})
+    values = {c: 0.0 if np.isnan(v) else v for c, v in zip(classes, result.class_recall)}
+    bar_chart(out_dir / "recall_per_class.png", values, title=title, ylabel="recall (%)", references=refs)
+    return md

@@ -195,12 +195,18 @@ def test_forward_matches_hand_made_caffe_pipeline(tmp_path, config):
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
+def bare(config, **kw):
+    return vggfeat.vgg(config, **{**dict(width=WIDTH, fc_dim=FC_DIM, num_classes=NUM_CLASSES), **kw})
+
+
 @pytest.mark.parametrize(("written", "asked"), [("D", "E"), ("E", "D")])
 def test_wrong_config(tmp_path, written, asked):
     path = write_caffemodel(tmp_path / "w.caffemodel", tiny_layers(written))
     n = {"D": 13, "E": 16}[written]
     msg = rf"w\.caffemodel.*{n} conv layers.*VGG-{written}; use vgg\('{written}'"
     with pytest.raises(WeightsError, match=msg):
+        caffe_to_state_dict(read_caffemodel(path), bare(asked), source=path)
+    with pytest.raises(WeightsError, match=rf"w\.caffemodel.*VGG-{written}.*'{written}'"):
         build(asked, path)
 
 
@@ -222,7 +228,7 @@ def test_wrong_blob_shape_names_layer_and_shapes(tmp_path):
 def test_wrong_num_classes_suggests_the_fitting_model(tmp_path):
     path = write_caffemodel(tmp_path / "c.caffemodel", tiny_layers("D"))
     with pytest.raises(WeightsError, match=r"fc8.*vgg\('D', width=0.0625, fc_dim=32, num_classes=10\)"):
-        build("D", path, num_classes=5)
+        caffe_to_state_dict(read_caffemodel(path), bare("D", num_classes=5), source=path)
 
 
 @pytest.mark.parametrize("encoding", ["layer", "v1"])
@@ -251,8 +257,8 @@ def test_missing_empty_and_non_caffe_files(tmp_path):
 
 def test_batch_norm_model_refused(tmp_path):
     path = write_caffemodel(tmp_path / "bn.caffemodel", tiny_layers("D"))
-    with pytest.raises(WeightsError, match="batch_norm=False"):
-        build("D", path, batch_norm=True)
+    with pytest.raises(WeightsError, match=r"bn\.caffemodel.*batch_norm=False"):
+        caffe_to_state_dict(read_caffemodel(path), bare("D", batch_norm=True), source=path)
 
 
 def test_infer_config_and_arch(tmp_path):
@@ -266,7 +272,7 @@ def test_infer_config_and_arch(tmp_path):
     with pytest.raises(WeightsError, match="10 conv layers"):
         infer_caffe_config(b)
     with pytest.raises(WeightsError, match="10 conv layers.*it is not VGG-D or VGG-E"):
-        caffe_to_state_dict(b, vggfeat.vgg("D", width=WIDTH, fc_dim=FC_DIM, num_classes=NUM_CLASSES), "b")
+        caffe_to_state_dict(b, bare("D"), "b")
 
 
 def test_pytorch_conversion_of_caffe_weights_gets_caffe_preprocessing(tmp_path):
@@ -299,9 +305,8 @@ def test_large_blob_is_read_exactly(tmp_path, packed):
 
 
 @pytest.mark.xfail(
-    raises=ValueError,
     strict=False,
-    reason="vggfeat.weights.build_with_weights still requires config for .caffemodel files",
+    reason="vggfeat.weights.build_with_weights does not yet take width/fc_dim/num_classes off a .caffemodel",
 )
 @pytest.mark.parametrize("config", ["D", "E"])
 def test_config_none_reads_architecture_off_the_file(tmp_path, config):

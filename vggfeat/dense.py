@@ -36,8 +36,9 @@ def crop_grid(height: int, width: int, size: int = CROP, n: int = GRID) -> list[
     """Top-left corners of an n x n grid of size x size crops, evenly spaced, corners included."""
     if min(height, width) < size:
         raise ValueError(f"multi-crop needs images of at least {size}x{size}, got {height}x{width}")
-    ys = [round(i * (height - size) / (n - 1)) for i in range(n)]
-    xs = [round(j * (width - size) / (n - 1)) for j in range(n)]
+    # rounded half up (not Python's half-to-even), so the grid is symmetric about the centre
+    ys = [int(i * (height - size) / (n - 1) + 0.5) for i in range(n)]
+    xs = [int(j * (width - size) / (n - 1) + 0.5) for j in range(n)]
     return [(y, x) for y in ys for x in xs]
 
 

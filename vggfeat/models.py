@@ -261,21 +261,34 @@ def vgg(
     )
 
 
+def conv_module(model: VGG, name: str) -> nn.Conv2d:
+    """The Conv2d behind a conv layer name such as ``"conv3_2"``."""
+    part, idx = model.layers[name]
+    while not isinstance(model.features[idx], nn.Conv2d):
+        idx -= 1
+    return model.features[idx]
+
+
 def init_from(shallow: VGG, deep: VGG) -> VGG:
     """Sec. 3.1: initialise ``deep`` with the first four conv layers and the three FC layers of
-    the shallower net A ``shallow`` (the rest keeps its random init). Returns ``deep``."""
-    src = [m for m in shallow.features if isinstance(m, nn.Conv2d)][:4]
-    dst = [m for m in deep.features if isinstance(m, nn.Conv2d)][:4]
-    pairs = [(f"conv layer {i + 1}", a, b) for i, (a, b) in enumerate(zip(src, dst))]
+    the shallower net A ``shallow``; the rest keeps its random init. Returns ``deep``.
+
+    Layers are matched by name, as Caffe copies weights: A's first four convs are conv1_1,
+    conv2_1, conv3_1 and conv3_2, and they land on the deep net's layers of the same names
+    (whose shapes agree), not on its first four convs (conv1_2 has no counterpart in A).
+    """
+    names = [n for n in shallow.layers if n.startswith("conv")][:4]
+    missing = [n for n in names if n not in deep.layers]
+    if len(names) < 4 or missing:
+        raise ValueError(f"init_from: the deep net has no layers {missing} of the shallow net")
+    pairs = [(n, conv_module(shallow, n), conv_module(deep, n)) for n in names]
     pairs += [(f"classifier.{i}", shallow.classifier[i], deep.classifier[i]) for i in (0, 3, 6)]
-    if len(src) < 4 or len(dst) < 4:
-        raise ValueError("init_from needs at least four conv layers in both networks")
     for name, a, b in pairs:
         if a.weight.shape != b.weight.shape:
             raise ValueError(
-                f"init_from: {name} has shape {tuple(a.weight.shape)} in the shallow "
-                f"net but {tuple(b.weight.shape)} in the deep net; build both with "
-                "the same width, fc_dim and num_classes"
+                f"init_from: {name} has shape {tuple(a.weight.shape)} in the shallow net but "
+                f"{tuple(b.weight.shape)} in the deep net; build both with the same width, "
+                "fc_dim and num_classes"
             )
     with torch.no_grad():
         for _, a, b in pairs:

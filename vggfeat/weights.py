@@ -133,36 +133,60 @@ def infer_arch(sd: dict[str, torch.Tensor]) -> dict:
         raise WeightsError("state dict is not in torchvision's VGG layout (features.N.*, classifier.0/3/6.*)")
     shapes = [(sd[f"features.{i}.weight"].shape[-1], sd[f"features.{i}.weight"].shape[0]) for i in convs]
     width = shapes[0][1] / 64
+    bn = any(k.endswith("running_mean") for k in sd)
+    # A and A-LRN have the same convs; A-LRN's LRN module shifts the index of the second conv
+    lrn = len(convs) > 1 and convs[1] - convs[0] == (5 if bn else 4)
     for name, blocks in CONFIGS.items():
         spec = [s if isinstance(s, tuple) else (3, s) for b in blocks for s in b if s != "LRN"]
-        if len(spec) == len(shapes) and all(k == k2 for (k, _), (k2, _) in zip(spec, shapes)):
-            lrn = any(s == "LRN" for b in blocks for s in b)
-            if lrn != (name == "A-LRN") or (name == "A-LRN" and convs[1] - convs[0] != 4):
-                continue  # A and A-LRN share conv shapes; the LRN module shifts the indices
+        has_lrn = any(s == "LRN" for b in blocks for s in b)
+        if has_lrn == lrn and [k for k, _ in spec] == [k for k, _ in shapes]:
             return dict(
                 config=name,
                 width=width,
                 fc_dim=sd["classifier.0.weight"].shape[0],
                 num_classes=sd["classifier.6.weight"].shape[0],
-                batch_norm=any(k.endswith("running_mean") for k in sd),
+                batch_norm=bn,
             )
     raise WeightsError(f"no VGG configuration has conv kernels/widths {shapes}")
 
 
-def load_weights(model: VGG, source, *, preprocess=None) -> VGG:
-    """Load weights from ``source`` into ``model`` (strict) and set ``model.preprocess``."""
-    if isinstance(source, str) and source.startswith("torchvision"):
-        variant = source.split(":", 1)[1] if ":" in source else "IMAGENET1K_V1"
-        sd, meta = _load_torchvision(model.config, model.arch["batch_norm"], variant)
-    elif isinstance(source, dict):
-        sd, meta = source, {}
-    else:
-        sd, meta = read_weights(source)
-        if Path(source).suffix.lower() == ".caffemodel":
-            from .caffe import caffe_to_state_dict
+def _is_caffe(source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".caffemodel"
 
-            sd = caffe_to_state_dict(sd, model, source=source)
-    _load_state_dict(model, sd, source)
+
+def _is_torchvision(source) -> bool:
+    return isinstance(source, str) and source.startswith("torchvision")
+
+
+def _resolve(source, config: str | None = None, batch_norm: bool = False):
+    """Any weights source -> (state dict, or Caffe layers for a .caffemodel; metadata)."""
+    if _is_torchvision(source):
+        if config is None:
+            raise ValueError("config is required for weights='torchvision' (A, B, D or E)")
+        variant = source.split(":", 1)[1] if ":" in source else "IMAGENET1K_V1"
+        return _load_torchvision(config, batch_norm, variant)
+    if isinstance(source, dict):
+        return source, {}
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"weights must be None, 'torchvision', a path or a state dict, got {type(source)}")
+    return read_weights(source)
+
+
+def load_weights(model: VGG, source, *, preprocess=None) -> VGG:
+    """Load weights from ``source`` into ``model`` (strict) and set ``model.preprocess`` to the
+    weights' preprocessing (``preprocess`` overrides it: ``"caffe"``, ``"imagenet"`` or a
+    :class:`Preprocess`, e.g. for PyTorch conversions of the Caffe release)."""
+    sd, meta = _resolve(source, model.config, model.arch["batch_norm"])
+    return _apply(model, sd, meta, source, preprocess)
+
+
+def _apply(model: VGG, sd, meta: dict, source, preprocess) -> VGG:
+    if _is_caffe(source):
+        from .caffe import caffe_to_state_dict
+
+        sd = caffe_to_state_dict(sd, model, source=source)
+    name = "the given state dict" if isinstance(source, dict) else source
+    _load_state_dict(model, sd, name, assign=next(model.parameters()).is_meta)
     pre = preprocess or meta.get("preprocess")
     if isinstance(pre, str):
         pre = Preprocess.named(pre)
@@ -173,7 +197,7 @@ def load_weights(model: VGG, source, *, preprocess=None) -> VGG:
     return model
 
 
-def _load_state_dict(model: nn.Module, sd: dict, source) -> None:
+def _load_state_dict(model: nn.Module, sd: dict, source, assign: bool = False) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -194,51 +218,36 @@ def _load_state_dict(model: nn.Module, sd: dict, source) -> None:
             + "; ".join(p for p in parts if p)
             + ". Check config, width, fc_dim, num_classes and batch_norm."
         )
-    model.load_state_dict(sd, strict=True)
+    if assign:  # the model was built on the meta device: take the tensors, in float32 layout
+        sd = {k: v.detach().clone() if v.dtype.is_floating_point else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=assign)
 
 
 def build_with_weights(config, weights, *, preprocess=None, **kw) -> VGG:
-    """Build a model for ``weights`` (see :func:`vggfeat.vgg`)."""
+    """Build a model for ``weights`` (see :func:`vggfeat.vgg`). The architecture comes from the
+    file (metadata, tensor shapes, Caffe layer count) where it says, else from the arguments."""
     if weights is None:
         if config is None:
             raise ValueError("config is required when weights is None")
         pre = Preprocess.named(preprocess) if isinstance(preprocess, str) else preprocess
         return VGG(config, preprocess=pre, **kw)
-    if not isinstance(weights, (str, os.PathLike, dict)):
-        raise TypeError(f"weights must be None, 'torchvision' or a path, got {type(weights)}")
-    meta = {}
-    if (
-        not (isinstance(weights, str) and weights.startswith("torchvision"))
-        and not isinstance(weights, dict)
-        and Path(weights).suffix.lower() != ".caffemodel"
-    ):
-        sd, meta = read_weights(weights)
+    sd, meta = _resolve(weights, config, kw.get("batch_norm", False))
+    if _is_caffe(weights):
+        from .caffe import infer_caffe_config
+
+        arch = {"config": infer_caffe_config(sd)}
+    else:
         arch = meta.get("arch") or infer_arch(sd)
-        if config is not None and _canonical(config) != arch["config"]:
-            raise WeightsError(
-                f"weights {weights} are for VGG-{arch['config']}, not "
-                f"VGG-{_canonical(config)}; pass config={arch['config']!r} or None"
-            )
         kw.update({k: arch[k] for k in ("num_classes", "width", "fc_dim", "batch_norm") if k in arch})
-        config = arch["config"]
-        weights = (sd, meta)
-    if config is None:
-        raise ValueError(f"config is required for weights {weights!r}")
-    model = VGG(config, **kw)
-    if isinstance(weights, tuple):
-        sd, meta = weights
-        _load_state_dict(model, sd, "file")
-        pre = preprocess or meta.get("preprocess")
-        model.preprocess = (
-            Preprocess.named(pre)
-            if isinstance(pre, str)
-            else Preprocess.from_dict(pre)
-            if isinstance(pre, dict)
-            else pre or Preprocess.imagenet()
+    if config is not None and _canonical(config) != arch["config"]:
+        what = "the state dict" if isinstance(weights, dict) else f"weights {weights}"
+        raise WeightsError(
+            f"{what} are for VGG-{arch['config']}, not VGG-{_canonical(config)}; pass "
+            f"config={arch['config']!r} or None"
         )
-        model.meta = {k: v for k, v in meta.items() if k != "preprocess"}
-        return model
-    return load_weights(model, weights, preprocess=preprocess)
+    with torch.device("meta"):  # no random init of tensors about to be replaced
+        model = VGG(arch["config"], **kw)
+    return _apply(model, sd, meta, weights, preprocess)
 
 
 def save_weights(model: VGG, path, **meta) -> Path:

@@ -304,10 +304,6 @@ def test_large_blob_is_read_exactly(tmp_path, packed):
     np.testing.assert_array_equal(b, bias)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="vggfeat.weights.build_with_weights does not yet take width/fc_dim/num_classes off a .caffemodel",
-)
 @pytest.mark.parametrize("config", ["D", "E"])
 def test_config_none_reads_architecture_off_the_file(tmp_path, config):
     layers = tiny_layers(config, seed=6)

@@ -233,12 +233,12 @@ def build_with_weights(config, weights, *, preprocess=None, **kw) -> VGG:
         return VGG(config, preprocess=pre, **kw)
     sd, meta = _resolve(weights, config, kw.get("batch_norm", False))
     if _is_caffe(weights):
-        from .caffe import infer_caffe_config
+        from .caffe import infer_caffe_arch
 
-        arch = {"config": infer_caffe_config(sd)}
+        arch = infer_caffe_arch(sd)
     else:
         arch = meta.get("arch") or infer_arch(sd)
-        kw.update({k: arch[k] for k in ("num_classes", "width", "fc_dim", "batch_norm") if k in arch})
+    kw.update({k: arch[k] for k in ("num_classes", "width", "fc_dim", "batch_norm") if k in arch})
     if config is not None and _canonical(config) != arch["config"]:
         what = "the state dict" if isinstance(weights, dict) else f"weights {weights}"
         raise WeightsError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,7 +158,9 @@ def ap_report(
                                                 "paper": paper, "paper_row": paper_row})  # fmt: skip
     last = list(results.values())[-1]
     aps = dict(zip(classes, last.aps))
-    curves = {c: precision_recall(last.scores[:, k], labels[:, k]) for k, c in enumerate(classes)}
+    with warnings.catch_warnings():  # classes without positives were reported with their NaN AP
+        warnings.simplefilter("ignore", RuntimeWarning)
+        curves = {c: precision_recall(last.scores[:, k], labels[:, k]) for k, c in enumerate(classes)}
     pr_curves(
         out_dir / "pr_curves.png", {c: v for c, v in curves.items() if v is not None}, aps=aps, title=title
     )
@@ -171,16 +174,18 @@ def ap_report(
 
 def recall_report(
     out_dir, *, title: str, notes: Sequence[str], classes: Sequence[str], result, column: str,
-    paper: dict, paper_row: str, payload: dict,
+    paper: dict, paper_row: str, payload: dict, label: str = "this run",
 ) -> str:  # fmt: skip
     """Write a Caltech-style report: mean class recall mean +- std over the splits beside the
     paper's rows (``paper``: row -> (mean %, std %)), ``results.json`` and
     ``recall_per_class.png`` (recall of each class averaged over the splits)."""
     out_dir = Path(out_dir)
     md = f"# {title}\n\n" + _bullets(notes) + "\n"
-    split_rows = [[f"split {i}", f"{C:g}", 100 * r] for i, (C, r) in enumerate(zip(result.Cs, result.recalls))]
+    split_rows = [
+        [f"split {i}", f"{C:g}", 100 * r] for i, (C, r) in enumerate(zip(result.Cs, result.recalls))
+    ]
     md += markdown_table(["split", "C", "mean class recall (%)"], split_rows) + "\n"
-    rows = [["this run", f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
+    rows = [[label, f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
     rows += [
         [f"{k} (paper{', same setting' if k == paper_row else ''})", f"{m:.1f} ± {s:.1f}"]
         for k, (m, s) in paper.items()

@@ -164,7 +164,8 @@ class MultiLabelSVC(BaseEstimator):
     ("difficult", VOC) removes the image from that column's training set.
 
     ``fit(X (N, D), Y (N, K))``; ``decision_function(X) -> (N, K)`` signed distances. A column
-    with a single class in training (possible in quick runs) gets a constant score of 0.
+    with a single class in training (possible in quick runs) gets a constant score of 0 and is
+    listed in ``constant_``.
     """
 
     def __init__(self, C: float = 1.0, *, max_iter: int = MAX_ITER):
@@ -173,13 +174,13 @@ class MultiLabelSVC(BaseEstimator):
 
     def fit(self, X, Y):
         X, Y = np.asarray(X), np.asarray(Y)
-        self.estimators_ = []
+        self.estimators_, self.constant_ = [], []
         for k in range(Y.shape[1]):
             keep = Y[:, k] != 0
             y = Y[keep, k] > 0
             if y.all() or not y.any():
-                log.warning("class %d: all its training images have one label; its score is constant", k)
                 self.estimators_.append(None)
+                self.constant_.append(k)
                 continue
             svc = LinearSVC(C=self.C, max_iter=self.max_iter)
             self.estimators_.append(svc.fit(X[keep], y))
@@ -245,6 +246,8 @@ def voc_classification(
         lambda c: MultiLabelSVC(C=c), (X[tr], Y[tr]), (X[va], Y[va]), score=_voc_score(ap_fn), grid=grid
     )
     model = MultiLabelSVC(C=C).fit(X[fit], Y[fit])
+    if model.constant_:
+        log.warning("classes %s have a single label in the training images: constant scores", model.constant_)
     scores = model.decision_function(X[test])
     aps = average_precisions(scores, Y[test], ap_fn)
     return VOCResult(aps=aps, map=mean_ap(aps), scores=scores, C=C, val_scores=val_scores, model=model)

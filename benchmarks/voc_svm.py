@@ -1,0 +1,128 @@
+"""PASCAL VOC-2007 / 2012 classification with linear SVMs on VGG descriptors (Appendix B, Table 11).
+
+    python benchmarks/voc_svm.py --root VOCdevkit --year 2007 --model D --weights torchvision
+    python benchmarks/voc_svm.py --root VOCdevkit --year 2007 --model D --weights D.pth \
+        --model E --weights E.pth
+
+Writes runs/<name>/: report.md, results.json, pr_curves.png, ap_per_class.png (and for VOC2012
+the devkit result files for the evaluation server under results/VOC2012/Main/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import vggfeat
+from vggfeat import plots, svm, voc
+
+
+@dataclass
+class Config:
+    root: Path
+    year: int = 2007
+    models: list[str] = field(default_factory=lambda: ["D"])
+    weights: list[str | None] = field(default_factory=list)
+    scales: tuple[int, ...] = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales
+    aggregate: str = "mean"
+    width: float = 1.0
+    fc_dim: int = 4096
+    c_grid: tuple[float, ...] = svm.C_GRID
+    max_images: int | None = None
+    out: Path | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    download: bool = False
+    cache: bool = True  # features under <out>/features, computed once and reused by later runs
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, required=True, help="VOCdevkit (or its parent, or VOC<year>)")
+    p.add_argument("--year", type=int, default=2007, choices=(2007, 2008, 2009, 2010, 2011, 2012))
+    p.add_argument("--model", dest="models", action="append", help="config letter; repeat for late fusion")
+    p.add_argument("--weights", action="append", help="'torchvision' or a file, one per --model")
+    p.add_argument("--scales", type=int, nargs="+", default=list(Config.scales))
+    p.add_argument("--aggregate", default="mean", choices=("mean", "stack", "max"))
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (tiny test nets)")
+    p.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (tiny test nets)")
+    p.add_argument("--c-grid", type=float, nargs="+", default=list(svm.C_GRID))
+    p.add_argument("--max-images", type=int, help="first N images per split: quick run, not comparable")
+    p.add_argument("--out", type=Path, help="output folder (default runs/voc<year>_<models>)")
+    p.add_argument("--device")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--download", action="store_true", help="fetch VOC with torchvision first (online)")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache features")
+    return p
+
+
+def config_from_args(args) -> Config:
+    models = args.models or ["D"]
+    weights = args.weights or [None] * len(models)
+    if len(weights) != len(models):
+        raise SystemExit(
+            f"got {len(models)} --model but {len(weights)} --weights; pass one --weights per --model"
+        )
+    out = args.out or Path("runs") / f"voc{args.year}_{'+'.join(models)}"
+    return Config(
+        root=args.root, year=args.year, models=models, weights=weights, scales=tuple(args.scales),
+        aggregate=args.aggregate, width=args.width, fc_dim=args.fc_dim, c_grid=tuple(args.c_grid),
+        max_images=args.max_images, out=out, device=args.device, batch_size=args.batch_size,
+        seed=args.seed, download=args.download, cache=args.cache,
+    )  # fmt: skip
+
+
+def main(cfg: Config) -> svm.VOCResult:
+    if cfg.download:
+        voc.download(cfg.root, cfg.year)
+    data = voc.load_voc(cfg.root, cfg.year, max_images=cfg.max_images)
+    proto = voc.protocol(data, seed=cfg.seed)
+    nets = tuple(
+        vggfeat.vgg(m, weights=w, width=cfg.width, fc_dim=cfg.fc_dim) for m, w in zip(cfg.models, cfg.weights)
+    )
+    X = vggfeat.extract(
+        data.images, model=nets if len(nets) > 1 else nets[0], scales=cfg.scales, aggregate=cfg.aggregate,
+        cache=cfg.out / "features" if cfg.cache else None, device=cfg.device, batch_size=cfg.batch_size,
+    )  # fmt: skip
+    res = svm.voc_classification(
+        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap, grid=cfg.c_grid
+    )
+    if proto.submit is not None:  # VOC2012 test: devkit files for the evaluation server
+        model = svm.MultiLabelSVC(C=res.C).fit(X[proto.submit[0]], data.labels[proto.submit[0]])
+        ids = [data.ids[i] for i in proto.submit[1]]
+        voc.write_results(
+            cfg.out / "results" / f"VOC{cfg.year}" / "Main", ids, model.decision_function(X[proto.submit[1]])
+        )
+
+    notes = [
+        proto.description,
+        f"C = {res.C:g} from the grid {list(cfg.c_grid)}; descriptor dimension {X.shape[1]}",
+    ]
+    if cfg.max_images:
+        notes.insert(0, f"**QUICK RUN (--max-images {cfg.max_images}): not comparable with the paper.**")
+    if None in cfg.weights:
+        notes.insert(0, "**Random weights (no --weights): a plumbing check, not comparable with the paper.**")
+    name = plots.paper_name(cfg.models)
+    paper = {k: v[cfg.year] for k, v in voc.PAPER_TABLE11.items() if cfg.year in v}
+    label = f"{name}, QUICK RUN (not comparable)" if cfg.max_images else name
+    md = plots.ap_report(
+        cfg.out, title=f"VOC{cfg.year} classification: linear SVMs on {name} descriptors", notes=notes,
+        classes=data.classes, results={label: res}, labels=data.labels[proto.test],
+        column=f"VOC-{cfg.year} mAP (%)", paper=paper, paper_row=name, payload=dict(
+            config=asdict(cfg), comparable=not cfg.max_images and None not in cfg.weights,
+            quick_run=cfg.max_images,
+            protocol=proto.description, n_images={k: len(v) for k, v in data.splits.items()}, dim=X.shape[1],
+        ),
+    )  # fmt: skip
+    print(md)
+    print(f"wrote {cfg.out}")
+    return res
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    main(config_from_args(get_args_parser().parse_args()))

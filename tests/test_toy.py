@@ -1,0 +1,158 @@
+"""The procedural data: deterministic bytes, valid ImageFolder and VOC devkit layouts."""
+
+import hashlib
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision
+from PIL import Image
+
+from vggfeat import toy
+
+SMALL = toy.ToyConfig(seed=3, source_train=2, source_val=1, target_train=6, target_val=5, target_test=7)
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy") / "data"
+    source, devkit = toy.generate(root, SMALL)
+    return root, source, devkit
+
+
+def test_same_seed_same_bytes(data, tmp_path):
+    root, *_ = data
+    toy.generate(tmp_path / "again", SMALL)
+    first, second = digest(root), digest(tmp_path / "again")
+    assert len(first) > 50 and first == second
+    toy.generate(tmp_path / "other", toy.ToyConfig(**{**SMALL.__dict__, "seed": 4}))
+    other = digest(tmp_path / "other")
+    assert other.keys() == first.keys()
+    jpgs = [k for k in first if k.endswith(".jpg")]
+    assert all(other[k] != first[k] for k in jpgs)
+
+
+def test_rerun_reuses_and_config_change_regenerates(tmp_path):
+    cfg = toy.ToyConfig(source_train=1, source_val=1, target_train=2, target_val=2, target_test=2)
+    root = tmp_path / "d"
+    toy.generate(root, cfg)
+    img = root / "VOCdevkit/VOC2007/JPEGImages/000001.jpg"
+    stamp = img.stat().st_mtime_ns
+    toy.generate(root, cfg)
+    assert img.stat().st_mtime_ns == stamp
+    toy.generate(root, toy.ToyConfig(**{**cfg.__dict__, "target_test": 3}))
+    assert len(list((root / "VOCdevkit/VOC2007/JPEGImages").iterdir())) == 7
+    assert not (tmp_path / "d.partial").exists()
+
+
+def test_refuses_folder_with_other_files(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=str(tmp_path)):
+        toy.generate(tmp_path, SMALL)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_source_is_an_imagefolder(data):
+    _, source, _ = data
+    for split, n in (("train", SMALL.source_train), ("val", SMALL.source_val)):
+        ds = torchvision.datasets.ImageFolder(source / split)
+        assert ds.classes == sorted(toy.SOURCE_CLASSES)
+        assert len(ds) == n * len(toy.SOURCE_CLASSES)
+        img, label = ds[len(ds) - 1]
+        assert img.mode == "RGB" and min(img.size) >= 64 and label == len(ds.classes) - 1
+    train = {p.name for p in (source / "train").rglob("*.jpg")}
+    val = {p.name for p in (source / "val").rglob("*.jpg")}
+    assert not train & val  # val images are other draws, not copies of train images
+
+
+def parse_annotation(path: Path) -> tuple[tuple[int, int], list[dict]]:
+    root = ET.parse(path).getroot()
+    size = (int(root.findtext("size/width")), int(root.findtext("size/height")))
+    objects = [
+        dict(
+            name=o.findtext("name"),
+            difficult=int(o.findtext("difficult")),
+            box=tuple(int(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")),
+        )
+        for o in root.iter("object")
+    ]
+    return size, objects
+
+
+def test_voc_layout_as_the_devkit_writes_it(data):
+    _, _, devkit = data
+    voc = devkit / "VOC2007"
+    main = voc / "ImageSets" / "Main"
+    splits = {s: (main / f"{s}.txt").read_text().split() for s in ("train", "val", "trainval", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [6, 5, 7]
+    assert splits["trainval"] == sorted(splits["train"] + splits["val"])
+    every = sorted(splits["trainval"] + splits["test"])
+    assert every == [f"{k:06d}" for k in range(1, 19)]
+    assert not set(toy.TARGET_CLASSES) & set(toy.SOURCE_CLASSES)
+    line = re.compile(r"^\d{6} (-1| 0| 1)$")
+    for image_id in every:
+        size, objects = parse_annotation(voc / "Annotations" / f"{image_id}.xml")
+        with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as img:
+            assert img.size == size and img.mode == "RGB"
+        assert 240 <= max(size) <= 320 and 1 <= len(objects) <= 3
+        for o in objects:
+            x0, y0, x1, y1 = o["box"]
+            assert 1 <= x0 <= x1 <= size[0] and 1 <= y0 <= y1 <= size[1]
+            if max(x1 - x0, y1 - y0) + 1 < toy.DIFFICULT_SIDE:
+                assert o["difficult"] == 1
+    for split, members in splits.items():
+        for c in toy.TARGET_CLASSES:
+            lines = (main / f"{c}_{split}.txt").read_text().splitlines()
+            assert all(line.match(s) for s in lines)
+            assert [s.split()[0] for s in lines] == members
+            for s in lines:  # the devkit's rule, recomputed from the XML
+                image_id, label = s.split()
+                flags = [
+                    o["difficult"]
+                    for o in parse_annotation(voc / "Annotations" / f"{image_id}.xml")[1]
+                    if o["name"] == c
+                ]
+                assert int(label) == (-1 if not flags else 1 if 0 in flags else 0)
+
+
+def test_primitives_have_their_geometry():
+    # Areas as fractions of the box, by hand: circle pi/4, diamond 1/2, square 0.84^2,
+    # cross with arms 0.34 wide: 2 * 0.34 - 0.34^2; textures: stripes and checker half, dots pi * 0.3^2.
+    n = 400
+    area = {s: toy._mask(s, n, n).mean() for s in toy.SHAPES}
+    for shape, want in (
+        ("circle", math.pi / 4),
+        ("diamond", 0.5),
+        ("square", 0.84**2),
+        ("cross", 2 * 0.34 - 0.34**2),
+    ):
+        assert area[shape] == pytest.approx(want, abs=0.01)
+    assert toy._texture("solid", n, n, 10).mean() == 0
+    for texture, want in (("stripes", 0.5), ("checker", 0.5), ("dots", math.pi * 0.09)):
+        assert toy._texture(texture, n, n, 10).mean() == pytest.approx(want, abs=0.01)
+
+
+def test_part_is_clipped_at_the_border():
+    canvas = np.zeros((50, 50, 3), np.uint8)
+    toy.draw_part(canvas, np.random.default_rng(0), "square", "solid", (-40, -40, 60, 60))
+    painted = canvas.any(axis=2)
+    # The square covers box pixels 0.08..0.92 of 59: columns/rows up to 60*0.92-40 ~ 14.
+    assert painted[:10, :10].all() and not painted[20:, :].any() and not painted[:, 20:].any()
+
+
+def test_labels_from_objects():
+    objs = [dict(name="house", difficult=1), dict(name="house", difficult=0), dict(name="kite", difficult=1)]
+    assert toy.image_label(objs, "house") == 1
+    assert toy.image_label(objs, "kite") == 0
+    assert toy.image_label(objs, "eyes") == -1

@@ -1,0 +1,406 @@
+"""Deterministic procedural datasets in the real on-disk layouts, for demos and tests.
+
+Without internet there is no ImageNet and no VOC, so ``make demo`` trains and evaluates on data
+drawn here. The two sets share visual primitives and differ in classes, so that features learned
+on one transfer to the other as appendix B needs:
+
+- **source** (ImageFolder ``train/<class>/*.jpg``, ``val/<class>/*.jpg``): one primitive per
+  image, a shape (circle, square, ...) filled with a texture (solid, stripes, dots, checker) in
+  random colours, on clutter. The class is the shape-texture pair; colour never is, so a network
+  must learn shape and texture to solve it.
+- **target** (``VOCdevkit/VOC2007``, the devkit layout): multi-label images holding one to three
+  *compositions* of two primitives ("house": a solid triangle above a checkered square), at
+  scales from tiny to most of the image, partly outside the frame, among single-primitive
+  distractors on clutter. Target classes are not source classes, and a distractor pair that is
+  not arranged as the composition is a negative, so the primitives alone do not decide a label.
+  Tiny and heavily truncated objects are marked difficult, as VOC does.
+
+Every image is drawn from its own generator seeded by ``(seed, set, index)``, so the same seed
+writes the same bytes whatever the order or subset generated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from tqdm.auto import tqdm
+
+log = logging.getLogger("vggfeat")
+
+VERSION = 1  # bump when drawing changes, so stale generated data is regenerated
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star")
+TEXTURES = ("solid", "stripes", "dots", "checker")
+SOURCE_CLASSES = tuple(f"{t}-{s}" for s in SHAPES for t in TEXTURES)
+# Target classes: (first part, second part, arrangement); parts are (shape, texture).
+TARGET_CLASSES = {
+    "house": (("triangle", "solid"), ("square", "checker"), "above"),
+    "snowman": (("circle", "solid"), ("circle", "dots"), "above"),
+    "tree": (("star", "solid"), ("square", "stripes"), "above"),
+    "lamp": (("triangle", "stripes"), ("cross", "solid"), "above"),
+    "kite": (("diamond", "checker"), ("cross", "dots"), "above"),
+    "robot": (("square", "dots"), ("square", "solid"), "above"),
+    "flag": (("cross", "checker"), ("square", "solid"), "beside"),
+    "eyes": (("circle", "stripes"), ("circle", "stripes"), "beside"),
+    "bowtie": (("triangle", "dots"), ("diamond", "dots"), "beside"),
+    "medal": (("circle", "solid"), ("star", "checker"), "inside"),
+}
+PALETTE = np.array(
+    [
+        (220, 40, 40),
+        (40, 170, 60),
+        (40, 80, 220),
+        (235, 200, 30),
+        (200, 60, 200),
+        (30, 190, 200),
+        (245, 130, 30),
+        (240, 240, 240),
+        (30, 30, 30),
+    ],
+    dtype=np.uint8,
+)
+# VOC-like: a few distinct (width, height) sizes, landscape more often than portrait.
+TARGET_SIZES = ((320, 240), (320, 256), (288, 288), (240, 320), (320, 224))
+SOURCE_SIZES = ((96, 96), (112, 96), (96, 112))
+DIFFICULT_SIDE = 24  # px: objects whose longer visible side is smaller are "difficult"
+DIFFICULT_VISIBLE = 0.4  # objects with less of their box inside the image are "difficult"
+SPLITS = ("train", "val", "test")
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+
+def _polygon(shape: str) -> list[tuple[float, float]] | None:
+    """Outline in unit coordinates ([0, 1]^2, y down); None for the circle (an ellipse)."""
+    if shape == "square":
+        return [(0.08, 0.08), (0.92, 0.08), (0.92, 0.92), (0.08, 0.92)]
+    if shape == "triangle":
+        return [(0.5, 0.04), (0.97, 0.93), (0.03, 0.93)]
+    if shape == "diamond":
+        return [(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5)]
+    if shape == "cross":
+        a, b = 0.33, 0.67
+        return [
+            (a, 0),
+            (b, 0),
+            (b, a),
+            (1, a),
+            (1, b),
+            (b, b),
+            (b, 1),
+            (a, 1),
+            (a, b),
+            (0, b),
+            (0, a),
+            (a, a),
+        ]
+    if shape == "star":
+        ang = [-math.pi / 2 + k * math.pi / 5 for k in range(10)]
+        rad = [0.5 if k % 2 == 0 else 0.2 for k in range(10)]
+        return [(0.5 + r * math.cos(t), 0.53 + r * math.sin(t)) for r, t in zip(rad, ang)]
+    if shape == "circle":
+        return None
+    raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
+
+
+def _mask(shape: str, w: int, h: int) -> np.ndarray:
+    """(h, w) bool mask of ``shape`` filling a w x h box."""
+    img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(img)
+    pts = _polygon(shape)
+    if pts is None:
+        draw.ellipse([0, 0, w - 1, h - 1], fill=255)
+    else:
+        draw.polygon([(x * (w - 1), y * (h - 1)) for x, y in pts], fill=255)
+    return np.asarray(img) > 127
+
+
+def _texture(texture: str, w: int, h: int, period: float) -> np.ndarray:
+    """(h, w) bool: True where the texture shows its second colour. The period scales with the
+    object, as real textures do, so the texture is seen at every scale the object is."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / period
+    if texture == "solid":
+        return np.zeros((h, w), bool)
+    if texture == "stripes":
+        return np.floor(xx + yy).astype(int) % 2 == 1
+    if texture == "dots":
+        return (xx % 1 - 0.5) ** 2 + (yy % 1 - 0.5) ** 2 < 0.3**2
+    if texture == "checker":
+        return (np.floor(xx) + np.floor(yy)).astype(int) % 2 == 1
+    raise ValueError(f"unknown texture {texture!r}; choose one of {TEXTURES}")
+
+
+def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    i, j = rng.choice(len(PALETTE), size=2, replace=False)
+    return PALETTE[i], PALETTE[j]
+
+
+def draw_part(canvas: np.ndarray, rng: np.random.Generator, shape: str, texture: str, box) -> None:
+    """Paint one primitive into ``canvas`` (H, W, 3 uint8) inside ``box`` = (x0, y0, w, h) px,
+    which may lie partly outside the canvas (the part is clipped)."""
+    x0, y0, w, h = (int(round(v)) for v in box)
+    w, h = max(w, 3), max(h, 3)
+    H, W = canvas.shape[:2]
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return
+    a, b = _colours(rng)
+    pix = np.where(_texture(texture, w, h, max(2.0, min(w, h) / 5))[..., None], b, a)
+    m = _mask(shape, w, h)[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    region = canvas[cy0:cy1, cx0:cx1]
+    region[m] = pix[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0][m]
+
+
+def clutter(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """A cluttered background (H, W, 3 uint8): smooth colour variation, pixel noise and random
+    line segments in the objects' colours, so colour and edges alone do not find the objects."""
+    low = rng.integers(60, 200, size=(4, 4, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR), dtype=np.int16)
+    base = base + rng.integers(-18, 19, size=(h, w, 3), dtype=np.int16)
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(8, 20) * w * h / 80_000) + 2):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        t, r = rng.uniform(0, math.pi), rng.uniform(5, 0.3 * max(w, h))
+        colour = tuple(int(c) for c in PALETTE[rng.integers(len(PALETTE))])
+        draw.line(
+            [(x, y), (x + r * math.cos(t), y + r * math.sin(t))], fill=colour, width=int(rng.integers(1, 4))
+        )
+    return np.array(img)
+
+
+def _finish(canvas: np.ndarray) -> Image.Image:
+    # A slight blur stands in for camera optics: hard aliased edges are not what images look like.
+    return Image.fromarray(canvas).filter(ImageFilter.GaussianBlur(0.6))
+
+
+def render_source(rng: np.random.Generator, label: int, size: tuple[int, int]) -> Image.Image:
+    """One source image of class ``SOURCE_CLASSES[label]`` (w, h = ``size``)."""
+    texture, shape = SOURCE_CLASSES[label].split("-")
+    w, h = size
+    canvas = clutter(rng, w, h)
+    side = rng.uniform(0.35, 0.8) * min(w, h)
+    ow, oh = side * rng.uniform(0.85, 1.15), side * rng.uniform(0.85, 1.15)
+    x0, y0 = rng.uniform(-0.1 * ow, w - 0.9 * ow), rng.uniform(-0.1 * oh, h - 0.9 * oh)
+    draw_part(canvas, rng, shape, texture, (x0, y0, ow, oh))
+    return _finish(canvas)
+
+
+def _composition_parts(name: str, x0: float, y0: float, s: float, rng) -> tuple[list, tuple]:
+    """The two part boxes of a target object of unit size ``s`` px at (x0, y0), and its box."""
+    (s1, t1), (s2, t2), how = TARGET_CLASSES[name]
+    j = lambda: s * rng.uniform(0.9, 1.1)  # noqa: E731 - each part slightly varies in size
+    if how == "above":
+        a, b = j(), j()
+        parts = [(s1, t1, (x0 + (b - a) / 2, y0, a, a)), (s2, t2, (x0, y0 + a, b, b))]
+        box = (x0 + min(0, (b - a) / 2), y0, max(a, b), a + b)
+    elif how == "beside":
+        a, b = j(), j()
+        parts = [(s1, t1, (x0, y0 + (b - a) / 2, a, a)), (s2, t2, (x0 + a, y0, b, b))]
+        box = (x0, y0 + min(0, (b - a) / 2), a + b, max(a, b))
+    else:  # inside: the second part, smaller, centred in the first
+        a = j() * 1.4
+        c = a * 0.5
+        parts = [(s1, t1, (x0, y0, a, a)), (s2, t2, (x0 + (a - c) / 2, y0 + (a - c) / 2, c, c))]
+        box = (x0, y0, a, a)
+    return parts, box
+
+
+def _visible(box, w: int, h: int) -> tuple[tuple[int, int, int, int], float]:
+    """VOC bndbox (1-based, inclusive, clipped) and the fraction of the box inside the image."""
+    x0, y0, bw, bh = box
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + bw, w), min(y0 + bh, h)
+    frac = max(cx1 - cx0, 0) * max(cy1 - cy0, 0) / (bw * bh)
+    bnd = (int(cx0) + 1, int(cy0) + 1, max(int(cx1), int(cx0) + 1), max(int(cy1), int(cy0) + 1))
+    return bnd, frac
+
+
+def render_target(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, list[dict]]:
+    """One target image (w, h = ``size``) and its objects as VOC annotations: name, bndbox
+    (xmin, ymin, xmax, ymax; 1-based), truncated, difficult."""
+    w, h = size
+    canvas = clutter(rng, w, h)
+    names = list(TARGET_CLASSES)
+    # Distractors first (behind): single primitives of the same vocabulary as the objects.
+    for _ in range(int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))):
+        s = math.exp(rng.uniform(math.log(10), math.log(90)))
+        shape, texture = SHAPES[rng.integers(len(SHAPES))], TEXTURES[rng.integers(len(TEXTURES))]
+        draw_part(
+            canvas,
+            rng,
+            shape,
+            texture,
+            (rng.uniform(-s / 2, w - s / 2), rng.uniform(-s / 2, h - s / 2), s, s),
+        )
+    objects = []
+    for _ in range(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))):
+        name = names[rng.integers(len(names))]
+        # Scales spread over a decade (log-uniform), as objects in photographs are: no single Q
+        # suits them all, which is why appendix B averages descriptors over several.
+        s = math.exp(rng.uniform(math.log(9), math.log(0.42 * min(w, h))))
+        x0, y0 = rng.uniform(-0.6 * s, w - 1.4 * s), rng.uniform(-0.6 * s, h - 1.4 * s)
+        parts, box = _composition_parts(name, x0, y0, s, rng)
+        for shape, texture, pbox in parts:
+            draw_part(canvas, rng, shape, texture, pbox)
+        bnd, frac = _visible(box, w, h)
+        side = max(bnd[2] - bnd[0], bnd[3] - bnd[1]) + 1
+        objects.append(
+            dict(
+                name=name,
+                bndbox=bnd,
+                truncated=int(frac < 0.95),
+                difficult=int(side < DIFFICULT_SIDE or frac < DIFFICULT_VISIBLE),
+            )
+        )
+    return _finish(canvas), objects
+
+
+# --- writing the layouts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """What :func:`generate` writes; the marker file records it, so a rerun with the same
+    config reuses the data and a different one regenerates it."""
+
+    seed: int = 0
+    source_train: int = 100  # images per source class
+    source_val: int = 20
+    target_train: int = 250  # VOC images per split
+    target_val: int = 250
+    target_test: int = 500
+
+
+def _rng(seed: int, kind: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, kind, index])
+
+
+def _save(img: Image.Image, path: Path) -> None:
+    # Baseline JPEG with fixed settings: Pillow writes identical bytes for identical pixels.
+    img.save(path, format="JPEG", quality=90, optimize=False, progressive=False)
+
+
+def write_source(root, *, seed: int = 0, train: int = 100, val: int = 20, progress: bool = False) -> Path:
+    """Write the source set under ``root`` in ImageFolder layout (``train/<class>/<n>.jpg``,
+    ``val/<class>/<n>.jpg``), ``train``/``val`` images per class. Returns ``root``."""
+    root = Path(root)
+    jobs = [
+        (split, c, i)
+        for split, n in (("train", train), ("val", val))
+        for c in range(len(SOURCE_CLASSES))
+        for i in range(n)
+    ]
+    for split, c in {(s, c) for s, c, _ in jobs}:
+        (root / split / SOURCE_CLASSES[c]).mkdir(parents=True, exist_ok=True)
+    for split, c, i in tqdm(jobs, desc="source images", disable=not progress, unit="img"):
+        n = i + (0 if split == "train" else train)  # one index space: val never repeats a train image
+        rng = _rng(seed, 1, c * 1_000_000 + n)
+        size = SOURCE_SIZES[rng.integers(len(SOURCE_SIZES))]
+        _save(render_source(rng, c, size), root / split / SOURCE_CLASSES[c] / f"{n:06d}.jpg")
+    return root
+
+
+def _annotation_xml(image_id: str, size: tuple[int, int], objects: list[dict]) -> str:
+    w, h = size
+    lines = [
+        "<annotation>",
+        "\t<folder>VOC2007</folder>",
+        f"\t<filename>{image_id}.jpg</filename>",
+        "\t<source>",
+        "\t\t<database>vggfeat toy VOC</database>",
+        "\t</source>",
+        f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>",
+        "\t<segmented>0</segmented>",
+    ]
+    for o in objects:
+        x0, y0, x1, y1 = o["bndbox"]
+        lines += [
+            "\t<object>",
+            f"\t\t<name>{o['name']}</name>",
+            "\t\t<pose>Unspecified</pose>",
+            f"\t\t<truncated>{o['truncated']}</truncated>",
+            f"\t\t<difficult>{o['difficult']}</difficult>",
+            f"\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n\t\t\t<ymin>{y0}</ymin>\n\t\t\t<xmax>{x1}</xmax>"
+            f"\n\t\t\t<ymax>{y1}</ymax>\n\t\t</bndbox>",
+            "\t</object>",
+        ]
+    return "\n".join(lines + ["</annotation>", ""])
+
+
+def image_label(objects: list[dict], name: str) -> int:
+    """The devkit's image-level label: 1 if a non-difficult object of class ``name`` is present,
+    0 if only difficult ones are, -1 if none."""
+    flags = [o["difficult"] for o in objects if o["name"] == name]
+    return -1 if not flags else (1 if min(flags) == 0 else 0)
+
+
+def write_voc(
+    root, *, seed: int = 0, train: int = 250, val: int = 250, test: int = 500, progress: bool = False
+) -> Path:
+    """Write the target set as ``root/VOCdevkit/VOC2007`` (JPEGImages, Annotations,
+    ImageSets/Main with ``{train,val,trainval,test}.txt`` and ``<class>_<split>.txt``, labels
+    right-aligned as the devkit writes them). Image ids are shuffled across splits, as in VOC2007.
+    Returns ``root/VOCdevkit``."""
+    voc = Path(root) / "VOCdevkit" / "VOC2007"
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    n = train + val + test
+    order = np.random.default_rng([seed, 2]).permutation(n)
+    split_of = np.array(["train"] * train + ["val"] * val + ["test"] * test)[order]
+    ids = {s: [] for s in SPLITS}
+    labels = {}
+    for k in tqdm(range(n), desc="target images", disable=not progress, unit="img"):
+        image_id = f"{k + 1:06d}"
+        rng = _rng(seed, 3, k)
+        size = TARGET_SIZES[rng.choice(len(TARGET_SIZES), p=[0.4, 0.15, 0.1, 0.2, 0.15])]
+        img, objects = render_target(rng, size)
+        _save(img, voc / "JPEGImages" / f"{image_id}.jpg")
+        (voc / "Annotations" / f"{image_id}.xml").write_text(_annotation_xml(image_id, size, objects))
+        ids[str(split_of[k])].append(image_id)
+        labels[image_id] = {c: image_label(objects, c) for c in TARGET_CLASSES}
+    ids["trainval"] = sorted(ids["train"] + ids["val"])
+    main = voc / "ImageSets" / "Main"
+    for split, members in ids.items():
+        (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
+        for c in TARGET_CLASSES:
+            (main / f"{c}_{split}.txt").write_text("".join(f"{i} {labels[i][c]:2d}\n" for i in members))
+    return voc.parent
+
+
+MARKER = "toy.json"
+
+
+def generate(root, config: ToyConfig = ToyConfig(), *, progress: bool = False) -> tuple[Path, Path]:
+    """Write both sets under ``root`` (``root/source``, ``root/VOCdevkit``) unless ``root``
+    already holds them for the same ``config`` (checked by the marker file ``root/toy.json``,
+    written last). Returns (source root, VOCdevkit root)."""
+    root = Path(root)
+    want = {"version": VERSION, **asdict(config)}
+    marker = root / MARKER
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        log.info("reusing toy data in %s", root)
+        return root / "source", root / "VOCdevkit"
+    ours = {"source", "VOCdevkit", MARKER}
+    if root.exists() and any(p.name not in ours for p in root.iterdir()):
+        raise FileExistsError(
+            f"{root} exists and holds files the toy generator did not write; "
+            "choose an empty or new folder for the generated data"
+        )
+    # Write beside the destination and rename at the end: an interrupted run leaves no
+    # half-written folder that a later run would mistake for complete data.
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    c = config
+    write_source(tmp / "source", seed=c.seed, train=c.source_train, val=c.source_val, progress=progress)
+    write_voc(tmp, seed=c.seed, train=c.target_train, val=c.target_val, test=c.target_test, progress=progress)
+    (tmp / MARKER).write_text(json.dumps(want, indent=1) + "\n")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    log.info("wrote toy data to %s", root)
+    return root / "source", root / "VOCdevkit"

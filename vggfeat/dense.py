@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,12 +43,19 @@ def crop_grid(height: int, width: int, size: int = CROP, n: int = GRID) -> list[
     return [(y, x) for y in ys for x in xs]
 
 
+def process_state():
+    """accelerate's process state. Under torchrun on CPU, accelerate only forms the gloo group
+    when told it runs on CPU (``ACCELERATE_USE_CPU=1``, or no GPU here)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def default_device(device=None) -> torch.device:
     if device is not None:
         return torch.device(device)
-    from accelerate import PartialState
-
-    return PartialState().device
+    return process_state().device
 
 
 @dataclass
@@ -154,9 +162,7 @@ class DenseEngine:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         source = as_source(images, image_column)
-        from accelerate import PartialState
-
-        state = PartialState()
+        state = process_state()
         n = len(source)
         lo, hi = _shard(n, state.process_index, state.num_processes)
         todo = [i for i in range(lo, hi) if skip is None or not skip[i]]
@@ -176,7 +182,7 @@ class DenseEngine:
             rows = None if sink else np.concatenate([p[1] for p in parts])
             failures = [f for p in parts for f in p[2]]
             state.wait_for_everyone()
-        return RunResult(rows, failures)
+        return RunResult(None if sink else rows, failures)
 
     def _loader(self, source, todo):
         workers = self.num_workers
@@ -200,7 +206,7 @@ class DenseEngine:
         buckets: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
         failures: list[tuple[int, str, str]] = []
         bar = tqdm(total=len(todo), desc="vggfeat", unit="img", disable=not (self.progress and main))
-        done_i, done_r = [], []
+        done_i, done_r, last = [], [], [time.monotonic()]
 
         def emit(i, row):
             if sink is None:
@@ -208,7 +214,9 @@ class DenseEngine:
             done_i.append(i)
             done_r.append(row)
             bar.update(1)
-            if sink is not None and len(done_i) >= 64:
+            # flush to the cache every 64 rows or 2 seconds, so a killed run loses little
+            if sink is not None and (len(done_i) >= 64 or time.monotonic() - last[0] > 2):
+                last[0] = time.monotonic()
                 sink(np.array(done_i), np.stack(done_r))
                 done_i.clear()
                 done_r.clear()

@@ -238,11 +238,11 @@ class _Cache:
     """``features.npy`` (N, D) float32 memmap, ``done.npy`` (N, nets) bool, ``manifest.json``."""
 
     def __init__(self, root, n, dim, nets, protocol, source):
-        from accelerate import PartialState
+        from .dense import process_state
 
         self.root = Path(root)
         manifest = {"version": CACHE_VERSION, "n": n, "dim": dim, "inputs": _inputs_key(source), **protocol}
-        state = PartialState()
+        state = process_state()
         path = self.root / "manifest.json"
         if path.exists():
             old = json.loads(path.read_text())

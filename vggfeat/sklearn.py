@@ -1,0 +1,90 @@
+"""scikit-learn transformer: images in, appendix-B descriptors out.
+
+>>> from sklearn.pipeline import make_pipeline
+>>> from sklearn.svm import LinearSVC
+>>> clf = make_pipeline(VGGFeatures(model="D", weights="torchvision"), LinearSVC())  # doctest: +SKIP
+>>> clf.fit(train_paths, y).score(test_paths, y_test)  # doctest: +SKIP
+
+``X`` is any image collection :func:`vggfeat.extract` accepts (a list of paths is the usual).
+The network is frozen (Appendix B: no fine-tuning), so ``fit`` only builds it. Inside a grid
+search over the classifier, pass ``cache=`` so features are computed once, not once per fold
+and parameter (or extract once and search over the SVM alone, as vggfeat's benchmarks do).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .extract import Extractor
+
+
+class VGGFeatures(TransformerMixin, BaseEstimator):
+    """Appendix-B VGG descriptors as a scikit-learn transformer.
+
+    Parameters are those of :func:`vggfeat.extract`; ``model`` may also be a prebuilt
+    :class:`vggfeat.VGG`. Fitted attributes: ``extractor_``, ``n_features_out_``.
+
+    Examples
+    --------
+    >>> import numpy as np, vggfeat
+    >>> from vggfeat.sklearn import VGGFeatures
+    >>> net = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=2)
+    >>> imgs = [np.zeros((240, 320, 3), np.uint8), np.full((256, 256, 3), 200, np.uint8)]
+    >>> VGGFeatures(model=net, scales=(224,), progress=False).fit_transform(imgs).shape
+    (2, 32)
+    """
+
+    def __init__(
+        self,
+        model="D",
+        *,
+        weights=None,
+        scales=(256, 384, 512),
+        flip=True,
+        aggregate="mean",
+        layer="fc7",
+        normalize=True,
+        batch_size=None,
+        device=None,
+        num_workers=None,
+        cache=None,
+        on_error="raise",
+        progress=True,
+    ):
+        self.model = model
+        self.weights = weights
+        self.scales = scales
+        self.flip = flip
+        self.aggregate = aggregate
+        self.layer = layer
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+        self.num_workers = num_workers
+        self.cache = cache
+        self.on_error = on_error
+        self.progress = progress
+
+    def fit(self, X=None, y=None):
+        """Build the (frozen) network; X and y are not used."""
+        self.extractor_ = Extractor(**self.get_params())
+        self.n_features_out_ = self.extractor_.dim
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """(N,) images -> (N, n_features_out_) float32 descriptors."""
+        check_is_fitted(self, "extractor_")
+        return np.asarray(self.extractor_(X))
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        check_is_fitted(self, "extractor_")
+        return np.array([f"vgg_{self.layer}_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.input_tags.two_d_array = False  # images, not a feature matrix
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,206 @@
+"""The ``vggfeat`` command: extract, evaluate, info, convert."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="configuration letter (A, A-LRN, B, C, D, E, B-5x5); repeat for late fusion (default D)",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=None,
+        help="'torchvision', a .pth/.safetensors/.caffemodel file; one per --model",
+    )
+    p.add_argument(
+        "--preprocess",
+        default=None,
+        choices=["imagenet", "caffe"],
+        help="override the weights' preprocessing (e.g. caffe for converted Caffe state dicts)",
+    )
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier for random-init models")
+    p.add_argument("--fc-dim", type=int, default=4096, help="hidden FC width for random-init models")
+    p.add_argument("--scales", type=int, nargs="+", default=[256, 384, 512], help="smallest sides Q")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: accelerate's)")
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--no-flip", action="store_true", help="do not average with the flipped image")
+
+
+def _models(args):
+    import vggfeat
+
+    weights = args.weights or []
+    # without --model the architecture comes from each weights file (ours, bare .pth, Caffe)
+    names = args.model or ([None] * len(weights) if weights else ["D"])
+    weights = weights or [None] * len(names)
+    if len(weights) != len(names):
+        raise SystemExit(f"error: {len(names)} --model but {len(weights)} --weights; give one per model")
+    return [
+        vggfeat.vgg(n, weights=w, width=args.width, fc_dim=args.fc_dim, preprocess=args.preprocess)
+        for n, w in zip(names, weights)
+    ]
+
+
+def cmd_extract(args) -> None:
+    import vggfeat
+    from vggfeat.data import as_source
+
+    inputs = args.images[0] if len(args.images) == 1 else args.images
+    source = as_source(inputs)
+    ext = vggfeat.Extractor(
+        tuple(_models(args)),
+        scales=args.scales,
+        flip=not args.no_flip,
+        aggregate=args.aggregate,
+        layer=args.layer,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.num_workers,
+        cache=args.cache,
+        on_error=args.on_error,
+        progress=not args.quiet,
+    )
+    X = ext(source)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, np.asarray(X))
+    side = {
+        "rows": source.paths() or [source.name(i) for i in range(len(source))],
+        "shape": list(X.shape),
+        "failures": [{"index": i, "name": n, "reason": r} for i, n, r in ext.failures_],
+        **ext.protocol(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(side, indent=1))
+    print(f"wrote {out} {tuple(X.shape)} and {out.with_suffix('.json')}")
+
+
+def cmd_evaluate(args) -> None:
+    from vggfeat import evaluate
+
+    images, labels, _ = evaluate.labels_of(args.data)
+    Ps = [
+        evaluate.posteriors(
+            m,
+            images,
+            scales=args.scales,
+            mode=args.mode,
+            flip=not args.no_flip,
+            batch_size=args.batch_size,
+            device=args.device,
+            num_workers=args.num_workers,
+        )
+        for m in _models(args)
+    ]
+    P = evaluate.fuse(Ps)
+    print(
+        f"top-1 error {100 * evaluate.topk_error(P, labels, 1):.2f}%  "
+        f"top-5 error {100 * evaluate.topk_error(P, labels, 5):.2f}%  ({len(labels)} images)"
+    )
+
+
+def cmd_info(args) -> None:
+    import torch
+
+    import vggfeat
+
+    if args.weights:
+        m = vggfeat.vgg(None if args.model is None else args.model, weights=args.weights)
+        print(
+            json.dumps(
+                {
+                    "arch": m.arch,
+                    "preprocess": m.preprocess.to_dict(),
+                    "parameters": vggfeat.count_parameters(m),
+                    "fingerprint": vggfeat.fingerprint(m),
+                    "layers": list(m.layers),
+                    **{
+                        k: v
+                        for k, v in getattr(m, "meta", {}).items()
+                        if k not in ("categories", "class_names")
+                    },
+                },
+                indent=1,
+            )
+        )
+        return
+    print(f"{'config':8s} {'weight layers':>13s} {'parameters':>14s}")
+    for name in vggfeat.CONFIGS:
+        with torch.device("meta"):
+            m = vggfeat.vgg(name)
+        n = sum(1 for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
+        print(f"{name:8s} {n:13d} {vggfeat.count_parameters(m):14,d}")
+
+
+def cmd_convert(args) -> None:
+    import vggfeat
+
+    m = vggfeat.vgg(args.config, weights=args.src, preprocess=args.preprocess)
+    dst = vggfeat.save_weights(m, args.dst, provenance=f"converted from {Path(args.src).name}")
+    print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vggfeat", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("extract", help="appendix-B descriptors of images -> .npy + .json sidecar")
+    e.add_argument("images", nargs="+", help="image files or one directory (searched recursively)")
+    e.add_argument("--out", required=True, help="output .npy path")
+    _add_model_args(e)
+    e.add_argument("--aggregate", default="mean", choices=["mean", "stack", "max"])
+    e.add_argument("--layer", default="fc7")
+    e.add_argument("--cache", default=None, help="folder for a resumable cache")
+    e.add_argument("--on-error", default="raise", choices=["raise", "skip"])
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_extract)
+
+    v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
+    v.add_argument("data", help="ImageFolder tree ROOT/<class>/<image>")
+    _add_model_args(v)
+    v.add_argument("--mode", default="dense", choices=["dense", "multicrop", "both"])
+    v.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="the configurations, or what a weights file holds")
+    i.add_argument("--weights", default=None)
+    i.add_argument("--model", default=None)
+    i.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("convert", help="any weights file -> our .safetensors with metadata")
+    c.add_argument("src", help=".caffemodel, .pth or .safetensors")
+    c.add_argument("dst", help="output .safetensors")
+    c.add_argument("--config", default=None, help="configuration, if the file does not say")
+    c.add_argument("--preprocess", default=None, choices=["imagenet", "caffe"])
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from vggfeat.data import ImageError
+    from vggfeat.weights import WeightsError
+
+    try:
+        args.func(args)
+    except (WeightsError, ImageError, FileNotFoundError, ValueError) as e:
+        print(f"vggfeat {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The training loop: epochs of SGD, validation, plateau schedule, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import latest_checkpoint, read_state, remove_incomplete, save_checkpoint
+from ..imagefolder import TrainingSet, open_splits
+from ..transforms import eval_transform, train_transform
+from ..weights import save_weights
+from .config import TrainConfig, plateau_schedule
+from .report import MetricsLog, write_resolved_config
+from .setup import build_model, make_loaders, mean_rgb, rng_state, set_rng_state
+
+log = logging.getLogger("vggfeat")
+PLOT_AFTER_S = 60.0  # refresh curves.png after epochs longer than this, and at the end
+
+
+def make_accelerator(cfg: TrainConfig):
+    """One Accelerator per run; the global batch is split as per-device x processes x accumulation."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, is_tensorboard_available
+
+    trackers = cfg.report_to
+    if trackers == "tensorboard" and not is_tensorboard_available():
+        log.warning("--report-to tensorboard ignored: tensorboard is not installed")
+        trackers = None
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(cfg.run_dir()), automatic_checkpoint_naming=False
+        ),
+        # DESIGN.md: a seedable sampler, so that a resumed epoch has the same order
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+    )
+    n = acc.num_processes
+    per_device = cfg.per_device_batch_size or cfg.batch_size // n
+    if per_device < 1 or cfg.batch_size % (per_device * n):
+        raise ValueError(
+            f"global batch {cfg.batch_size} is not per-device batch {per_device} x {n} processes x "
+            "an integer accumulation; change --batch-size or --per-device-batch-size"
+        )
+    acc.gradient_accumulation_steps = cfg.batch_size // (per_device * n)
+    return acc, per_device
+
+
+class Trainer:
+    """Holds one run's state. ``run()`` trains (resuming if asked) and writes final weights."""
+
+    def __init__(self, cfg: TrainConfig):
+        from accelerate.utils import set_seed
+
+        self.cfg, self.run_dir = cfg, cfg.run_dir()
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.acc, self.per_device = make_accelerator(cfg)
+        train_images, val_images = open_splits(cfg.data, train_split=cfg.train_split, val_split=cfg.val_split)
+        self.classes = train_images.classes
+        self.mean = mean_rgb(cfg, train_images, self.run_dir, self.acc)
+        set_seed(cfg.seed)  # before the model is built: same init on every process and run
+        model = build_model(cfg, len(self.classes), self.mean)
+        self.preprocess = model.preprocess
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            model = torch.compile(model)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        # Not passed to prepare(): accelerate would step it once per process.
+        self.schedule = plateau_schedule(opt, lr=cfg.lr, patience=cfg.lr_patience, drops=cfg.lr_drops)
+        aug = dict(flip=cfg.flip, lighting=cfg.lighting, eigval=cfg.eigval, eigvec=cfg.eigvec)
+        self.train_set = TrainingSet(
+            train_images,
+            train_transform(crop_size=cfg.crop_size, scale=cfg.train_scale(), **aug),
+            seed=cfg.seed,
+        )
+        val_set = TrainingSet(val_images, eval_transform(crop_size=cfg.crop_size, scale=cfg.eval_scale()))
+        loaders = make_loaders(cfg, self.train_set, val_set, self.per_device, self.acc.device.type == "cuda")
+        self.model, self.opt, self.train_loader, self.val_loader = self.acc.prepare(model, opt, *loaders)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.totals = torch.zeros(3, dtype=torch.float64)  # loss sum, samples, skipped in this epoch
+        self.rng_to_reapply = None
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.acc.is_main_process)
+
+    # -- setup -----------------------------------------------------------------------------
+    def _resume_or_start(self) -> None:
+        cfg, acc = self.cfg, self.acc
+        if not cfg.resume and latest_checkpoint(self.ckpt_root):
+            raise FileExistsError(
+                f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
+                "or choose another --name"
+            )
+        if cfg.resume:
+            if acc.is_main_process:
+                remove_incomplete(self.ckpt_root)
+            acc.wait_for_everyone()
+            ckpt = latest_checkpoint(self.ckpt_root)
+            if ckpt is None:
+                log.warning("--resume: no complete checkpoint in %s; starting from scratch", self.ckpt_root)
+            else:
+                self._load(ckpt)
+        steps = len(self.train_loader) // acc.gradient_accumulation_steps
+        if acc.is_main_process:
+            write_resolved_config(
+                cfg,
+                self.run_dir / "config.json",
+                num_processes=acc.num_processes,
+                per_device_batch_size=self.per_device,
+                gradient_accumulation_steps=acc.gradient_accumulation_steps,
+                steps_per_epoch=steps,
+                mean_rgb=list(self.mean),
+                classes=self.classes,
+                device=str(acc.device),
+            )
+            self.metrics.truncate(before_epoch=self.epoch)
+            log.info(
+                "global batch %d = per-device %d x %d processes x %d accumulation; %d steps per epoch",
+                cfg.batch_size,
+                self.per_device,
+                acc.num_processes,
+                acc.gradient_accumulation_steps,
+                steps,
+            )
+        if cfg.report_to and acc.log_with:
+            flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(cfg).items()}
+            acc.init_trackers(cfg.name, config=flat)
+
+    def _load(self, ckpt: Path) -> None:
+        state = read_state(ckpt)
+        if (state["num_processes"], state["per_device_batch_size"]) != (
+            self.acc.num_processes,
+            self.per_device,
+        ):
+            raise ValueError(
+                f"{ckpt} was written by {state['num_processes']} processes with per-device batch "
+                f"{state['per_device_batch_size']}; resume it with the same (this run: "
+                f"{self.acc.num_processes} x {self.per_device}) so the epoch position stays exact"
+            )
+        self.acc.load_state(str(ckpt))
+        self.schedule.load_state_dict(state["scheduler"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        # Sums over all processes were saved; process 0 carries them on.
+        if self.acc.is_main_process:
+            self.totals = torch.tensor(state["totals"], dtype=torch.float64)
+        self.rng_to_reapply = rng_state()
+        log.info(
+            "resumed from %s: epoch %d, batch %d, step %d", ckpt, self.epoch, self.batch_in_epoch, self.step
+        )
+
+    # -- one epoch -------------------------------------------------------------------------
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess.apply(x)  # Sec. 2.1: mean-RGB subtraction, the weights' preprocessing
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = self.model(x)
+        # A batch whose images were all unreadable still joins the gradient all-reduce.
+        return F.cross_entropy(logits, y) if len(y) else logits.sum() * 0
+
+    def _train_epoch(self, epoch: int, bar) -> None:
+        acc, loader = self.acc, self.train_loader
+        self.train_set.set_epoch(epoch)
+        loader.set_epoch(epoch)
+        skip = self.batch_in_epoch
+        batches = acc.skip_first_batches(loader, skip) if skip else loader  # resumed epoch only
+        self.model.train()
+        for k, (x, y, _, skipped) in enumerate(batches, start=skip):
+            if self.rng_to_reapply is not None:
+                # Creating the resumed iterator may draw from the global RNG: re-apply the saved
+                # states after its first batch so dropout continues exactly (DESIGN.md).
+                set_rng_state(self.rng_to_reapply)
+                self.rng_to_reapply = None
+            for msg in skipped:
+                log.warning("skipped unreadable training image: %s", msg)
+            with acc.accumulate(self.model):
+                loss = self._loss(x, y)
+                acc.backward(loss)
+                self.opt.step()
+                self.opt.zero_grad()
+            self.totals += torch.tensor([loss.item() * len(y), len(y), len(skipped)], dtype=torch.float64)
+            if not acc.sync_gradients:
+                continue
+            self.step += 1
+            bar.update(1)
+            if self.cfg.step_delay:
+                time.sleep(self.cfg.step_delay)
+            every = self.cfg.checkpoint_every
+            if every and self.step % every == 0 and k + 1 < len(loader):
+                self.epoch, self.batch_in_epoch = epoch, k + 1
+                self._checkpoint()
+        self.rng_to_reapply = None
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[float, float, int]:
+        """Top-1/top-5 error over the validation set, single centre crop at Q (Sec. 3.1 uses it
+        to schedule the learning rate). ``gather_for_metrics`` drops the padded duplicates."""
+        self.model.eval()
+        rows = []
+        for x, y, valid, _ in self.val_loader:
+            x = self.preprocess.apply(x)
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            top = self.model(x).topk(min(5, len(self.classes)), dim=1).indices
+            hit = top == y[:, None]
+            rows.append(self.acc.gather_for_metrics(torch.stack([hit[:, 0], hit.any(1), valid], 1).float()))
+        r = torch.cat(rows).cpu().double()
+        ok = r[:, 2] > 0
+        n = max(int(ok.sum()), 1)
+        return 1 - float(r[ok, 0].sum()) / n, 1 - float(r[ok, 1].sum()) / n, int((~ok).sum())
+
+    # -- checkpoints and outputs -----------------------------------------------------------
+    def _checkpoint(self) -> None:
+        totals = self.acc.reduce(self.totals.to(self.acc.device), reduction="sum").cpu()
+        state = dict(
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            step=self.step,
+            totals=totals.tolist(),
+            scheduler=self.schedule.state_dict(),
+            best_metric=self.schedule.best,
+            num_processes=self.acc.num_processes,
+            per_device_batch_size=self.per_device,
+            config=vars(self.cfg),
+        )
+        save_checkpoint(self.acc, self.ckpt_root, step=self.step, state=state, keep=self.cfg.keep)
+
+    def _end_epoch(self, epoch: int, started: float) -> dict:
+        top1, top5, val_skipped = self._validate()
+        loss_sum, count, skipped = self.acc.reduce(self.totals.to(self.acc.device), reduction="sum").tolist()
+        lr = self.opt.param_groups[0]["lr"]
+        self.schedule.step(1 - top1)  # Sec. 3.1: drop on validation accuracy
+        row = dict(
+            epoch=epoch,
+            step=self.step,
+            train_loss=loss_sum / max(count, 1),
+            val_top1_err=top1,
+            val_top5_err=top5,
+            lr=lr,
+            time=time.time() - started,
+            skipped_images=int(skipped),
+            skipped_val_images=val_skipped,
+        )
+        self.metrics.append(row)
+        self.acc.log({k: v for k, v in row.items() if k != "epoch"}, step=self.step)
+        if self.acc.is_main_process:
+            log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 5) for k, v in row.items()}))
+        self.totals.zero_()
+        self.epoch, self.batch_in_epoch = epoch + 1, 0
+        self._checkpoint()
+        return row
+
+    def _final_weights(self, last: dict | None) -> Path:
+        path = self.run_dir / "final.safetensors"
+        if self.acc.is_main_process:
+            model = self.acc.unwrap_model(self.model)
+            cfg = self.cfg
+            result = (
+                f", val top-1/top-5 error {last['val_top1_err']:.4f}/{last['val_top5_err']:.4f}"
+                if last
+                else ""
+            )
+            save_weights(
+                model,
+                path,
+                class_names=self.classes,
+                provenance=f"vggfeat.train run {cfg.name!r}: VGG-{cfg.config}, S={cfg.train_scale()}, "
+                f"{cfg.epochs} epochs on {cfg.data}{result}",
+            )
+            log.info("final weights written to %s", path)
+        self.acc.wait_for_everyone()
+        return path
+
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        self._resume_or_start()
+        steps = len(self.train_loader) // self.acc.gradient_accumulation_steps
+        bar = tqdm(
+            total=steps * self.cfg.epochs,
+            initial=self.step,
+            disable=not (self.acc.is_main_process and self.cfg.progress),
+            desc=self.cfg.name,
+        )
+        last = None
+        for epoch in range(self.epoch, self.cfg.epochs):
+            started = time.time()
+            self._train_epoch(epoch, bar)
+            last = self._end_epoch(epoch, started)
+            bar.set_postfix(loss=f"{last['train_loss']:.3f}", top1=f"{last['val_top1_err']:.3f}")
+            if last["time"] > PLOT_AFTER_S:  # a refresh costs ~1 s: skip it for short epochs
+                self.metrics.plot(self.run_dir / "curves.png")
+        bar.close()
+        self.metrics.plot(self.run_dir / "curves.png")
+        path = self._final_weights(last)
+        self.acc.end_training()
+        return path
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or with ``cfg.resume`` continue) a run; returns ``<run>/final.safetensors``."""
+    return Trainer(cfg).run()

@@ -1,0 +1,316 @@
+"""Appendix-B extract against a plain per-image reference written here, plus cache, errors,
+scikit-learn, Hugging Face datasets and the command line."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_image
+from PIL import Image, ImageOps
+from torchvision.transforms.v2 import functional as TF
+
+import vggfeat
+
+
+def plain_decode(path):
+    """Independent decoding for the modes the test writes."""
+    img = ImageOps.exif_transpose(Image.open(path))
+    if img.mode == "I;16":
+        arr = np.asarray(img).astype(np.float64) / 65535
+        return np.repeat(np.round(arr * 255).astype(np.uint8)[..., None], 3, -1)
+    if img.mode == "RGBA":
+        a = np.asarray(img).astype(np.float64)
+        rgb = a[..., :3] * a[..., 3:] / 255 + 255 * (1 - a[..., 3:] / 255)
+        return np.round(rgb).astype(np.uint8)
+    return np.asarray(img.convert("RGB"))
+
+
+def plain_map(m, x, layer):
+    """The map at ``layer``: the trunk, then FC layers as convolutions (torchvision weights)."""
+    if layer not in ("fc6", "fc7"):
+        part, idx = m.layers[layer]
+        return m.features[: idx + 1](x)
+    f = m.features(x)
+    fc6, fc7 = m.classifier[0], m.classifier[3]
+    h = F.relu(F.conv2d(f, fc6.weight.view(fc6.out_features, f.shape[1], 7, 7), fc6.bias))
+    return h if layer == "fc6" else F.relu(F.conv2d(h, fc7.weight[:, :, None, None], fc7.bias))
+
+
+def reference(m, arrays, scales, *, aggregate="mean", layer="fc7", flip=True):
+    rows = []
+    mean = torch.tensor(m.preprocess.mean).view(3, 1, 1)
+    std = torch.tensor(m.preprocess.std).view(3, 1, 1)
+    with torch.no_grad():
+        for arr in arrays:
+            per_scale = []
+            for q in scales:
+                x = TF.resize(torch.from_numpy(arr.copy()).permute(2, 0, 1), q, antialias=True).float() / 255
+                x = ((x - mean) / std)[None]
+                d = plain_map(m, x, layer).mean(dim=(2, 3))[0]
+                if flip:
+                    d = (d + plain_map(m, x.flip(-1), layer).mean(dim=(2, 3))[0]) / 2
+                per_scale.append(d)
+            s = torch.stack(per_scale)
+            v = {"mean": s.mean(0), "max": s.max(0).values, "stack": s.flatten()}[aggregate]
+            rows.append((v / v.norm()).numpy())
+    return np.stack(rows)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Mixed sizes, aspect ratios and modes, written to disk."""
+    out = []
+    specs = [
+        ("rgb.jpg", "RGB", (240, 320)),
+        ("gray.png", "L", (300, 200)),
+        ("rgba.png", "RGBA", (256, 256)),
+        ("pal.png", "P", (230, 310)),
+        ("cmyk.jpg", "CMYK", (260, 240)),
+        ("deep.png", "I;16", (240, 250)),
+        ("rot.jpg", "EXIF", (240, 330)),
+    ]
+    for i, (name, mode, (h, w)) in enumerate(specs):
+        img = random_image(h, w, seed=10 + i)
+        p = tmp_path / "imgs" / name
+        p.parent.mkdir(exist_ok=True)
+        if mode == "RGBA":
+            a = np.asarray(img)
+            alpha = np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))[..., None]
+            Image.fromarray(np.concatenate([a, alpha], -1), "RGBA").save(p)
+        elif mode == "I;16":
+            g = (np.asarray(img.convert("L")).astype(np.uint16) * 257).astype(np.uint16)
+            Image.fromarray(g).save(p)
+        elif mode == "EXIF":
+            exif = Image.Exif()
+            exif[0x0112] = 8
+            img.save(p, exif=exif, quality=95)
+        elif mode == "P":
+            img.convert("P", palette=Image.ADAPTIVE).save(p)
+        else:
+            img.convert(mode).save(p, quality=95) if p.suffix == ".jpg" else img.convert(mode).save(p)
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize(
+    "aggregate,layer,flip",
+    [
+        ("mean", "fc7", True),
+        ("stack", "fc7", False),
+        ("max", "fc6", True),
+        ("mean", "pool5", True),
+        ("stack", "conv5_2", True),
+    ],
+)
+def test_extract_matches_plain_reference(files, tiny, aggregate, layer, flip):
+    m = tiny("D", seed=5)
+    X = vggfeat.extract(
+        files, model=m, scales=(224, 256), aggregate=aggregate, layer=layer, flip=flip, progress=False
+    )
+    ref = reference(
+        m, [plain_decode(p) for p in files], (224, 256), aggregate=aggregate, layer=layer, flip=flip
+    )
+    assert X.dtype == np.float32 and X.shape == ref.shape
+    np.testing.assert_allclose(X, ref, atol=1e-5)
+
+
+def test_inputs_of_every_kind_agree(files, tiny):
+    import datasets
+
+    m = tiny("A")
+    arrays = [plain_decode(p) for p in files[:3]]
+    kw = dict(model=m, scales=(224,), progress=False)
+    a = vggfeat.extract(files[:3], **kw)
+    b = vggfeat.extract(arrays, **kw)
+    c = vggfeat.extract([torch.from_numpy(x).permute(2, 0, 1) for x in arrays], **kw)
+    ds = datasets.Dataset.from_dict({"picture": [Image.fromarray(x) for x in arrays], "y": [0, 1, 2]})
+    d = vggfeat.extract(ds.cast_column("picture", datasets.Image()), **kw)
+    for other in (b, c, d):
+        np.testing.assert_allclose(a, other, atol=1e-6)
+    folder = vggfeat.extract(files[0].parent, **kw)  # a directory: recursive, sorted
+    order = sorted(files)
+    np.testing.assert_allclose(folder, vggfeat.extract(order, **kw), atol=1e-6)
+
+
+def test_late_fusion_stacks_normalised_descriptors(files, tiny):
+    d, e = tiny("D", seed=1), tiny("E", seed=2)
+    kw = dict(scales=(224,), progress=False)
+    X = vggfeat.extract(files[:3], model=(d, e), **kw)
+    Xd, Xe = vggfeat.extract(files[:3], model=d, **kw), vggfeat.extract(files[:3], model=e, **kw)
+    np.testing.assert_allclose(X, np.hstack([Xd, Xe]) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+
+
+def test_on_error_skip_and_raise(files, tiny, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    inputs = [files[0], bad, files[1]]
+    m = tiny("A")
+    with pytest.raises(vggfeat.data.ImageError, match=r"#1.*bad.jpg"):
+        vggfeat.extract(inputs, model=m, scales=(224,), progress=False)
+    ext = vggfeat.Extractor(m, scales=(224,), on_error="skip", progress=False)
+    with pytest.warns(UserWarning, match="bad.jpg"):
+        X = ext(inputs)
+    assert np.isnan(X[1]).all() and not np.isnan(X[[0, 2]]).any()
+    assert ext.failures_[0][0] == 1 and "bad.jpg" in ext.failures_[0][1]
+    good = vggfeat.extract([files[0], files[1]], model=m, scales=(224,), progress=False)
+    np.testing.assert_allclose(X[[0, 2]], good, atol=1e-6)
+
+
+def test_cache_resumes_after_kill_and_refuses_other_parameters(files, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    many = [*files, *files, *files]  # 21 paths (repeats are fine)
+    links = []
+    for i, f in enumerate(many):
+        link = tmp_path / "many" / f"{i:02d}{f.suffix}"
+        link.parent.mkdir(exist_ok=True)
+        link.write_bytes(f.read_bytes())
+        links.append(link)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "_kill_extract.py"), str(cache), *map(str, links)]
+    )
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        if (cache / "manifest.json").exists():
+            done = int(np.load(cache / "done.npy").sum())
+            if done >= 3:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= done < len(links), f"could not kill the run midway (done={done})"
+    done_mask = np.load(cache / "done.npy")[:, 0].copy()
+
+    loaded = []
+    real_open = vggfeat.data.open_image
+    monkeypatch.setattr(vggfeat.data, "open_image", lambda p: loaded.append(Path(p).name) or real_open(p))
+    torch.manual_seed(0)
+    model = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10)
+    kw = dict(model=model, scales=(224, 320, 384), num_workers=0, progress=False)
+    X = vggfeat.extract(sorted(map(str, links)), cache=cache, **kw)
+    assert sorted(loaded) == sorted(p.name for p, d in zip(sorted(links), done_mask) if not d)
+    np.testing.assert_allclose(X, vggfeat.extract(sorted(map(str, links)), **kw), atol=1e-6)
+    with pytest.raises(ValueError, match="scales"):
+        vggfeat.extract(sorted(map(str, links)), cache=cache, **{**kw, "scales": (224,)})
+    other = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10)
+    with pytest.raises(ValueError, match="models"):
+        vggfeat.extract(sorted(map(str, links)), cache=cache, **{**kw, "model": other})
+
+
+def test_sklearn_transformer_pipeline_and_grid_search(files, tiny):
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_set_params,
+    )
+
+    from vggfeat.sklearn import VGGFeatures
+
+    est = VGGFeatures(model="A", scales=(224,), progress=False)
+    for check in (check_get_params_invariance, check_set_params, check_no_attributes_set_in_init):
+        check("VGGFeatures", est)
+    with pytest.raises(NotFittedError):
+        est.transform(files)
+    m = tiny("A")
+    # two visually distinct classes: dark and bright images
+    imgs = [np.full((240, 240 + 10 * i, 3), 20 + 3 * i, np.uint8) for i in range(6)]
+    imgs += [np.full((240, 240 + 10 * i, 3), 230 - 3 * i, np.uint8) for i in range(6)]
+    y = np.array([0] * 6 + [1] * 6)
+    feats = VGGFeatures(model=m, scales=(224,), progress=False)
+    Z = feats.fit_transform(imgs)
+    assert Z.shape == (12, 32) and len(feats.get_feature_names_out()) == 32
+    cloned = clone(feats)  # scikit-learn deep-copies a non-estimator parameter such as a network
+    assert not hasattr(cloned, "extractor_") and vggfeat.fingerprint(cloned.model) == vggfeat.fingerprint(m)
+    pipe = make_pipeline(VGGFeatures(model=m, scales=(224,), progress=False), LinearSVC())
+    gs = GridSearchCV(pipe, {"linearsvc__C": [0.1, 10.0]}, cv=2).fit(imgs, y)
+    assert gs.best_estimator_.predict(imgs).shape == (12,)
+    np.testing.assert_allclose(gs.best_estimator_[0].transform(imgs), Z, atol=1e-6)
+
+
+def test_hf_add_features_round_trip(files, tiny, tmp_path):
+    import datasets
+
+    from vggfeat.hf import add_features
+
+    arrays = [plain_decode(p) for p in files[:3]]
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in arrays]}).cast_column(
+        "image", datasets.Image()
+    )
+    m = tiny("A")
+    out = add_features(ds, model=m, scales=(224,), progress=False)
+    again = add_features(ds, model=m, scales=(224,), progress=False)
+    other = add_features(ds, model=m, scales=(256,), progress=False)
+    assert out._fingerprint == again._fingerprint != other._fingerprint
+    X = np.array(out["vgg_features"], dtype=np.float32)
+    np.testing.assert_allclose(X, vggfeat.extract(arrays, model=m, scales=(224,), progress=False), atol=1e-6)
+    out.save_to_disk(tmp_path / "ds")
+    back = datasets.load_from_disk(str(tmp_path / "ds"))
+    np.testing.assert_array_equal(np.array(back["vgg_features"], dtype=np.float32), X)
+
+
+def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):
+    m = tiny("A")
+    w = vggfeat.save_weights(m, tmp_path / "a.safetensors")
+    out = tmp_path / "out" / "feats.npy"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vggfeat.cli",
+            "extract",
+            str(files[0].parent),
+            "--out",
+            str(out),
+            "--weights",
+            str(w),
+            "--scales",
+            "224",
+            "256",
+            "--aggregate",
+            "stack",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    X = np.load(out)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["rows"] == [str(p) for p in sorted(files)] and side["scales"] == [224, 256]
+    assert side["models"][0]["fingerprint"] == vggfeat.fingerprint(m)
+    np.testing.assert_allclose(
+        X,
+        vggfeat.extract(sorted(files), model=m, scales=(224, 256), aggregate="stack", progress=False),
+        atol=1e-6,
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vggfeat.cli",
+            "extract",
+            str(files[0]),
+            "--out",
+            str(out),
+            "--weights",
+            str(tmp_path / "missing.pth"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr

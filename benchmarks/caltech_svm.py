@@ -18,6 +18,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 import vggfeat
 from vggfeat import caltech, plots, svm
 
@@ -103,6 +105,7 @@ def main(cfg: Config) -> svm.CaltechResult:
         n_splits=cfg.splits,
         seed=cfg.seed,
     )
+    torch.manual_seed(cfg.seed)  # random-init nets (no --weights) are then reproducible, and cacheable
     nets = tuple(
         vggfeat.vgg(m, weights=w, width=cfg.width, fc_dim=cfg.fc_dim) for m, w in zip(cfg.models, cfg.weights)
     )

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import vggfeat
 from vggfeat import plots, svm, voc
@@ -78,6 +79,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult]:
     if cfg.download:
         voc.download(cfg.root, 2012)
     data = voc.load_voc_actions(cfg.root, max_images=cfg.max_images)
+    torch.manual_seed(cfg.seed)  # random-init nets (no --weights) are then reproducible, and cacheable
     nets = tuple(
         vggfeat.vgg(m, weights=w, width=cfg.width, fc_dim=cfg.fc_dim) for m, w in zip(cfg.models, cfg.weights)
     )

@@ -15,6 +15,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 import vggfeat
 from vggfeat import plots, svm, voc
 
@@ -81,6 +83,7 @@ def main(cfg: Config) -> svm.VOCResult:
         voc.download(cfg.root, cfg.year)
     data = voc.load_voc(cfg.root, cfg.year, max_images=cfg.max_images)
     proto = voc.protocol(data, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)  # random-init nets (no --weights) are then reproducible, and cacheable
     nets = tuple(
         vggfeat.vgg(m, weights=w, width=cfg.width, fc_dim=cfg.fc_dim) for m, w in zip(cfg.models, cfg.weights)
     )

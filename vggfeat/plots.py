@@ -73,7 +73,7 @@ def bar_chart(
     ``references`` (label -> value in [0, 1], e.g. the run's mean and the paper's)."""
     scale = 100 if percent else 1
     names = list(values)
-    fig = _figure(max(6.0, min(40.0, 0.28 * len(names)) + 1.5), 4.0)
+    fig = _figure(max(8.0, min(40.0, 0.28 * len(names)) + 1.5), 4.0)
     ax = fig.add_subplot()
     ax.bar(range(len(names)), [scale * values[n] for n in names], color="tab:blue")
     for (label, v), colour in zip((references or {}).items(), ("tab:red", "tab:green", "tab:orange", "k")):
@@ -90,7 +90,7 @@ def bar_chart(
     ax.set_ylim(0, scale * 1.02)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 

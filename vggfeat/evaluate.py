@@ -121,3 +121,66 @@ def labels_of(data, label_column: str = "label") -> tuple[list, np.ndarray, list
     if hasattr(data, "samples") and hasattr(data, "classes"):
         return [p for p, _ in data.samples], np.array([t for _, t in data.samples]), data.classes
     raise TypeError(f"cannot read labels from {type(data).__name__}")
+
+
+# Published top-1 / top-5 val error (%), Tables 3-6, for the scale-jittered nets (S in [256, 512]).
+PAPER = {
+    "single": {"C": (27.3, 8.8), "D": (25.6, 8.1), "E": (25.5, 8.0)},  # Table 3, Q = 384
+    "multi": {"C": (26.3, 8.2), "D": (24.8, 7.5), "E": (24.8, 7.5)},  # Table 4, Q = {256, 384, 512}
+    "multicrop": {"D": (24.6, 7.5), "E": (24.6, 7.4)},  # Table 5, 150 crops
+    "both": {"D": (24.4, 7.2), "E": (24.4, 7.1)},  # Table 5, multi-crop & dense
+    "fusion": {"D&E": (23.7, 6.8)},  # Table 7, multi-crop & dense of D and E
+}
+PROTOCOLS = ("single", "multi", "multicrop", "both", "fusion")
+
+
+def run_protocols(
+    models: dict, images, labels, *, protocols=PROTOCOLS, jitter=(256, 512), **kw
+) -> list[dict]:
+    """Tables 3-6 for each named model (``{"D": model, ...}``) and protocol; rows of
+    ``{model, protocol, scales, top1, top5, paper_top1, paper_top5, seconds_per_image}``.
+    ``single``: dense at the jitter midpoint; ``multi``: dense at {Smin, mid, Smax};
+    ``multicrop`` / ``both`` at the same three scales; ``fusion``: the mean of the nets'
+    ``both`` posteriors (their ``multi`` ones when ``both`` was not asked for)."""
+    import time
+
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise ValueError(f"unknown protocols {bad}; choose from {PROTOCOLS}")
+    multi, single = scales_for(jitter=jitter), scales_for(jitter=jitter, multi=False)
+    plan = {
+        "single": (single, "dense"),
+        "multi": (multi, "dense"),
+        "multicrop": (multi, "multicrop"),
+        "both": (multi, "both"),
+    }
+    rows, kept = [], {}
+    for name, model in models.items():
+        for proto in [p for p in protocols if p in plan]:
+            scales, mode = plan[proto]
+            t0 = time.perf_counter()
+            P = posteriors(model, images, scales=scales, mode=mode, **kw)
+            secs = (time.perf_counter() - t0) / max(1, len(labels))
+            kept[(name, proto)] = P
+            rows.append(_row(name, proto, scales, P, labels, secs))
+    if "fusion" in protocols and len(models) > 1:
+        base = "both" if "both" in protocols else "multi"
+        parts = [kept[(n, base)] for n in models if (n, base) in kept]
+        if len(parts) < 2:
+            raise ValueError("fusion needs the 'both' or 'multi' protocol of at least two models")
+        rows.append(_row("&".join(models), "fusion", multi, fuse(parts), labels, None))
+    return rows
+
+
+def _row(name, proto, scales, P, labels, secs) -> dict:
+    paper = PAPER.get(proto, {}).get(name.upper(), (None, None))
+    return {
+        "model": name,
+        "protocol": proto,
+        "scales": list(scales),
+        "top1": 100 * topk_error(P, labels, 1),
+        "top5": 100 * topk_error(P, labels, 5),
+        "paper_top1": paper[0],
+        "paper_top5": paper[1],
+        "seconds_per_image": secs,
+    }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -227,10 +228,22 @@ def extract(
 
 
 def _inputs_key(source) -> str:
-    names = source.paths()
+    """Identity of the inputs: their paths, or for in-memory images their pixels (cheap next to
+    the network), or a Hugging Face dataset's fingerprint; a torch Dataset only by its length."""
     h = hashlib.sha256(str(len(source)).encode())
-    if names is not None:
+    names = source.paths()
+    if source.kind == "hf":
+        h.update(str(getattr(source.items, "_fingerprint", "")).encode())
+    elif names is not None and all(isinstance(x, (str, os.PathLike)) for x in source.items):
         h.update("\n".join(names).encode())
+    elif source.kind == "list":
+        for item in source.items:
+            if isinstance(item, (str, os.PathLike)):
+                h.update(str(item).encode())
+            elif hasattr(item, "tobytes"):  # PIL images and numpy arrays
+                h.update(item.tobytes())
+            elif isinstance(item, torch.Tensor):
+                h.update(item.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

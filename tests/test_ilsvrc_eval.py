@@ -1,0 +1,74 @@
+"""benchmarks/ilsvrc_eval.py end to end on a tiny ImageFolder tree and a saved HF dataset."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import random_image
+
+import vggfeat
+from vggfeat import evaluate
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "ilsvrc_eval.py"
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_ilsvrc_eval_tables_and_fusion(tmp_path, tiny):
+    val = tmp_path / "val"
+    for c in range(3):
+        for i in range(2):
+            (val / f"n0{c}").mkdir(parents=True, exist_ok=True)
+            random_image(230 + 20 * i, 250, seed=10 * c + i).save(val / f"n0{c}" / f"{i}.jpg")
+    d, e = tiny("D", seed=1, num_classes=3), tiny("E", seed=2, num_classes=3)
+    wd, we = (
+        vggfeat.save_weights(d, tmp_path / "d.safetensors"),
+        vggfeat.save_weights(e, tmp_path / "e.safetensors"),
+    )
+    out = tmp_path / "out"
+    r = run(
+        "--data",
+        val,
+        "--model",
+        "D",
+        "--weights",
+        wd,
+        "--model",
+        "E",
+        "--weights",
+        we,
+        "--jitter",
+        224,
+        256,
+        "--out",
+        out,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    rows = {(x["model"], x["protocol"]): x for x in res["rows"]}
+    assert set(rows) == {(m, p) for m in "DE" for p in ("single", "multi", "multicrop", "both")} | {
+        ("D&E", "fusion")
+    }
+    assert rows[("D", "single")]["scales"] == [240] and rows[("D", "multi")]["scales"] == [224, 240, 256]
+    assert rows[("D", "both")]["paper_top1"] == 24.4 and rows[("D&E", "fusion")]["paper_top5"] == 6.8
+    images, labels, _ = evaluate.labels_of(val)
+    P = evaluate.fuse(
+        [evaluate.posteriors(m, images, scales=(224, 240, 256), mode="both", progress=False) for m in (d, e)]
+    )
+    assert np.isclose(rows[("D&E", "fusion")]["top1"], 100 * evaluate.topk_error(P, labels, 1))
+    assert "150-crop evaluation takes" in (out / "report.md").read_text()
+
+
+def test_ilsvrc_eval_missing_data_and_weights(tmp_path):
+    r = run("--data", tmp_path / "nope", "--weights", "x.pth")
+    assert r.returncode != 0 and "ImageFolder" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    random_image(64, 64).save(tmp_path / "val" / "a" / "1.jpg")
+    r = run("--data", tmp_path / "val", "--weights", tmp_path / "missing.safetensors")
+    assert r.returncode != 0 and "missing.safetensors" in r.stderr and "Traceback" not in r.stderr

@@ -51,6 +51,16 @@ def make_accelerator(cfg: TrainConfig):
     return acc, per_device
 
 
+def batch_loss(model, x: torch.Tensor, y: torch.Tensor, *, preprocess, channels_last: bool) -> torch.Tensor:
+    """Cross-entropy of one batch of (N, 3, H, W) float RGB in [0, 1] (the trainer's step)."""
+    x = preprocess.apply(x)  # Sec. 2.1: mean-RGB subtraction, the weights' preprocessing
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    logits = model(x)
+    # A batch whose images were all unreadable still joins the gradient all-reduce.
+    return F.cross_entropy(logits, y) if len(y) else logits.sum() * 0
+
+
 class Trainer:
     """Holds one run's state. ``run()`` trains (resuming if asked) and writes final weights."""
 
@@ -155,14 +165,6 @@ class Trainer:
         )
 
     # -- one epoch -------------------------------------------------------------------------
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess.apply(x)  # Sec. 2.1: mean-RGB subtraction, the weights' preprocessing
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.model(x)
-        # A batch whose images were all unreadable still joins the gradient all-reduce.
-        return F.cross_entropy(logits, y) if len(y) else logits.sum() * 0
-
     def _train_epoch(self, epoch: int, bar) -> None:
         acc, loader = self.acc, self.train_loader
         self.train_set.set_epoch(epoch)
@@ -179,7 +181,9 @@ class Trainer:
             for msg in skipped:
                 log.warning("skipped unreadable training image: %s", msg)
             with acc.accumulate(self.model):
-                loss = self._loss(x, y)
+                loss = batch_loss(
+                    self.model, x, y, preprocess=self.preprocess, channels_last=self.cfg.channels_last
+                )
                 acc.backward(loss)
                 self.opt.step()
                 self.opt.zero_grad()

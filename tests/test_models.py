@@ -173,3 +173,14 @@ def test_init_from_copies_first_four_convs_and_the_head(tiny):
 def test_unknown_config_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
         vggfeat.vgg("F")
+
+
+@pytest.mark.parametrize("config,layer", [("C", "fc8"), ("A-LRN", "fc7"), ("E", "conv4_2"), ("B-5x5", "fc6")])
+def test_flop_count_matches_torch_flop_counter(tiny, config, layer):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = tiny(config).dense()
+    x = torch.randn(1, 3, 256, 300)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, layer=layer)
+    assert net.flops(256, 300, layer) == counter.get_total_flops()

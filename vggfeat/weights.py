@@ -227,8 +227,7 @@ def build_with_weights(config, weights, *, preprocess=None, **kw) -> VGG:
     """Build a model for ``weights`` (see :func:`vggfeat.vgg`). The architecture comes from the
     file (metadata, tensor shapes, Caffe layer count) where it says, else from the arguments."""
     if weights is None:
-        if config is None:
-            raise ValueError("config is required when weights is None")
+        config = config or "D"
         pre = Preprocess.named(preprocess) if isinstance(preprocess, str) else preprocess
         return VGG(config, preprocess=pre, **kw)
     sd, meta = _resolve(weights, config, kw.get("batch_norm", False))

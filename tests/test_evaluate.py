@@ -44,14 +44,15 @@ def reference(m, images, scales, mode, flip=True):
                 H, W = x.shape[-2:]
                 for v in [x, x.flip(-1)] if flip else [x]:
                     dense.append(F.softmax(_dense_scores(m, v), -1)[0])
-                for i in range(5):
+                for i in range(5 if mode != "dense" else 0):
                     for j in range(5):
                         y0, x0 = int(i * (H - 224) / 4 + 0.5), int(j * (W - 224) / 4 + 0.5)
                         c = x[..., y0 : y0 + 224, x0 : x0 + 224]
                         for v in [c, c.flip(-1)] if flip else [c]:
                             crops.append(F.softmax(m(v), -1)[0])
-            d, c = torch.stack(dense).mean(0), torch.stack(crops).mean(0)
-            out.append({"dense": d, "multicrop": c, "both": (d + c) / 2}[mode])
+            d = torch.stack(dense).mean(0)
+            c = torch.stack(crops).mean(0) if crops else None
+            out.append({"dense": d, "multicrop": c, "both": None if c is None else (d + c) / 2}[mode])
     return torch.stack(out).numpy()
 
 

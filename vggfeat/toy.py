@@ -185,9 +185,10 @@ def render_source(rng: np.random.Generator, label: int, size: tuple[int, int]) -
     texture, shape = SOURCE_CLASSES[label].split("-")
     w, h = size
     canvas = clutter(rng, w, h)
-    side = rng.uniform(0.35, 0.8) * min(w, h)
+    # Near the centre, as photographed objects are: training crops (Sec. 3.1) then still see it.
+    side = rng.uniform(0.45, 0.8) * min(w, h)
     ow, oh = side * rng.uniform(0.85, 1.15), side * rng.uniform(0.85, 1.15)
-    x0, y0 = rng.uniform(-0.1 * ow, w - 0.9 * ow), rng.uniform(-0.1 * oh, h - 0.9 * oh)
+    x0, y0 = (w - ow) / 2 * rng.uniform(0.6, 1.4), (h - oh) / 2 * rng.uniform(0.6, 1.4)
     draw_part(canvas, rng, shape, texture, (x0, y0, ow, oh))
     return _finish(canvas)
 

@@ -58,7 +58,7 @@ def reference(m, images, scales, mode, flip=True):
 
 @pytest.mark.parametrize("mode", ["dense", "multicrop", "both"])
 def test_posteriors_match_plain_reference(tiny, images, mode):
-    m = tiny("B", seed=3)
+    m = tiny("B" if mode == "dense" else "A", seed=3)
     imgs = images[:4] if mode == "dense" else images[:2]
     P = evaluate.posteriors(m, imgs, scales=(224, 256), mode=mode, progress=False)
     ref = reference(m, imgs, (224, 256), mode)

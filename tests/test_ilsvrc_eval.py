@@ -22,11 +22,11 @@ def run(*args):
 
 def test_ilsvrc_eval_tables_and_fusion(tmp_path, tiny):
     val = tmp_path / "val"
-    for c in range(3):
-        for i in range(2):
+    for c in range(2):
+        for i in range(2 - c):
             (val / f"n0{c}").mkdir(parents=True, exist_ok=True)
             random_image(230 + 20 * i, 250, seed=10 * c + i).save(val / f"n0{c}" / f"{i}.jpg")
-    d, e = tiny("D", seed=1, num_classes=3), tiny("E", seed=2, num_classes=3)
+    d, e = tiny("D", seed=1, num_classes=2), tiny("E", seed=2, num_classes=2)
     wd, we = (
         vggfeat.save_weights(d, tmp_path / "d.safetensors"),
         vggfeat.save_weights(e, tmp_path / "e.safetensors"),

@@ -14,6 +14,7 @@ Hugging Face ``datasets.Dataset``, a torch Dataset) into an indexable :class:`Im
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -245,16 +246,13 @@ def as_source(images, image_column: str | None = None) -> ImageSource:
             files = list_images(p)
             return ImageSource(files, names=files)
         return ImageSource([p], names=[p])
-    try:
-        import datasets
-
+    datasets = sys.modules.get("datasets")  # a Dataset object means the library is imported
+    if datasets is not None:
         if isinstance(images, datasets.Dataset):
             col = image_column or hf_image_column(images)
             if col not in images.column_names:
                 raise ImageError(f"image_column {col!r} is not in the dataset {images.column_names}")
             return ImageSource(images, column=col, kind="hf")
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        pass
     if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, Sequence):
         return ImageSource(images, kind="torch")
     if isinstance(images, (Image.Image, np.ndarray)) or (

@@ -226,6 +226,29 @@ def test_learns_a_colour_task_from_a_saved_hf_dataset(tmp_path):
     assert set(load_file(str(path))) == set(tv.state_dict())
 
 
+def test_val_dense_equals_the_evaluation_engine_on_the_final_model(tmp_path):
+    from vggfeat import evaluate
+
+    data = write_imagefolder(tmp_path / "d", n_train=2)
+    cfg = TrainConfig(
+        name="dense",
+        data=str(data),
+        output_dir=str(tmp_path / "runs"),
+        **TINY,
+        batch_size=6,
+        epochs=1,
+        val_dense=True,
+        val_scale=224,
+    )
+    path = train(cfg)
+    row = json.loads((tmp_path / "runs/dense/metrics.jsonl").read_text().splitlines()[-1])
+    model = vggfeat.vgg(None, weights=path)
+    images, labels, _ = evaluate.labels_of(data / "val")
+    P = evaluate.posteriors(model, images, scales=(224,), progress=False)
+    assert row["val_dense_top1_err"] == evaluate.topk_error(P, labels, 1)
+    assert row["val_dense_top5_err"] == evaluate.topk_error(P, labels, 3)
+
+
 def test_resume_after_sigkill_mid_epoch_is_bit_exact(tmp_path):
     data = write_imagefolder(tmp_path / "d", n_train=6, corrupt=True)  # 18 images + 1 broken
     out = tmp_path / "runs"

@@ -55,8 +55,10 @@ def posteriors(
     num_workers=None,
     progress=True,
     image_column=None,
+    on_error: str = "raise",
 ) -> np.ndarray:
-    """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes)."""
+    """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes);
+    with ``on_error="skip"`` unreadable images get NaN rows."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kw = dict(
@@ -71,7 +73,9 @@ def posteriors(
     out = []
     for views in {"dense": ["full"], "multicrop": ["grid"], "both": ["full", "grid"]}[mode]:
         engine = DenseEngine(model, views=views, **kw)
-        res = engine.run(images, _softmax_mean, model.num_classes, image_column=image_column)
+        res = engine.run(
+            images, _softmax_mean, model.num_classes, image_column=image_column, on_error=on_error
+        )
         out.append(res.rows)
     return np.mean(out, axis=0).astype(np.float32)
 

@@ -63,6 +63,9 @@ class FolderImages(LabelledImages):
     def name(self, i: int) -> str:
         return self.folder.samples[i][0]
 
+    def labels(self) -> list[int]:
+        return list(self.folder.targets)
+
 
 class HFImages(LabelledImages):
     def __init__(self, ds, *, image_column: str | None = None, label_column: str | None = None):
@@ -93,6 +96,9 @@ class HFImages(LabelledImages):
 
     def name(self, i: int) -> str:
         return f"row {i}"
+
+    def labels(self) -> list[int]:
+        return [int(v) for v in self.ds[self.label_column]]
 
 
 def open_splits(data, *, train_split: str = "train", val_split: str | None = None):

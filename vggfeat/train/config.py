@@ -42,6 +42,7 @@ class TrainConfig:
     scale: int = 256  # fixed S
     scale_jitter: tuple[int, int] | None = None  # (Smin, Smax): per-image S
     val_scale: int | None = None  # Q for validation; default S, or (Smin + Smax) / 2 when jittering
+    val_dense: bool = False  # also Sec. 3.2 dense evaluation at Q (needs Q >= 224): val_dense_top1_err
     flip: bool = True
     lighting: float = 0.1  # std of the PCA colour shift (0: off)
     eigval: tuple[float, ...] = IMAGENET_EIGVAL

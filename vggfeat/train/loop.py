@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -91,6 +92,7 @@ class Trainer:
             train_transform(crop_size=cfg.crop_size, scale=cfg.train_scale(), **aug),
             seed=cfg.seed,
         )
+        self.val_images = val_images
         val_set = TrainingSet(val_images, eval_transform(crop_size=cfg.crop_size, scale=cfg.eval_scale()))
         loaders = make_loaders(cfg, self.train_set, val_set, self.per_device, self.acc.device.type == "cuda")
         self.model, self.opt, self.train_loader, self.val_loader = self.acc.prepare(model, opt, *loaders)
@@ -218,6 +220,29 @@ class Trainer:
         n = max(int(ok.sum()), 1)
         return 1 - float(r[ok, 0].sum()) / n, 1 - float(r[ok, 1].sum()) / n, int((~ok).sum())
 
+    def _validate_dense(self) -> dict:
+        """Sec. 3.2 dense evaluation (whole image at Q, flip averaged) through the evaluation
+        engine, on a copy of the model so the training model is never touched."""
+        import copy
+
+        from ..evaluate import posteriors, topk_error
+
+        model = copy.deepcopy(self.acc.unwrap_model(self.model))
+        P = posteriors(
+            model,
+            self.val_images,
+            scales=(self.cfg.eval_scale(),),
+            device=self.acc.device,
+            num_workers=0,
+            progress=False,
+        )
+        y = self.val_images.labels()
+        ok = ~np.isnan(P).any(1)
+        return dict(
+            val_dense_top1_err=topk_error(P[ok], np.asarray(y)[ok], 1),
+            val_dense_top5_err=topk_error(P[ok], np.asarray(y)[ok], min(5, P.shape[1])),
+        )
+
     # -- checkpoints and outputs -----------------------------------------------------------
     def _checkpoint(self) -> None:
         totals = self.acc.reduce(self.totals.to(self.acc.device), reduction="sum").cpu()
@@ -250,6 +275,8 @@ class Trainer:
             skipped_images=int(skipped),
             skipped_val_images=val_skipped,
         )
+        if self.cfg.val_dense:
+            row.update(self._validate_dense())
         self.metrics.append(row)
         self.acc.log({k: v for k, v in row.items() if k != "epoch"}, step=self.step)
         if self.acc.is_main_process:

@@ -72,3 +72,33 @@ def test_ilsvrc_eval_missing_data_and_weights(tmp_path):
     random_image(64, 64).save(tmp_path / "val" / "a" / "1.jpg")
     r = run("--data", tmp_path / "val", "--weights", tmp_path / "missing.safetensors")
     assert r.returncode != 0 and "missing.safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ilsvrc_eval_reads_a_saved_hf_dataset(tmp_path, tiny):
+    import datasets
+
+    imgs = [random_image(240, 260 + 10 * i, seed=i) for i in range(3)]
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    ds = datasets.Dataset.from_dict({"image": imgs, "label": [0, 1, 1]}, features=feats)
+    datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "hf"))
+    a = tiny("A", num_classes=2)
+    w = vggfeat.save_weights(a, tmp_path / "a.safetensors")
+    r = run(
+        "--data",
+        tmp_path / "hf",
+        "--model",
+        "A",
+        "--weights",
+        w,
+        "--protocols",
+        "single",
+        "--jitter",
+        224,
+        256,
+        "--out",
+        tmp_path / "out",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    P = evaluate.posteriors(a, imgs, scales=(240,), progress=False)
+    assert np.isclose(row["top1"], 100 * evaluate.topk_error(P, [0, 1, 1], 1))

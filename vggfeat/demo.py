@@ -105,9 +105,11 @@ def _stamped(out: Path, cmd: list[str], product: Path, fresh: bool) -> bool:
     return not fresh and product.exists() and stamp.exists() and json.loads(stamp.read_text()) == cmd
 
 
-def _run(cmd: list[str], out: Path, product: Path, *, desc: str, cfg: DemoConfig, poll=None) -> bool:
-    """Run ``cmd`` (output to ``out/<desc>.log``) unless its product is already there; returns
-    True if it ran. ``poll(bar)`` updates a progress bar while the command runs."""
+def _run(
+    cmd: list[str], out: Path, product: Path, *, desc: str, cfg: DemoConfig, poll=None, unit: str = "it"
+) -> bool:
+    """Run ``cmd`` (output to ``<out>.log``) unless its product is already there; returns True
+    if it ran. ``poll(bar)`` updates a progress bar while the command runs."""
     from tqdm.auto import tqdm
 
     if _stamped(out, cmd, product, cfg.fresh):
@@ -117,7 +119,7 @@ def _run(cmd: list[str], out: Path, product: Path, *, desc: str, cfg: DemoConfig
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     logfile = out.parent / f"{out.name}.log"
-    with open(logfile, "w") as f, tqdm(desc=desc, disable=not cfg.progress, unit="epoch") as bar:
+    with open(logfile, "w") as f, tqdm(desc=desc, disable=not cfg.progress, unit=unit) as bar:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
         while proc.poll() is None:
             time.sleep(1.0)
@@ -130,11 +132,30 @@ def _run(cmd: list[str], out: Path, product: Path, *, desc: str, cfg: DemoConfig
     return True
 
 
-def _epochs_done(metrics: Path) -> int:
-    try:
-        return len(metrics.read_text().splitlines())
-    except OSError:
-        return 0
+def _poll_epochs(metrics: Path, total: int):
+    def poll(bar):
+        bar.total = total
+        try:
+            bar.n = len(metrics.read_text().splitlines())
+        except OSError:
+            return
+        bar.refresh()
+
+    return poll
+
+
+def _poll_images(cache: Path):
+    """Images done so far, read off the extractor's feature cache (``done.npy``)."""
+
+    def poll(bar):
+        try:
+            done = np.load(cache / "done.npy", mmap_mode="r")
+        except (OSError, ValueError):  # not there yet, or being created
+            return
+        bar.total, bar.n = done.shape[0], int(done.all(1).sum())
+        bar.refresh()
+
+    return poll
 
 
 # --- the steps ---------------------------------------------------------------------------------
@@ -151,12 +172,10 @@ def train(cfg: DemoConfig, source: Path) -> tuple[Path, bool]:
         "--output-dir", str(cfg.out), "--name", "train", "--seed", str(cfg.data.seed), "--no-progress",
         *cfg.train_args,
     ]  # fmt: skip
-
-    def poll(bar):
-        bar.n = _epochs_done(out / "metrics.jsonl")
-        bar.refresh()
-
-    ran = _run(cmd, out, out / "final.safetensors", desc="train on source", cfg=cfg, poll=poll)
+    flags = list(cfg.train_args)
+    epochs = int(flags[flags.index("--epochs") + 1]) if "--epochs" in flags else None
+    poll = _poll_epochs(out / "metrics.jsonl", epochs)
+    ran = _run(cmd, out, out / "final.safetensors", desc="train on source", cfg=cfg, poll=poll, unit="epoch")
     return out / "final.safetensors", ran
 
 
@@ -185,7 +204,10 @@ def benchmark(cfg: DemoConfig, devkit: Path, weights: Path, scales, name: str) -
     ]  # fmt: skip
     if cfg.batch_size:
         cmd += ["--batch-size", str(cfg.batch_size)]
-    ran = _run(cmd, out, out / "results.json", desc=f"VOC benchmark: {name}", cfg=cfg)
+    poll = _poll_images(out / "features")
+    ran = _run(
+        cmd, out, out / "results.json", desc=f"target descriptors, {name}", cfg=cfg, poll=poll, unit="img"
+    )
     return json.loads((out / "results.json").read_text()), ran
 
 

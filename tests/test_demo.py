@@ -15,10 +15,6 @@ import vggfeat
 from vggfeat import demo, toy
 
 REPO = Path(__file__).resolve().parents[1]
-needs_classes = pytest.mark.skipif(
-    "--classes" not in (REPO / "benchmarks" / "voc_svm.py").read_text(),
-    reason="benchmarks/voc_svm.py has no --classes option yet: the toy VOC set has its own classes",
-)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +23,6 @@ def quick(tmp_path_factory):
     return cfg, demo.run(cfg)
 
 
-@needs_classes
 def test_quick_demo_writes_report(quick):
     cfg, res = quick
     assert set(res["maps"]) == {"multi-scale", "single-scale", "random weights", "raw pixels"}
@@ -48,7 +43,6 @@ def test_quick_demo_writes_report(quick):
     assert numbers["map"] == pytest.approx(res["maps"]["multi-scale"])
 
 
-@needs_classes
 def test_random_baseline_is_the_trained_architecture(quick):
     cfg, _ = quick
     trained = vggfeat.vgg(None, weights=str(cfg.out / "train" / "final.safetensors"))
@@ -59,7 +53,6 @@ def test_random_baseline_is_the_trained_architecture(quick):
     assert vggfeat.fingerprint(vggfeat.vgg(None, weights=str(again))) == vggfeat.fingerprint(rand)
 
 
-@needs_classes
 def test_rerun_reuses_every_step_and_gives_the_same_numbers(quick):
     cfg, first = quick
     stamp = (cfg.out / "train" / "final.safetensors").stat().st_mtime_ns

@@ -184,7 +184,7 @@ class MultiLabelSVC(BaseEstimator):
                 self.estimators_.append(None)
                 self.constant_.append(k)
                 continue
-            svc = LinearSVC(C=self.C, max_iter=self.max_iter)
+            svc = LinearSVC(C=self.C, max_iter=self.max_iter, random_state=0)  # liblinear shuffles
             self.estimators_.append(svc.fit(X[keep], y))
         return self
 
@@ -294,7 +294,9 @@ def caltech_classification(
     """The Caltech protocol on precomputed descriptors ``X`` (N, D) and class ids ``y`` (N,):
     for each (train, test) split, choose C on a stratified hold-out of the training images, refit
     one-vs-rest ``LinearSVC`` on all of them, and measure mean class recall on the test images."""
-    make = lambda c: LinearSVC(C=c, max_iter=MAX_ITER)  # one-vs-rest is LinearSVC's multi-class
+    make = lambda c: LinearSVC(
+        C=c, max_iter=MAX_ITER, random_state=0
+    )  # one-vs-rest is LinearSVC's multi-class
     score = lambda est, Xv, yv: mean_class_recall(yv, est.predict(Xv))
     classes = np.unique(y)
     recalls, Cs, per_class = [], [], []

@@ -277,7 +277,7 @@ def fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(v.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     pre = getattr(model, "preprocess", None)
     h.update(json.dumps(pre.to_dict() if pre else None, sort_keys=True).encode())
     return h.hexdigest()[:16]

@@ -129,7 +129,7 @@ def test_inputs_of_every_kind_agree(files, tiny):
     kw = dict(model=m, scales=(224,), progress=False)
     a = vggfeat.extract(files[:3], **kw)
     b = vggfeat.extract(arrays, **kw)
-    c = vggfeat.extract([torch.from_numpy(x).permute(2, 0, 1) for x in arrays], **kw)
+    c = vggfeat.extract([torch.from_numpy(x.copy()).permute(2, 0, 1) for x in arrays], **kw)
     ds = datasets.Dataset.from_dict({"picture": [Image.fromarray(x) for x in arrays], "y": [0, 1, 2]})
     d = vggfeat.extract(ds.cast_column("picture", datasets.Image()), **kw)
     for other in (b, c, d):

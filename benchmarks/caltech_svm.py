@@ -22,6 +22,7 @@ import torch
 
 import vggfeat
 from vggfeat import caltech, plots, svm
+from vggfeat.cli import add_model_args, models_and_weights
 
 
 @dataclass
@@ -52,12 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, required=True, help="folder holding 101_/256_ObjectCategories")
     p.add_argument("--dataset", default="caltech101", choices=sorted(caltech.DATASETS))
-    p.add_argument("--model", dest="models", action="append", help="config letter; repeat for late fusion")
-    p.add_argument("--weights", action="append", help="'torchvision' or a file, one per --model")
-    p.add_argument("--scales", type=int, nargs="+", default=list(Config.scales))
-    p.add_argument("--aggregate", default="stack", choices=("mean", "stack", "max"))
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (tiny test nets)")
-    p.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (tiny test nets)")
+    add_model_args(p, scales=Config.scales, aggregate="stack")
     no_bg = "drop BACKGROUND_Google / 257.clutter (as torchvision's Caltech101 does)"
     p.add_argument("--no-background", dest="background", action="store_false", help=no_bg)
     p.add_argument("--splits", type=int, default=3)
@@ -67,8 +63,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=int, help="first N images per class: quick run, not comparable")
     p.add_argument("--c-grid", type=float, nargs="+", default=list(svm.C_GRID))
     p.add_argument("--out", type=Path, help="output folder (default runs/<dataset>_<models>)")
-    p.add_argument("--device")
-    p.add_argument("--batch-size", type=int)
     p.add_argument(
         "--download", action="store_true", help="fetch the dataset with torchvision first (online)"
     )
@@ -77,10 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> Config:
-    models = args.models or ["D"]
-    weights = args.weights or [None] * len(models)
-    if len(weights) != len(models):
-        raise SystemExit(f"got {len(models)} --model but {len(weights)} --weights; pass one per --model")
+    models, weights = models_and_weights(args, default=("D",))
     _, _, n_train, n_test = caltech.DATASETS[args.dataset]
     return Config(
         root=args.root, dataset=args.dataset, models=models, weights=weights, scales=tuple(args.scales),

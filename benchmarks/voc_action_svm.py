@@ -21,6 +21,7 @@ import torch
 
 import vggfeat
 from vggfeat import plots, svm, voc
+from vggfeat.cli import add_model_args, models_and_weights
 
 
 @dataclass
@@ -45,17 +46,10 @@ class Config:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, required=True, help="VOCdevkit (or its parent, or VOC2012)")
-    p.add_argument("--model", dest="models", action="append", help="config letter; repeat (default D and E)")
-    p.add_argument("--weights", action="append", help="'torchvision' or a file, one per --model")
-    p.add_argument("--scales", type=int, nargs="+", default=list(Config.scales))
-    p.add_argument("--aggregate", default="mean", choices=("mean", "stack", "max"))
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (tiny test nets)")
-    p.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (tiny test nets)")
+    add_model_args(p, scales=Config.scales, aggregate="mean", default_models=("D", "E"))
     p.add_argument("--c-grid", type=float, nargs="+", default=list(svm.C_GRID))
     p.add_argument("--max-images", type=int, help="first N persons per split: quick run, not comparable")
     p.add_argument("--out", type=Path, help="output folder (default runs/voc2012_action_<models>)")
-    p.add_argument("--device")
-    p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--download", action="store_true", help="fetch VOC2012 with torchvision first (online)")
     p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache features")
@@ -63,10 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> Config:
-    models = args.models or ["D", "E"]
-    weights = args.weights or [None] * len(models)
-    if len(weights) != len(models):
-        raise SystemExit(f"got {len(models)} --model but {len(weights)} --weights; pass one per --model")
+    models, weights = models_and_weights(args, default=("D", "E"))
     return Config(
         root=args.root, models=models, weights=weights, scales=tuple(args.scales), aggregate=args.aggregate,
         width=args.width, fc_dim=args.fc_dim, c_grid=tuple(args.c_grid), max_images=args.max_images,

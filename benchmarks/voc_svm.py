@@ -19,6 +19,7 @@ import torch
 
 import vggfeat
 from vggfeat import plots, svm, voc
+from vggfeat.cli import add_model_args, models_and_weights
 
 
 @dataclass
@@ -46,17 +47,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, required=True, help="VOCdevkit (or its parent, or VOC<year>)")
     p.add_argument("--year", type=int, default=2007, choices=(2007, 2008, 2009, 2010, 2011, 2012))
-    p.add_argument("--model", dest="models", action="append", help="config letter; repeat for late fusion")
-    p.add_argument("--weights", action="append", help="'torchvision' or a file, one per --model")
-    p.add_argument("--scales", type=int, nargs="+", default=list(Config.scales))
-    p.add_argument("--aggregate", default="mean", choices=("mean", "stack", "max"))
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (tiny test nets)")
-    p.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (tiny test nets)")
+    add_model_args(p, scales=Config.scales, aggregate="mean")
     p.add_argument("--c-grid", type=float, nargs="+", default=list(svm.C_GRID))
     p.add_argument("--max-images", type=int, help="first N images per split: quick run, not comparable")
     p.add_argument("--out", type=Path, help="output folder (default runs/voc<year>_<models>)")
-    p.add_argument("--device")
-    p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--download", action="store_true", help="fetch VOC with torchvision first (online)")
     p.add_argument(
@@ -70,12 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> Config:
-    models = args.models or ["D"]
-    weights = args.weights or [None] * len(models)
-    if len(weights) != len(models):
-        raise SystemExit(
-            f"got {len(models)} --model but {len(weights)} --weights; pass one --weights per --model"
-        )
+    models, weights = models_and_weights(args, default=("D",))
     out = args.out or Path("runs") / f"voc{args.year}_{'+'.join(models)}"
     return Config(
         root=args.root, year=args.year, models=models, weights=weights, scales=tuple(args.scales),

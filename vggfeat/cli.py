@@ -11,30 +11,54 @@ from pathlib import Path
 import numpy as np
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(
+    p: argparse.ArgumentParser, *, scales=(256, 384, 512), aggregate: str | None = None, default_models=("D",)
+) -> None:
+    """The network and protocol options every vggfeat command and benchmark script shares:
+    ``--model``/``--weights`` (repeat for late fusion), ``--width``/``--fc-dim`` for random-init
+    test nets, ``--scales``, ``--aggregate`` (when given a default), ``--batch-size``, ``--device``."""
     p.add_argument(
         "--model",
+        dest="models",
         action="append",
-        default=None,
-        help="configuration letter (A, A-LRN, B, C, D, E, B-5x5); repeat for late fusion (default D)",
+        help=f"configuration (A, A-LRN, B, C, D, E, B-5x5); repeat for late fusion "
+        f"(default {' '.join(default_models)}, or what --weights files say)",
     )
     p.add_argument(
         "--weights",
         action="append",
-        default=None,
-        help="'torchvision', a .pth/.safetensors/.caffemodel file; one per --model",
+        help="'torchvision' or a .pth/.safetensors/.caffemodel file, one per --model",
     )
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (random-init test nets)")
+    p.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (random-init test nets)")
+    if scales is not None:
+        p.add_argument("--scales", type=int, nargs="+", default=list(scales), help="smallest sides Q")
+    if aggregate is not None:
+        p.add_argument("--aggregate", default=aggregate, choices=["mean", "stack", "max"])
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: accelerate's)")
+
+
+def models_and_weights(args, default=("D",), from_files: bool = False) -> tuple[list, list]:
+    """(configs, weights), one weights source (or None) per model. Without ``--model``: the
+    ``default`` configs, or with ``from_files`` and ``--weights`` None each (each file says
+    what it holds)."""
+    weights = args.weights or []
+    models = args.models or ([None] * len(weights) if weights and from_files else list(default))
+    weights = weights or [None] * len(models)
+    if len(weights) != len(models):
+        raise SystemExit(f"error: {len(models)} --model but {len(weights)} --weights; give one per --model")
+    return models, weights
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
     p.add_argument(
         "--preprocess",
         default=None,
         choices=["imagenet", "caffe"],
         help="override the weights' preprocessing (e.g. caffe for converted Caffe state dicts)",
     )
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier for random-init models")
-    p.add_argument("--fc-dim", type=int, default=4096, help="hidden FC width for random-init models")
-    p.add_argument("--scales", type=int, nargs="+", default=[256, 384, 512], help="smallest sides Q")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: accelerate's)")
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--no-flip", action="store_true", help="do not average with the flipped image")
 
@@ -42,15 +66,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _models(args):
     import vggfeat
 
-    weights = args.weights or []
-    # without --model the architecture comes from each weights file (ours, bare .pth, Caffe)
-    names = args.model or ([None] * len(weights) if weights else ["D"])
-    weights = weights or [None] * len(names)
-    if len(weights) != len(names):
-        raise SystemExit(f"error: {len(names)} --model but {len(weights)} --weights; give one per model")
     return [
         vggfeat.vgg(n, weights=w, width=args.width, fc_dim=args.fc_dim, preprocess=args.preprocess)
-        for n, w in zip(names, weights)
+        for n, w in zip(*models_and_weights(args, from_files=True))
     ]
 
 

@@ -123,7 +123,9 @@ class DenseEngine:
                 f"{layer!r} with views={views!r}"
             )
         self.device = default_device(device)
-        self.batch_size = batch_size or (32 if self.device.type == "cuda" else 4)
+        # images per batch; with the 5x5 grid each image is 25 crops (x2 flips) of 224x224
+        default = (32 if self.device.type == "cuda" else 4) // (8 if views == "grid" else 1)
+        self.batch_size = batch_size or max(1, default)
         self.num_workers = num_workers
         self.progress = progress
         self.autocast = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vggfeat.train.throughput import matmul_peak_gflops
+
 SIZES = [(375, 500), (500, 375), (375, 500), (333, 500), (500, 333), (480, 640), (375, 500), (500, 375)]
 
 
@@ -111,19 +113,6 @@ def worker(args) -> dict:
         "images_per_s": len(paths) / secs,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-
-
-def matmul_peak_gflops(device: str, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        c = a @ b
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    del c
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def total_gflops(model, paths, scales) -> float:

@@ -263,6 +263,4 @@ def as_source(images, image_column: str | None = None) -> ImageSource:
         images = list(images)
     items = list(images)
     names = [Path(x) if isinstance(x, (str, os.PathLike)) else f"image #{i}" for i, x in enumerate(items)]
-    if any(isinstance(x, (str, os.PathLike)) for x in items):
-        return ImageSource(items, names=names)
     return ImageSource(items, names=names)

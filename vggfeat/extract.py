@@ -152,9 +152,9 @@ class Extractor:
         store = _Cache(self.cache, n, self.dim, m, self.protocol(), source) if self.cache else None
         out = store.features if store else np.full((n, self.dim), np.nan, dtype=np.float32)
         self.failures_ = []
+        combine = lambda t: descriptor(t, aggregate=self.aggregate, normalize=self.normalize)
         off = 0
         for k, (engine, d) in enumerate(zip(self.engines, self.dims)):
-            combine = lambda t: descriptor(t, aggregate=self.aggregate, normalize=self.normalize)
             sl = slice(off, off + d)
             sink = (lambda idx, rows, k=k, sl=sl: store.write(idx, k, sl, rows * scale)) if store else None
             res = engine.run(

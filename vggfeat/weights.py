@@ -46,8 +46,7 @@ def torchvision_weights(config: str, batch_norm: bool = False, variant: str = "I
             "recipes/train_imagenet.py or load a local file."
         )
     name = TORCHVISION_NAMES[config] + ("_bn" if batch_norm else "")
-    enum = name.upper().replace("VGG", "VGG") + "_Weights"
-    enum = "VGG" + enum[3:]
+    enum = name.upper() + "_Weights"  # e.g. VGG16_BN_Weights
     try:
         return get_weight(f"{enum}.{variant}")
     except (ValueError, KeyError) as e:

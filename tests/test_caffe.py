@@ -10,6 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from _caffe_writer import write_caffemodel
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -19,7 +20,6 @@ from vggfeat.caffe import (
     infer_caffe_arch,
     infer_caffe_config,
     read_caffemodel,
-    write_caffemodel,
 )
 from vggfeat.weights import WeightsError
 
@@ -310,7 +310,7 @@ def test_config_none_reads_architecture_off_the_file(tmp_path, config):
     path = write_caffemodel(tmp_path / "n.caffemodel", layers, encoding="v1", shape_style="nchw")
     model = vggfeat.vgg(None, weights=path)
     assert model.arch == dict(
-        config=config, num_classes=NUM_CLASSES, width=WIDTH, fc_dim=FC_DIM, batch_norm=False
+        config=config, num_classes=NUM_CLASSES, width=WIDTH, fc_dim=FC_DIM, batch_norm=False, crop=224
     )
     assert model.preprocess == vggfeat.Preprocess.caffe()
     for key, (_, (w, b)) in zip(torchvision_keys(config), layers):

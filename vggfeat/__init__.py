@@ -4,9 +4,9 @@ features: Table-1 networks, dense multi-scale evaluation, the appendix-B descrip
 import logging
 
 from .extract import Extractor, extract
-from .models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, vgg
+from .models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, paper_scales
 from .preprocess import Preprocess
-from .weights import WeightsError, fingerprint, load_weights, save_weights
+from .weights import WeightsError, fingerprint, load_weights, save_weights, vgg
 
 logging.getLogger("vggfeat").addHandler(logging.NullHandler())
 
@@ -22,6 +22,7 @@ __all__ = [
     "fingerprint",
     "init_from",
     "load_weights",
+    "paper_scales",
     "save_weights",
     "vgg",
 ]

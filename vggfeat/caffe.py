@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import WeightsError
+from .models import PAPER_CROP, VGG, infer_width
+
 # Wire types of the protobuf encoding.
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
-# V1LayerParameter.LayerType enum values (caffe.proto) of the layers the writer emits.
-V1_TYPES = {"Convolution": 4, "InnerProduct": 14, "Pooling": 17, "ReLU": 18, "Dropout": 6, "Softmax": 20}
 CONV_COUNTS = {13: "D", 16: "E"}  # the authors released VGG-16 (D) and VGG-19 (E) only
 
 
@@ -167,8 +168,6 @@ def read_caffemodel(path) -> list[tuple[str, list[np.ndarray]]]:
     decoded by one ``numpy.frombuffer``: a 528 MB file shaped like VGG-16 reads in 1.0 s (warm
     page cache, one CPU core).
     """
-    from .weights import WeightsError  # weights imports this module lazily; avoid the cycle
-
     path = Path(path)
     try:
         f = open(path, "rb")
@@ -204,8 +203,6 @@ def read_caffemodel(path) -> list[tuple[str, list[np.ndarray]]]:
 # --------------------------------------------------------------------------------------- mapping
 def _split(layers, source) -> tuple[list, list]:
     """Layers by role, in file order: conv* and fc* (the names of the original release)."""
-    from .weights import WeightsError
-
     convs = [(n, b) for n, b in layers if n.startswith("conv")]
     fcs = [(n, b) for n, b in layers if n.startswith("fc")]
     other = [n for n, _ in layers if not n.startswith(("conv", "fc"))]
@@ -224,8 +221,6 @@ def _split(layers, source) -> tuple[list, list]:
 
 def infer_caffe_config(layers) -> str:
     """``"D"`` (13 conv layers, VGG_ILSVRC_16_layers) or ``"E"`` (16, VGG_ILSVRC_19_layers)."""
-    from .weights import WeightsError
-
     convs = [n for n, _ in layers if n.startswith("conv")]
     if len(convs) not in CONV_COUNTS:
         raise WeightsError(
@@ -240,9 +235,11 @@ def infer_caffe_arch(layers) -> dict:
     """Architecture keywords of :class:`vggfeat.VGG` that fit a Caffe file (as ``infer_arch`` does
     for state dicts): config, width (conv1_1 outputs / 64), fc_dim, num_classes, batch_norm."""
     convs, fcs = _split(layers, "file")
+    config = infer_caffe_config(layers)
+    width = infer_width(config, [b[0].shape[0] for _, b in convs])
     return dict(
-        config=infer_caffe_config(layers),
-        width=convs[0][1][0].shape[0] / 64,
+        config=config,
+        width=width if width is not None else convs[0][1][0].shape[0] / 64,
         fc_dim=int(np.prod(fcs[0][1][1].shape)),
         num_classes=int(np.prod(fcs[2][1][1].shape)),
         batch_norm=False,
@@ -268,8 +265,6 @@ def caffe_to_state_dict(layers, model: nn.Module, source) -> dict[str, torch.Ten
     Returns a state dict that ``model.load_state_dict(..., strict=True)`` accepts; raises
     :class:`vggfeat.WeightsError` naming ``source``, the layer and both shapes on any mismatch.
     """
-    from .weights import WeightsError
-
     if getattr(model, "arch", {}).get("batch_norm"):
         raise WeightsError(
             f"Caffe weights {source} have no batch norm (the release predates it); build the "
@@ -312,109 +307,11 @@ def _suggest(layers) -> str:
     )
 
 
-# --------------------------------------------------------------------------------------- writing
-def _key(field: int, wire: int) -> bytes:
-    return _enc_varint(field << 3 | wire)
-
-
-def _enc_varint(v: int) -> bytes:
-    v &= (1 << 64) - 1  # negative int32/int64 are written as 10-byte two's complement
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
-
-
-def _len(field: int, payload: bytes) -> bytes:
-    return _key(field, LEN) + _enc_varint(len(payload)) + payload
-
-
-def _enc_blob(arr: np.ndarray, *, nchw: bool, packed: bool, double: bool) -> bytes:
-    if nchw:  # legacy 4-d shape, leading 1s as old Caffe wrote fc weights and biases
-        if arr.ndim > 4:
-            raise ValueError(f"shape_style='nchw' needs blobs of at most 4 dims, got shape {arr.shape}")
-        dims = (1,) * (4 - arr.ndim) + arr.shape
-        out = b"".join(_key(i, VARINT) + _enc_varint(d) for i, d in zip((1, 2, 3, 4), dims))
-    else:
-        out = _len(7, _len(1, b"".join(_enc_varint(d) for d in arr.shape)))
-    field, wire, fmt = (8, I64, "<f8") if double else (5, I32, "<f4")
-    flat = np.ascontiguousarray(arr, dtype=fmt).ravel()
-    if packed:
-        return out + _len(field, flat.tobytes())
-    rec = np.zeros(flat.size, dtype=[("key", "u1"), ("v", fmt)])
-    rec["key"], rec["v"] = field << 3 | wire, flat
-    return out + rec.tobytes()
-
-
-def _enc_layer(name: str, kind: str, blobs: list[bytes], bottom: str, *, v1: bool) -> bytes:
-    top = bottom if kind in ("ReLU", "Dropout") else name  # Caffe runs these in place
-    if v1:  # bottom = 2, top = 3, name = 4, type = 5 (enum), blobs = 6
-        head = _len(2, bottom.encode()) + _len(3, top.encode()) + _len(4, name.encode())
-        return head + _key(5, VARINT) + _enc_varint(V1_TYPES[kind]) + b"".join(_len(6, b) for b in blobs)
-    # name = 1, type = 2 (string), bottom = 3, top = 4, blobs = 7
-    head = _len(1, name.encode()) + _len(2, kind.encode()) + _len(3, bottom.encode()) + _len(4, top.encode())
-    return head + b"".join(_len(7, b) for b in blobs)
-
-
-def _with_blobless(names: list[str]) -> list[tuple[str, str, str]]:
-    """(layer, type, bottom) in the order of the real files: a ReLU after every weight layer,
-    a Pooling layer closing each conv block, Dropout after fc6/fc7, Softmax "prob" last."""
-    seq, bottom = [], "data"
-    for i, name in enumerate(names):
-        kind = "Convolution" if name.startswith("conv") else "InnerProduct" if name.startswith("fc") else None
-        if kind is None:
-            raise ValueError(f"layer {name!r}: names must start with 'conv' or 'fc'")
-        seq.append((name, kind, bottom))
-        bottom, tag = name, name.removeprefix("conv").removeprefix("fc")
-        if i == len(names) - 1:
-            seq.append(("prob", "Softmax", bottom))
-            break
-        seq.append((f"relu{tag}", "ReLU", bottom))
-        if kind == "InnerProduct":
-            seq.append((f"drop{tag}", "Dropout", bottom))
-        elif names[i + 1].split("_")[0] != name.split("_")[0]:
-            block = name.split("_")[0].removeprefix("conv")
-            seq.append((f"pool{block}", "Pooling", bottom))
-            bottom = f"pool{block}"
-    return seq
-
-
-def write_caffemodel(
-    path,
-    layers,
-    *,
-    encoding: str = "layer",
-    shape_style: str = "shape",
-    packed: bool = True,
-    double: bool = False,
-    name: str = "VGG",
-) -> Path:
-    """Write ``[(name, [weight, bias]), ...]`` as a binary NetParameter, for tests and interop.
-
-    Layers named ``conv*`` become Convolution, ``fc*`` InnerProduct, interleaved with blob-less
-    ReLU, Pooling, Dropout and Softmax layers as in the real files. ``encoding``: ``"layer"``
-    (LayerParameter, string types) or ``"v1"`` (V1LayerParameter, enum types). ``shape_style``:
-    ``"shape"`` (BlobShape dims as given) or ``"nchw"`` (legacy num/channels/height/width with
-    leading 1s: fc weights (1, 1, out, in), biases (1, 1, 1, n), as old Caffe wrote them).
-    ``packed=False`` writes non-packed repeated values; ``double=True`` uses ``double_data``.
-    """
-    if encoding not in ("layer", "v1"):
-        raise ValueError(f"encoding must be 'layer' or 'v1', got {encoding!r}")
-    if shape_style not in ("shape", "nchw"):
-        raise ValueError(f"shape_style must be 'shape' or 'nchw', got {shape_style!r}")
-    v1 = encoding == "v1"
-    blobs = {
-        lname: [
-            _enc_blob(np.asarray(a), nchw=shape_style == "nchw", packed=packed, double=double) for a in arrays
-        ]
-        for lname, arrays in layers
-    }
-    out = [_len(1, name.encode())]
-    for lname, kind, bottom in _with_blobless([n for n, _ in layers]):
-        layer = _enc_layer(lname, kind, blobs.get(lname, []), bottom, v1=v1)
-        out.append(_len(2 if v1 else 100, layer))
-    path = Path(path)
-    path.write_bytes(b"".join(out))
-    return path
+def load_caffemodel(path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A ``.caffemodel`` -> (torchvision-layout state dict, architecture keywords of
+    :class:`vggfeat.VGG`): the one form :mod:`vggfeat.weights` takes from every source."""
+    layers = read_caffemodel(path)
+    arch = {**infer_caffe_arch(layers), "crop": PAPER_CROP}  # the release's 224 crop (7x7 fc6)
+    with torch.device("meta"):  # shapes only
+        shapes = VGG(**arch)
+    return caffe_to_state_dict(layers, shapes, source=path), arch

@@ -184,7 +184,8 @@ def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
     that the comparison isolates what training learned."""
     import torch
 
-    from .models import VGG, vgg
+    from .models import VGG
+    from .weights import vgg
     from .weights import save_weights
 
     net = vgg(None, weights=str(trained))

@@ -34,8 +34,29 @@ CONFIGS: dict[str, list[list]] = {
 }
 # torchvision's builders for the configurations it has (used for weights and as test reference).
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
-FC6_KERNEL = 7  # Sec. 3.2: fc6 becomes a 7x7 conv over the 7x7x512 pool5 map of a 224 input
-MIN_SIDE = 224
+PAPER_CROP = 224  # Sec. 3.1: the training crop; fc6 becomes a 7x7 conv over its 7x7 pool5 map
+STRIDE = 32  # five 2x2 max-pools
+
+
+def fc6_kernel(crop: int) -> int:
+    """Sec. 3.2: fc6 covers the pool5 map of the training crop, c/32 (7 at the paper's 224)."""
+    if not isinstance(crop, int) or crop < STRIDE or crop % STRIDE:
+        raise ValueError(
+            f"crop={crop!r}: the training crop must be a positive multiple of {STRIDE} (five 2x2 "
+            f"poolings; fc6's kernel is crop/{STRIDE}), e.g. 64, 96, 128 or the paper's 224"
+        )
+    return crop // STRIDE
+
+
+def paper_scale(crop: int, size: float) -> int:
+    """A scale of the paper (S or Q, in pixels at crop 224) kept in the same ratio to ``crop``."""
+    return int(round(size * crop / PAPER_CROP))
+
+
+def paper_scales(crop: int, qs=(256, 384, 512)) -> tuple[int, ...]:
+    """The paper's test scales Q (Sec. 3.2, jittered training: 256, 384, 512) for a net trained
+    at crop ``crop``: 73, 110, 146 at crop 64; the paper's values at 224."""
+    return tuple(paper_scale(crop, q) for q in qs)
 
 
 def _canonical(config: str) -> str:
@@ -47,6 +68,28 @@ def _canonical(config: str) -> str:
 
 def scaled(width: int, factor: float) -> int:
     return max(1, int(round(width * factor)))
+
+
+def conv_widths(config: str) -> list[int]:
+    """Table-1 output channels of each conv layer of ``config``, in order."""
+    return [s[1] if isinstance(s, tuple) else s for b in CONFIGS[_canonical(config)] for s in b if s != "LRN"]
+
+
+def infer_width(config: str, channels: list[int], hint: float | None = None) -> float | None:
+    """The width factor that gives every conv layer of ``config`` the ``channels`` found in a
+    file: ``hint`` if it fits, else the simplest fraction p/q that does (0.1, 0.3, 1/16, ...);
+    None if none does. conv1 alone cannot tell 0.1 (6.4 -> 6 channels) from 0.09375."""
+    pairs = list(zip(conv_widths(config), channels))
+    fits = lambda w: all(scaled(base, w) == c for base, c in pairs)  # noqa: E731
+    if hint is not None and fits(hint):
+        return hint
+    lo = max((c - 0.5) / base for base, c in pairs)
+    hi = min((c + 0.5) / base for base, c in pairs)
+    for q in range(1, 257):
+        for p in range(max(1, math.floor(lo * q)), math.ceil(hi * q) + 1):
+            if fits(p / q):
+                return p / q
+    return None
 
 
 class VGG(nn.Module):
@@ -69,19 +112,30 @@ class VGG(nn.Module):
         batch_norm: bool = False,
         init: str = "glorot",
         std: float = 0.01,
+        crop: int = PAPER_CROP,
         preprocess: Preprocess | None = None,
     ):
         super().__init__()
         self.config = _canonical(config)
+        self.kernel = fc6_kernel(crop)
+        self.crop = crop
         self.arch = dict(
-            config=self.config, num_classes=num_classes, width=width, fc_dim=fc_dim, batch_norm=batch_norm
+            config=self.config,
+            num_classes=num_classes,
+            width=width,
+            fc_dim=fc_dim,
+            batch_norm=batch_norm,
+            crop=crop,
         )
         self.layers: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.features = self._make_features(width, batch_norm)
-        self.avgpool = nn.AdaptiveAvgPool2d((FC6_KERNEL, FC6_KERNEL))
+        # torchvision's adaptive pool (the identity on a 224 input) keeps its checkpoints loading
+        # and its forward on other sizes; a net for another crop has none, so nothing is stretched.
+        k = self.kernel
+        self.avgpool = nn.AdaptiveAvgPool2d((k, k)) if crop == PAPER_CROP else nn.Identity()
         c5 = self.out_channels
         self.classifier = nn.Sequential(
-            nn.Linear(c5 * FC6_KERNEL * FC6_KERNEL, fc_dim),
+            nn.Linear(c5 * k * k, fc_dim),
             nn.ReLU(True),
             nn.Dropout(dropout),
             nn.Linear(fc_dim, fc_dim),
@@ -148,7 +202,15 @@ class VGG(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """pool5 map -> (N, num_classes) logits, or (N, fc_dim) post-ReLU fc7 if ``pre_logits``."""
-        x = torch.flatten(self.avgpool(x), 1)
+        x = self.avgpool(x)
+        if x.shape[-2:] != (self.kernel, self.kernel):
+            side = x.shape[-1] * STRIDE
+            raise ValueError(
+                f"VGG-{self.config} built for {self.crop}x{self.crop} crops got a {x.shape[-2]}x"
+                f"{x.shape[-1]} pool5 map (input about {side} px): forward() takes {self.crop}x"
+                f"{self.crop} crops; use model.dense() for whole images at any size >= {self.crop}"
+            )
+        x = torch.flatten(x, 1)
         return self.classifier[:6](x) if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +222,8 @@ class VGG(nn.Module):
 
 
 class DenseVGG(nn.Module):
-    """Sec. 3.2: fc6 as a 7x7 conv, fc7 and fc8 as 1x1 convs, applied to the uncropped image.
+    """Sec. 3.2: fc6 as a 7x7 conv (c/32 for a net trained at crop c), fc7 and fc8 as 1x1 convs,
+    applied to the uncropped image.
 
     The conv kernels are views of the parent's Linear weights taken at every call, so changing the
     parent's weights changes this network. Dropout is an inference no-op and is left out.
@@ -174,13 +237,14 @@ class DenseVGG(nn.Module):
         self.layers = model.layers
         self.in_channels = model.out_channels
         self.config = model.config
+        self.crop, self.kernel = model.crop, model.kernel
         self.preprocess = model.preprocess
 
     def min_side(self, layer: str = "fc8") -> int:
         """Smallest input side that gives a non-empty map at ``layer``."""
         part, idx = self._where(layer)
         if part == "classifier":
-            return MIN_SIDE
+            return self.crop
         pools = sum(isinstance(m, nn.MaxPool2d) for m in self.features[: idx + 1])
         return 2**pools
 
@@ -199,7 +263,7 @@ class DenseVGG(nn.Module):
             if isinstance(m, nn.MaxPool2d):
                 height, width = height // 2, width // 2
         if part == "classifier":
-            height, width = height - FC6_KERNEL + 1, width - FC6_KERNEL + 1
+            height, width = height - self.kernel + 1, width - self.kernel + 1
         return height, width
 
     def _fc6_kernel(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +271,7 @@ class DenseVGG(nn.Module):
         an NCHW kernel makes oneDNN reorder 100M weights on every call (2x slower on CPU), so a
         channels_last copy is kept, remade whenever the parent's weight changes (its version)."""
         w = self.fc6.weight
-        kernel = w.view(-1, self.in_channels, FC6_KERNEL, FC6_KERNEL)
+        kernel = w.view(-1, self.in_channels, self.kernel, self.kernel)
         if not x.is_contiguous(memory_format=torch.channels_last) or x.shape[-1] == 1:
             return kernel
         if torch.is_grad_enabled() and w.requires_grad:  # training through it: no cached copy
@@ -230,7 +294,7 @@ class DenseVGG(nn.Module):
             elif isinstance(m, nn.MaxPool2d):
                 h, w = h // 2, w // 2
         if part == "classifier":
-            h, w = h - FC6_KERNEL + 1, w - FC6_KERNEL + 1
+            h, w = h - self.kernel + 1, w - self.kernel + 1
             fcs = {1: [self.fc6], 4: [self.fc6, self.fc7], 6: [self.fc6, self.fc7, self.fc8]}[idx]
             total += sum(2 * fc.in_features * fc.out_features * h * w for fc in fcs)
         return total
@@ -253,45 +317,6 @@ class DenseVGG(nn.Module):
         if layer == "fc7":
             return x
         return F.conv2d(x, self.fc8.weight[:, :, None, None], self.fc8.bias)
-
-
-def vgg(
-    config: str | None = None,
-    *,
-    weights=None,
-    num_classes: int = 1000,
-    width: float = 1.0,
-    fc_dim: int = 4096,
-    dropout: float = 0.5,
-    batch_norm: bool = False,
-    init: str = "glorot",
-    std: float = 0.01,
-    preprocess: str | Preprocess | None = None,
-) -> VGG:
-    """Build a Table-1 network, optionally with weights. ``config`` defaults to "D", or to what a
-    weights file says it holds (a ``config`` given must agree with the file).
-
-    ``weights``: None (random init), ``"torchvision"`` (torchvision's IMAGENET1K_V1 for A/B/D/E;
-    ``"torchvision:IMAGENET1K_FEATURES"`` for its D features variant), or a local file: ``.pth``/
-    ``.pt`` (a bare torchvision-layout state dict or our checkpoint), ``.safetensors`` written by
-    :func:`vggfeat.save_weights` (rebuilds the architecture from its metadata, ``config`` may be
-    None), or a Caffe ``.caffemodel`` of the original release. ``preprocess`` overrides the
-    preprocessing the weights carry (``"imagenet"``, ``"caffe"`` or a :class:`Preprocess`).
-    """
-    from .weights import build_with_weights  # weights imports models; keep the cycle local
-
-    return build_with_weights(
-        config,
-        weights,
-        preprocess=preprocess,
-        num_classes=num_classes,
-        width=width,
-        fc_dim=fc_dim,
-        dropout=dropout,
-        batch_norm=batch_norm,
-        init=init,
-        std=std,
-    )
 
 
 def conv_module(model: VGG, name: str) -> nn.Conv2d:

@@ -1,9 +1,16 @@
-"""Weights I/O. Every source yields a state dict in torchvision's layout plus the preprocessing the
-weights were trained with; the model carries that preprocessing as ``model.preprocess``.
+"""Weights I/O, and :func:`vgg`, the builder that puts a model and its weights together.
 
-Sources: torchvision's weight enums (their own cache), bare ``.pth`` state dicts (torchvision
-layout, ImageNet normalisation), our ``.safetensors`` with JSON metadata (architecture,
-preprocessing, class names, provenance), and the original Caffe release (``.caffemodel``).
+Every source resolves to one form, :class:`Resolved`: a state dict in torchvision's layout, the
+architecture it holds (where the source says or the tensor shapes show), and the preprocessing
+the weights were trained with; the model carries that preprocessing as ``model.preprocess``.
+
+Sources: ``"default"`` (the paper's network with ImageNet weights: torchvision's IMAGENET1K_V1),
+torchvision's weight enums and names (``"torchvision"``, ``"IMAGENET1K_V1"``,
+``VGG16_Weights.IMAGENET1K_V1``; their own cache), bare ``.pth`` state dicts (torchvision layout,
+ImageNet normalisation), our ``.safetensors`` with JSON metadata (architecture, preprocessing,
+class names, provenance), and the original Caffe release (``.caffemodel``). Nothing is overridden
+silently: an architecture argument that contradicts the weights is an error, except
+``num_classes``, which (as in timm) keeps every layer but fc8 and gives fc8 a fresh init.
 """
 
 from __future__ import annotations
@@ -11,27 +18,74 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .models import CONFIGS, TORCHVISION_NAMES, VGG, _canonical
+from .errors import WeightsError
+from .models import CONFIGS, PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, infer_width, scaled
 from .preprocess import Preprocess
 
 log = logging.getLogger("vggfeat")
 META_KEY = "vggfeat"
+# Keys of a state dict saved from a wrapped model: torch.compile and DataParallel/DDP.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+ARCH_DEFAULTS = dict(num_classes=1000, width=1.0, fc_dim=4096, batch_norm=False, crop=PAPER_CROP)
+__all__ = ["WeightsError", "vgg", "load_weights", "save_weights", "fingerprint", "parse_name"]
 
 
-class WeightsError(ValueError):
-    """A weights file or name that cannot be used; the message says which and why."""
+@dataclass
+class Resolved:
+    """A weights source in the one form the rest of the module works with."""
+
+    state_dict: dict[str, torch.Tensor]
+    arch: dict | None = None  # None: read it off the tensor shapes
+    preprocess: Preprocess | None = None
+    meta: dict = field(default_factory=dict)  # class names, provenance, ...
+    name: str = "the given state dict"
 
 
 def _offline() -> bool:
     return any(
         os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("VGGFEAT_OFFLINE", "HF_HUB_OFFLINE")
     )
+
+
+# --------------------------------------------------------------------------------- names and torchvision
+def parse_name(name: str | None) -> tuple[str | None, bool | None]:
+    """A configuration as users type it -> (Table-1 letter, batch norm or None if not said):
+    ``"D"`` -> (D, None), ``"vgg16"`` -> (D, False), ``"vgg19_bn"`` -> (E, True)."""
+    if name is None:
+        return None, None
+    key = str(name).lower().replace("-", "_")
+    for letter, tv in TORCHVISION_NAMES.items():
+        if key in (tv, f"{tv}_bn"):
+            return letter, key.endswith("_bn")
+    return _canonical(name), None
+
+
+def _torchvision_enum(source):
+    from torchvision.models import WeightsEnum
+
+    return source if isinstance(source, WeightsEnum) else None
+
+
+def _torchvision_variant(source) -> str | None:
+    """The torchvision variant a string names (``"torchvision"``, ``"default"``,
+    ``"torchvision:IMAGENET1K_FEATURES"``, ``"IMAGENET1K_V1"``), or None for a path."""
+    if not isinstance(source, str):
+        return None
+    if source in ("default", "torchvision"):
+        return "IMAGENET1K_V1"
+    if source.startswith("torchvision:"):
+        return source.split(":", 1)[1]
+    if source.isupper() and source.startswith("IMAGENET") and not Path(source).suffix:
+        return source
+    return None
 
 
 def torchvision_weights(config: str, batch_norm: bool = False, variant: str = "IMAGENET1K_V1"):
@@ -41,9 +95,10 @@ def torchvision_weights(config: str, batch_norm: bool = False, variant: str = "I
     config = _canonical(config)
     if config not in TORCHVISION_NAMES:
         raise WeightsError(
-            f"torchvision has no weights for VGG-{config}; it ships A (vgg11), "
-            "B (vgg13), D (vgg16) and E (vgg19). Train it with "
-            "recipes/train_imagenet.py or load a local file."
+            f"torchvision has no weights for VGG-{config} (no public ImageNet weights exist for "
+            "A-LRN, C or B-5x5); it ships A (vgg11), B (vgg13), D (vgg16) and E (vgg19). Train it "
+            "with recipes/train_imagenet.py and pass weights='that/file.safetensors', or pass "
+            "weights=None for a random-feature baseline."
         )
     name = TORCHVISION_NAMES[config] + ("_bn" if batch_norm else "")
     enum = name.upper() + "_Weights"  # e.g. VGG16_BN_Weights
@@ -53,8 +108,16 @@ def torchvision_weights(config: str, batch_norm: bool = False, variant: str = "I
         raise WeightsError(f"torchvision has no weights {enum}.{variant} ({e})") from None
 
 
-def _load_torchvision(config: str, batch_norm: bool, variant: str):
-    w = torchvision_weights(config, batch_norm, variant)
+def _enum_arch(w) -> tuple[str, bool]:
+    """(config, batch norm) of a torchvision VGG weights enum member."""
+    name = type(w).__name__.lower().removesuffix("_weights")  # vgg16_bn
+    config, bn = parse_name(name) if name.startswith("vgg") else (None, None)
+    if config is None:
+        raise WeightsError(f"{w} are not VGG weights; pass a VGG*_Weights member")
+    return config, bool(bn)
+
+
+def _load_torchvision(w) -> Resolved:
     ckpt_dir = Path(torch.hub.get_dir()) / "checkpoints"
     fname = ckpt_dir / os.path.basename(w.url)
     if not fname.exists() and _offline():
@@ -70,45 +133,30 @@ def _load_torchvision(config: str, batch_norm: bool, variant: str):
             f"could not load torchvision weights {w}: {e}. Without internet, put the file "
             f"{fname.name} into {ckpt_dir}."
         ) from e
-    return sd, {
-        "preprocess": Preprocess.from_torchvision(w).to_dict(),
-        "categories": w.meta.get("categories"),
-        "provenance": f"torchvision {w}",
-    }
+    config, bn = _enum_arch(w)
+    arch = {**ARCH_DEFAULTS, "config": config, "batch_norm": bn}
+    meta = {"categories": w.meta.get("categories"), "provenance": f"torchvision {w}"}
+    return Resolved(sd, arch, Preprocess.from_torchvision(w), meta, name=f"torchvision {w}")
 
 
-def read_weights(source) -> tuple[dict[str, torch.Tensor], dict]:
-    """A local weights file -> (torchvision-layout state dict, metadata dict possibly empty)."""
-    path = Path(source)
-    if not path.exists():
-        raise WeightsError(
-            f"weights file {path} does not exist; pass an existing .pth, "
-            ".safetensors or .caffemodel file, 'torchvision', or None"
-        )
+# ----------------------------------------------------------------------------------------- files
+def _strip_wrappers(sd: dict) -> dict:
+    """Keys of a compiled (``_orig_mod.``) or DDP-wrapped (``module.``) model, unwrapped."""
+    for prefix in WRAPPER_PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def _read_file(path: Path) -> tuple[dict, dict]:
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors import safe_open
+    if suffix == ".safetensors":
+        from safetensors import safe_open
 
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-            return sd, meta
-        if suffix == ".caffemodel":
-            from .caffe import read_caffemodel
-
-            return read_caffemodel(path), {
-                "preprocess": Preprocess.caffe().to_dict(),
-                "provenance": f"caffe {path.name}",
-            }
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except WeightsError:
-        raise
-    except Exception as e:
-        raise WeightsError(
-            f"cannot read weights file {path}: {type(e).__name__}: {e}. The file "
-            "may be truncated or not a weights file; download it again."
-        ) from e
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return obj["state_dict"], dict(obj.get(META_KEY) or {})
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -119,80 +167,103 @@ def read_weights(source) -> tuple[dict[str, torch.Tensor], dict]:
     )
 
 
-def infer_arch(sd: dict[str, torch.Tensor]) -> dict:
-    """Read config, width, fc_dim, num_classes and batch norm off a torchvision-layout state dict."""
+def read_weights(source) -> Resolved:
+    """A local weights file (``.pth``/``.pt``, ``.safetensors``, ``.caffemodel``) -> :class:`Resolved`."""
+    path = Path(source)
+    if not path.exists():
+        raise WeightsError(
+            f"weights file {path} does not exist; pass an existing .pth, .safetensors or "
+            ".caffemodel file, 'default' (ImageNet weights), or None (random weights)"
+        )
+    if path.suffix.lower() == ".caffemodel":
+        from .caffe import load_caffemodel
+
+        sd, arch = load_caffemodel(path)
+        return Resolved(sd, arch, Preprocess.caffe(), {"provenance": f"caffe {path.name}"}, str(path))
+    try:
+        sd, meta = _read_file(path)
+    except WeightsError:
+        raise
+    except Exception as e:
+        raise WeightsError(
+            f"cannot read weights file {path}: {type(e).__name__}: {e}. The file "
+            "may be truncated or not a weights file; download it again."
+        ) from e
+    pre = meta.pop("preprocess", None)
+    arch = meta.pop("arch", None)
+    pre = Preprocess.from_dict(pre) if pre else None
+    return Resolved(_strip_wrappers(sd), arch and {**ARCH_DEFAULTS, **arch}, pre, meta, str(path))
+
+
+def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
+    """Read config, width, fc_dim, num_classes, batch norm and training crop off a
+    torchvision-layout state dict (``width``: the caller's value, used if the shapes fit it)."""
     convs = sorted(
-        {
-            int(k.split(".")[1])
-            for k in sd
-            if k.startswith("features.") and k.endswith(".weight") and sd[k].ndim == 4
-        }
+        int(k.split(".")[1])
+        for k in sd
+        if k.startswith("features.") and k.endswith(".weight") and sd[k].ndim == 4
     )
     if not convs or "classifier.6.weight" not in sd:
         raise WeightsError("state dict is not in torchvision's VGG layout (features.N.*, classifier.0/3/6.*)")
     shapes = [(sd[f"features.{i}.weight"].shape[-1], sd[f"features.{i}.weight"].shape[0]) for i in convs]
-    width = shapes[0][1] / 64
     bn = any(k.endswith("running_mean") for k in sd)
     # A and A-LRN have the same convs; A-LRN's LRN module shifts the index of the second conv
     lrn = len(convs) > 1 and convs[1] - convs[0] == (5 if bn else 4)
+    cells = sd["classifier.0.weight"].shape[1] / shapes[-1][1]
+    kernel = round(math.sqrt(cells))
+    if kernel * kernel != cells:
+        raise WeightsError(f"fc6 takes {int(cells)} inputs per pool5 channel: not a square map")
     for name, blocks in CONFIGS.items():
         spec = [s if isinstance(s, tuple) else (3, s) for b in blocks for s in b if s != "LRN"]
         has_lrn = any(s == "LRN" for b in blocks for s in b)
-        if has_lrn == lrn and [k for k, _ in spec] == [k for k, _ in shapes]:
+        if has_lrn != lrn or [k for k, _ in spec] != [k for k, _ in shapes]:
+            continue
+        found = infer_width(name, [c for _, c in shapes], width)
+        if found is not None:
             return dict(
                 config=name,
-                width=width,
+                width=found,
                 fc_dim=sd["classifier.0.weight"].shape[0],
                 num_classes=sd["classifier.6.weight"].shape[0],
                 batch_norm=bn,
+                crop=32 * kernel,
             )
     raise WeightsError(f"no VGG configuration has conv kernels/widths {shapes}")
 
 
-def _is_caffe(source) -> bool:
-    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".caffemodel"
-
-
-def _is_torchvision(source) -> bool:
-    return isinstance(source, str) and source.startswith("torchvision")
-
-
-def _resolve(source, config: str | None = None, batch_norm: bool = False):
-    """Any weights source -> (state dict, or Caffe layers for a .caffemodel; metadata)."""
-    if _is_torchvision(source):
-        if config is None:
-            raise ValueError("config is required for weights='torchvision' (A, B, D or E)")
-        variant = source.split(":", 1)[1] if ":" in source else "IMAGENET1K_V1"
-        return _load_torchvision(config, batch_norm, variant)
+def resolve(source, config: str | None = None, batch_norm: bool | None = None) -> Resolved:
+    """Any weights source -> :class:`Resolved`. ``config``/``batch_norm`` pick torchvision's file
+    for ``"default"``/``"torchvision"`` (D when not given)."""
+    enum = _torchvision_enum(source)
+    if enum is not None:
+        return _load_torchvision(enum)
+    variant = _torchvision_variant(source)
+    if variant is not None:
+        return _load_torchvision(torchvision_weights(config or "D", bool(batch_norm), variant))
     if isinstance(source, dict):
-        return source, {}
+        return Resolved(_strip_wrappers(source))
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"weights must be None, 'torchvision', a path or a state dict, got {type(source)}")
+        raise TypeError(
+            f"weights must be None, 'default', a torchvision name or enum, a path or a state dict, "
+            f"got {type(source).__name__}"
+        )
     return read_weights(source)
 
 
+# ---------------------------------------------------------------------------------------- loading
 def load_weights(model: VGG, source, *, preprocess=None) -> VGG:
     """Load weights from ``source`` into ``model`` (strict) and set ``model.preprocess`` to the
     weights' preprocessing (``preprocess`` overrides it: ``"caffe"``, ``"imagenet"`` or a
     :class:`Preprocess`, e.g. for PyTorch conversions of the Caffe release)."""
-    sd, meta = _resolve(source, model.config, model.arch["batch_norm"])
-    return _apply(model, sd, meta, source, preprocess)
+    res = resolve(source, model.config, model.arch["batch_norm"])
+    return _apply(model, res, preprocess)
 
 
-def _apply(model: VGG, sd, meta: dict, source, preprocess) -> VGG:
-    if _is_caffe(source):
-        from .caffe import caffe_to_state_dict
-
-        sd = caffe_to_state_dict(sd, model, source=source)
-    name = "the given state dict" if isinstance(source, dict) else source
-    _load_state_dict(model, sd, name, assign=next(model.parameters()).is_meta)
-    pre = preprocess or meta.get("preprocess")
-    if isinstance(pre, str):
-        pre = Preprocess.named(pre)
-    elif isinstance(pre, dict):
-        pre = Preprocess.from_dict(pre)
-    model.preprocess = pre or Preprocess.imagenet()
-    model.meta = {k: v for k, v in meta.items() if k != "preprocess"}
+def _apply(model: VGG, res: Resolved, preprocess) -> VGG:
+    _load_state_dict(model, res.state_dict, res.name, assign=next(model.parameters()).is_meta)
+    pre = preprocess or res.preprocess
+    model.preprocess = Preprocess.named(pre) if isinstance(pre, str) else pre or Preprocess.imagenet()
+    model.meta = dict(res.meta)
     return model
 
 
@@ -217,41 +288,110 @@ def _load_state_dict(model: nn.Module, sd: dict, source, assign: bool = False) -
             + "; ".join(p for p in parts if p)
             + ". Check config, width, fc_dim, num_classes and batch_norm."
         )
-    if assign:  # the model was built on the meta device: take the tensors, in float32 layout
-        sd = {k: v.detach().clone() if v.dtype.is_floating_point else v for k, v in sd.items()}
+    if assign:  # built on the meta device: take the tensors, as the model's (float32) dtype
+        sd = {
+            k: v.detach().to(own[k].dtype, copy=True) if v.dtype.is_floating_point else v
+            for k, v in sd.items()
+        }
     model.load_state_dict(sd, strict=True, assign=assign)
 
 
-def build_with_weights(config, weights, *, preprocess=None, **kw) -> VGG:
-    """Build a model for ``weights`` (see :func:`vggfeat.vgg`). The architecture comes from the
-    file (metadata, tensor shapes, Caffe layer count) where it says, else from the arguments."""
-    if weights is None:
-        config = config or "D"
-        pre = Preprocess.named(preprocess) if isinstance(preprocess, str) else preprocess
-        return VGG(config, preprocess=pre, **kw)
-    sd, meta = _resolve(weights, config, kw.get("batch_norm", False))
-    if _is_caffe(weights):
-        from .caffe import infer_caffe_arch
+def _check_agrees(arch: dict, given: dict, what: str) -> None:
+    """An architecture argument the caller gave must be what the weights hold."""
+    for key, value in given.items():
+        if key == "num_classes" or value is None:
+            continue
+        held = arch[key]
+        if key == "width":  # two factors that round to the same channels are the same net
+            same = all(scaled(b, value) == scaled(b, held) for b in conv_widths(arch["config"]))
+        else:
+            same = value == held
+        if not same:
+            raise WeightsError(
+                f"{what} hold a VGG with {key}={held!r}, but {key}={value!r} was asked for; pass "
+                f"{key}={held!r} or leave it out (None reads it from the weights)"
+            )
 
-        arch = infer_caffe_arch(sd)
-    else:
-        arch = meta.get("arch") or infer_arch(sd)
-    kw.update({k: arch[k] for k in ("num_classes", "width", "fc_dim", "batch_norm") if k in arch})
-    if config is not None and _canonical(config) != arch["config"]:
-        what = "the state dict" if isinstance(weights, dict) else f"weights {weights}"
+
+def vgg(
+    config: str | None = None,
+    *,
+    weights=None,
+    num_classes: int | None = None,
+    width: float | None = None,
+    fc_dim: int | None = None,
+    dropout: float = 0.5,
+    batch_norm: bool | None = None,
+    init: str = "glorot",
+    std: float = 0.01,
+    crop: int | None = None,
+    preprocess: str | Preprocess | None = None,
+) -> VGG:
+    """Build a Table-1 network, random unless ``weights`` are given (torchvision's convention).
+
+    ``config``: a letter of Table 1 (``"A"`` ... ``"E"``, ``"A-LRN"``, ``"B-5x5"``) or a
+    torchvision name (``"vgg16"``, ``"vgg19_bn"``); D by default, or what a weights file says.
+    ``weights``: None (random init), ``"default"`` (ImageNet weights of the paper's net:
+    torchvision's IMAGENET1K_V1, the ``_bn`` file with ``batch_norm=True``), a torchvision variant
+    (``"IMAGENET1K_V1"``, ``"torchvision:IMAGENET1K_FEATURES"``) or enum member
+    (``VGG16_Weights.IMAGENET1K_V1``), or a file: ``.pth``/``.pt`` (a bare torchvision-layout state
+    dict or our checkpoint), ``.safetensors`` written by :func:`save_weights` (rebuilds the
+    architecture from its metadata), or a Caffe ``.caffemodel`` of the original release.
+
+    Architecture arguments left as None are read from the weights (or take the paper's values:
+    1000 classes, width 1, fc 4096, no batch norm, crop 224). Given ones must agree with the
+    weights, else :class:`WeightsError` names both values; ``num_classes`` differing from the
+    weights keeps every layer but fc8 and initialises a new fc8 (timm's convention), logged.
+    ``crop``: the training crop c; fc6's kernel is c/32. ``preprocess`` overrides the
+    preprocessing the weights carry (``"imagenet"``, ``"caffe"`` or a :class:`Preprocess`).
+    """
+    config, named_bn = parse_name(config)
+    if named_bn is not None and batch_norm is not None and named_bn != batch_norm:
+        raise ValueError(f"the name says batch_norm={named_bn} but batch_norm={batch_norm} was passed")
+    batch_norm = named_bn if batch_norm is None else batch_norm
+    given = dict(num_classes=num_classes, width=width, fc_dim=fc_dim, batch_norm=batch_norm, crop=crop)
+    if weights is None:
+        arch = {**ARCH_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+        pre = Preprocess.named(preprocess) if isinstance(preprocess, str) else preprocess
+        return VGG(config or "D", dropout=dropout, init=init, std=std, preprocess=pre, **arch)
+    res = resolve(weights, config, batch_norm)
+    arch = res.arch or infer_arch(res.state_dict, width)
+    if config is not None and config != arch["config"]:
         raise WeightsError(
-            f"{what} are for VGG-{arch['config']}, not VGG-{_canonical(config)}; pass "
+            f"weights {res.name} are for VGG-{arch['config']}, not VGG-{config}; pass "
             f"config={arch['config']!r} or None"
         )
+    _check_agrees(arch, given, f"weights {res.name}")
     with torch.device("meta"):  # no random init of tensors about to be replaced
-        model = VGG(arch["config"], **kw)
-    return _apply(model, sd, meta, weights, preprocess)
+        model = VGG(dropout=dropout, **arch)
+    _apply(model, res, preprocess)
+    if num_classes is not None and num_classes != arch["num_classes"]:
+        _new_head(model, num_classes, init=init, std=std, source=res.name)
+    return model
+
+
+def _new_head(model: VGG, num_classes: int, *, init: str, std: float, source: str) -> None:
+    """timm's ``num_classes`` convention: a fresh fc8 for a new task on top of loaded weights."""
+    old = model.classifier[6]
+    head = nn.Linear(old.in_features, num_classes)
+    (nn.init.xavier_uniform_ if init == "glorot" else lambda w: nn.init.normal_(w, 0.0, std))(head.weight)
+    nn.init.zeros_(head.bias)
+    model.classifier[6] = head
+    model.arch = {**model.arch, "num_classes": num_classes}
+    model.meta.pop("categories", None)
+    log.info(
+        "VGG-%s: loaded %s except fc8 (%d classes); fc8 re-initialised for %d classes",
+        model.config,
+        source,
+        old.out_features,
+        num_classes,
+    )
 
 
 def save_weights(model: VGG, path, **meta) -> Path:
     """Write ``model`` as safetensors with JSON metadata (architecture, preprocessing, and any
-    ``meta`` such as class names or provenance), atomically. :func:`vggfeat.vgg` rebuilds the
-    same model from the file alone; torchvision's VGG loads its tensors (A/B/D/E)."""
+    ``meta`` such as class names or provenance), atomically. :func:`vgg` rebuilds the same model
+    from the file alone; torchvision's VGG loads its tensors (A/B/D/E at crop 224)."""
     from safetensors.torch import save_file
 
     path = Path(path)

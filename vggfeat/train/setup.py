@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..imagefolder import SkippingCollate, cached_mean_rgb
-from ..models import init_from, vgg
+from ..models import init_from
+from ..weights import vgg
 from ..preprocess import Preprocess
 from .config import TrainConfig
 

@@ -13,7 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..models import TORCHVISION_NAMES, vgg
+from ..models import TORCHVISION_NAMES
+from ..weights import vgg
 from ..preprocess import Preprocess
 from .loop import batch_loss
 

@@ -184,3 +184,57 @@ def test_flop_count_matches_torch_flop_counter(tiny, config, layer):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(x, layer=layer)
     assert net.flops(256, 300, layer) == counter.get_total_flops()
+
+
+# --- the paper's geometry at any crop (Sec. 3.1-3.2: fc6 covers the pool5 map of the crop) ----
+
+
+@pytest.mark.parametrize("config", ["A", "D", "B-5x5"])
+@pytest.mark.parametrize("crop", [32, 64, 96, 128])
+def test_net_for_crop_c_has_fc6_over_its_pool5_map(config, crop):
+    m = vggfeat.vgg(config, crop=crop, width=1 / 16, fc_dim=24, num_classes=7)
+    k = crop // 32
+    c5 = m.out_channels
+    assert m.classifier[0].weight.shape == (24, c5 * k * k)
+    assert isinstance(m.avgpool, torch.nn.Identity)  # nothing stretched
+    # parameter count by hand: convs (+ biases) + fc6 (k x k x c5 inputs) + fc7 + fc8
+    convs = [mod for mod in m.features if isinstance(mod, torch.nn.Conv2d)]
+    n_conv = sum(c.in_channels * c.out_channels * c.kernel_size[0] ** 2 + c.out_channels for c in convs)
+    assert vggfeat.count_parameters(m) == n_conv + (c5 * k * k + 1) * 24 + 25 * 24 + 25 * 7
+    torch.manual_seed(0)
+    m.eval()
+    x = torch.randn(2, 3, crop, crop)
+    with torch.no_grad():
+        torch.testing.assert_close(m.dense()(x)[..., 0, 0], m(x), atol=1e-5, rtol=1e-5)
+        assert m.dense()(torch.randn(1, 3, crop + 64, crop + 32)).shape[-2:] == (3, 2)
+        assert m.dense().min_side() == crop
+        with pytest.raises(ValueError, match=f"{crop}x{crop} crops"):
+            m(torch.randn(1, 3, crop + 32, crop + 32))
+
+
+def test_crop_224_keeps_torchvisions_adaptive_pool_and_layout():
+    m = vggfeat.vgg("D", crop=224)
+    assert isinstance(m.avgpool, torch.nn.AdaptiveAvgPool2d) and m.kernel == 7
+    assert vggfeat.count_parameters(m) == 138_357_544
+
+
+@pytest.mark.parametrize("crop", [0, 48, 100, 16])
+def test_bad_crop_is_a_clear_error(crop):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        vggfeat.vgg("A", crop=crop)
+
+
+def test_saving_and_loading_keeps_the_crop(tmp_path):
+    torch.manual_seed(0)
+    m = vggfeat.vgg("C", crop=64, width=1 / 16, fc_dim=16, num_classes=3).eval()
+    p = vggfeat.save_weights(m, tmp_path / "c.safetensors")
+    m2 = vggfeat.vgg(None, weights=p)
+    assert m2.crop == 64 and m2.arch == m.arch
+    torch.save(m.state_dict(), tmp_path / "c.pth")  # bare: the crop is read off fc6's shape
+    assert vggfeat.vgg(None, weights=tmp_path / "c.pth").crop == 64
+
+
+def test_paper_scales_keep_the_papers_ratios():
+    assert vggfeat.paper_scales(224) == (256, 384, 512)
+    assert vggfeat.paper_scales(64) == (73, 110, 146)
+    assert vggfeat.paper_scales(112, (256, 512)) == (128, 256)

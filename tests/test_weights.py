@@ -125,3 +125,133 @@ def test_preprocess_apply_by_hand():
         [0.229, 0.224, 0.225]
     ).view(1, 3, 1, 1)
     assert torch.allclose(imnet, ref, atol=1e-6)
+
+
+# --- no silent overrides (the weights say what the net is) -----------------------------------
+
+
+def fake_torchvision_cache(tmp_path, monkeypatch, name="vgg16", seed=0):
+    """torchvision's cache holding a random-init checkpoint under the real file name, offline."""
+    from torchvision.models import get_model_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(seed)
+    tv = getattr(torchvision.models, name)().eval()
+    url = get_model_weights(name).IMAGENET1K_V1.url
+    ckpt = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tv.state_dict(), ckpt)
+    return tv
+
+
+@pytest.mark.parametrize(
+    ("name", "tv_name", "kw"),
+    [
+        ("D", "vgg16", dict(weights="default")),
+        ("vgg16", "vgg16", dict(weights="default")),
+        ("vgg19_bn", "vgg19_bn", dict(weights="default")),
+        ("E", "vgg19_bn", dict(weights="default", batch_norm=True)),
+        (None, "vgg16", dict(weights="IMAGENET1K_V1")),
+        ("A", "vgg11", dict(weights="IMAGENET1K_V1")),
+        (None, "vgg13", dict(weights="enum")),
+    ],
+)
+def test_names_users_type_load_torchvisions_file(tmp_path, monkeypatch, name, tv_name, kw):
+    tv = fake_torchvision_cache(tmp_path, monkeypatch, tv_name)
+    if kw["weights"] == "enum":
+        from torchvision.models import VGG13_Weights
+
+        kw = dict(weights=VGG13_Weights.IMAGENET1K_V1)
+    m = vggfeat.vgg(name, **kw).eval()
+    assert m.meta["provenance"].startswith("torchvision") and m.meta["categories"][0] == "tench"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), tv(x))
+
+
+@pytest.mark.parametrize("config", ["A-LRN", "C", "B-5x5"])
+def test_default_weights_for_configs_without_public_weights_say_what_to_do(config):
+    with pytest.raises(WeightsError, match=rf"VGG-{config}.*no public ImageNet weights.*weights=None"):
+        vggfeat.vgg(config, weights="default")
+
+
+def test_name_and_batch_norm_must_agree():
+    with pytest.raises(ValueError, match="batch_norm"):
+        vggfeat.vgg("vgg16_bn", batch_norm=False)
+    assert vggfeat.vgg("vgg11_bn", width=1 / 16, fc_dim=8).arch["batch_norm"] is True
+
+
+def test_num_classes_keeps_every_layer_but_fc8(tmp_path, monkeypatch, caplog):
+    tv = fake_torchvision_cache(tmp_path, monkeypatch, "vgg16")
+    with caplog.at_level("INFO", logger="vggfeat"):
+        m = vggfeat.vgg("D", weights="torchvision", num_classes=20)
+    assert m.num_classes == 20 and m.arch["num_classes"] == 20
+    assert m.classifier[6].weight.shape == (20, 4096) and torch.all(m.classifier[6].bias == 0)
+    own, ref = m.state_dict(), tv.state_dict()
+    for k in ref:
+        if not k.startswith("classifier.6."):
+            assert torch.equal(own[k], ref[k]), k
+    assert "categories" not in m.meta  # the ImageNet names no longer describe the outputs
+    assert sum("fc8 re-initialised for 20 classes" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "named"),
+    [
+        (dict(width=1 / 8), "width=0.0625"),
+        (dict(fc_dim=64), "fc_dim=32"),
+        (dict(batch_norm=True), "batch_norm=False"),
+        (dict(crop=64), "crop=224"),
+    ],
+)
+def test_arguments_that_contradict_the_file_are_errors(tmp_path, tiny, kw, named):
+    p = vggfeat.save_weights(tiny("D"), tmp_path / "d.safetensors")
+    (key,) = kw
+    with pytest.raises(WeightsError, match=rf"{named}.*{key}={kw[key]!r}"):
+        vggfeat.vgg("D", weights=p, **kw)
+    torch.save(tiny("D").state_dict(), tmp_path / "d.pth")  # bare state dict: read off the shapes
+    with pytest.raises(WeightsError, match=rf"{named}.*{key}={kw[key]!r}"):
+        vggfeat.vgg("D", weights=tmp_path / "d.pth", **kw)
+    # agreeing values are fine
+    assert vggfeat.vgg("D", weights=p, width=1 / 16, fc_dim=32, crop=224).arch == tiny("D").arch
+
+
+@pytest.mark.parametrize("config", ["A", "C", "E"])
+@pytest.mark.parametrize("width", [0.1, 0.3, 0.25])
+def test_bare_pth_of_narrow_nets_reloads(tmp_path, config, width):
+    torch.manual_seed(0)
+    m = vggfeat.vgg(config, width=width, fc_dim=16, num_classes=5).eval()
+    torch.save(m.state_dict(), tmp_path / "n.pth")
+    for w in (None, width):  # inferred, or passed by the caller
+        m2 = vggfeat.vgg(config, weights=tmp_path / "n.pth", width=w).eval()
+        assert m2.arch == m.arch
+        assert all(a.shape == b.shape for a, b in zip(m.parameters(), m2.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_half_precision_files_load_as_float32_and_run(tmp_path, tiny, dtype, suffix):
+    from safetensors.torch import save_file
+
+    m = tiny("A")
+    half = {k: v.to(dtype) if v.dtype.is_floating_point else v for k, v in m.state_dict().items()}
+    path = tmp_path / f"h{suffix}"
+    save_file(half, str(path)) if suffix == ".safetensors" else torch.save(half, path)
+    m2 = vggfeat.vgg(None, weights=path).eval()
+    assert all(p.dtype == torch.float32 for p in m2.parameters())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        ref = vggfeat.vgg("A", weights={k: v.float() for k, v in half.items()}).eval()(x)
+        assert torch.equal(m2(x), ref)
+    # loading into an existing float32 model casts too
+    m3 = vggfeat.load_weights(tiny("A", seed=1), path)
+    assert all(p.dtype == torch.float32 for p in m3.parameters())
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
+def test_compiled_or_ddp_state_dicts_load(tmp_path, tiny, prefix):
+    m = tiny("B")
+    torch.save({prefix + k: v for k, v in m.state_dict().items()}, tmp_path / "c.pth")
+    m2 = vggfeat.vgg(None, weights=tmp_path / "c.pth")
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))

@@ -1,4 +1,8 @@
-"""Extract with a cache, slowly (batch 1, one thread), so a test can kill it midway."""
+"""Extract into a feature store with a tiny net, one image a batch: ``CACHE DELAY FILES...``.
+
+DELAY seconds of extra decoding time an image let a test kill the run midway; two of these
+started at once write the same store concurrently.
+"""
 
 import sys
 import time
@@ -8,14 +12,13 @@ import torch
 import vggfeat
 import vggfeat.data
 
-# slow decoding (0.3 s an image) so that the test can kill the run with part of the rows cached
+delay = float(sys.argv[2])
 _open = vggfeat.data.open_image
-vggfeat.data.open_image = lambda p: time.sleep(0.3) or _open(p)
+vggfeat.data.open_image = lambda p: time.sleep(delay) or _open(p)
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
-model = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10)
-files = sorted(sys.argv[2:])
+model = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10, crop=32)
 vggfeat.extract(
-    files, model=model, scales=(224, 320, 384), batch_size=1, num_workers=0, cache=sys.argv[1], progress=False
+    sys.argv[3:], model=model, scales=(32, 48), batch_size=1, num_workers=0, cache=sys.argv[1], progress=False
 )

@@ -1,22 +1,24 @@
-"""Appendix-B extract against a plain per-image reference written here, plus cache, errors,
-scikit-learn, Hugging Face datasets and the command line."""
+"""Appendix-B extract against a plain per-image reference written here, plus defaults, errors,
+scikit-learn, Hugging Face datasets and the command line (the feature store: test_store.py)."""
 
+import importlib
 import json
-import signal
+import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from conftest import random_image
 from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
 import vggfeat
+
+extract_mod = importlib.import_module("vggfeat.extract")  # the module; vggfeat.extract is the function
 
 
 def plain_decode(path):
@@ -164,45 +166,61 @@ def test_on_error_skip_and_raise(files, tiny, tmp_path):
     np.testing.assert_allclose(X[[0, 2]], good, atol=1e-6)
 
 
-def test_cache_resumes_after_kill_and_refuses_other_parameters(files, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    many = [*files, *files, *files]  # 21 paths (repeats are fine)
-    links = []
-    for i, f in enumerate(many):
-        link = tmp_path / "many" / f"{i:02d}{f.suffix}"
-        link.parent.mkdir(exist_ok=True)
-        link.write_bytes(f.read_bytes())
-        links.append(link)
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "_kill_extract.py"), str(cache), *map(str, links)]
-    )
-    deadline = time.time() + 240
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.3)
-        if (cache / "manifest.json").exists():
-            done = int(np.load(cache / "done.npy").sum())
-            if 3 <= done <= len(links) - 6:
-                break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 3 <= done < len(links), f"could not kill the run midway (done={done})"
-    done_mask = np.load(cache / "done.npy")[:, 0].copy()
+def test_defaults_are_the_paper_net_with_imagenet_weights_at_the_paper_scales(tmp_path, monkeypatch):
+    from torchvision.models import VGG16_Weights
 
-    loaded = []
-    real_open = vggfeat.data.open_image
-    monkeypatch.setattr(vggfeat.data, "open_image", lambda p: loaded.append(Path(p).name) or real_open(p))
-    torch.manual_seed(0)
-    model = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10)
-    kw = dict(model=model, scales=(224, 320, 384), num_workers=0, progress=False)
-    X = vggfeat.extract(sorted(map(str, links)), cache=cache, **kw)
-    assert sorted(loaded) == sorted(p.name for p, d in zip(sorted(links), done_mask) if not d)
-    np.testing.assert_allclose(X, vggfeat.extract(sorted(map(str, links)), **kw), atol=1e-6)
-    with pytest.raises(ValueError, match="scales"):
-        vggfeat.extract(sorted(map(str, links)), cache=cache, **{**kw, "scales": (224,)})
-    other = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10)
-    with pytest.raises(ValueError, match="models"):
-        vggfeat.extract(sorted(map(str, links)), cache=cache, **{**kw, "model": other})
+    from vggfeat.sklearn import VGGFeatures
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = tmp_path / "hub" / "checkpoints" / os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)
+    with pytest.raises(vggfeat.WeightsError) as e:  # offline and not cached: says what to put where
+        vggfeat.extract(np.zeros((256, 256, 3), np.uint8), progress=False)
+    assert ckpt.name in str(e.value) and str(ckpt.parent) in str(e.value)
+    # a stand-in for torchvision's file: every tensor a constant (stride-0 storage, a few bytes)
+    with torch.device("meta"):  # torchvision's own key names and shapes, no memory
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16(weights=None).state_dict().items()}
+    ckpt.parent.mkdir(parents=True)
+    torch.save({k: torch.full((1,), i / 100).expand(s) for i, (k, s) in enumerate(shapes.items())}, ckpt)
+    ext = vggfeat.Extractor(progress=False)
+    (m,) = ext.models
+    assert m.config == "D" and ext.scales == (256, 384, 512) and ext.layer == "fc7"
+    for i, (k, v) in enumerate(m.state_dict().items()):
+        assert torch.all(v == i / 100), k
+    assert m.preprocess.mean == (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation
+    params = VGGFeatures().get_params()
+    assert params["model"] == "D" and params["weights"] == "default" and params["scales"] is None
+
+
+def test_scales_default_to_the_paper_q_for_the_net_s_crop(tiny):
+    ext = vggfeat.Extractor(tiny("A", crop=64), progress=False)
+    assert ext.scales == (73, 110, 146)  # round(256 * 64 / 224), round(384 * 64 / 224), ...
+    assert vggfeat.Extractor(tiny("A", crop=64), scales=(64, 96), progress=False).scales == (64, 96)
+
+
+def test_configs_without_public_weights_say_what_to_pass():
+    with pytest.raises(vggfeat.WeightsError, match=r"VGG-C.*weights=None"):
+        vggfeat.Extractor("C", progress=False)
+
+
+def test_random_weights_warn_once(monkeypatch, tiny, caplog):
+    import warnings
+
+    built = []
+    monkeypatch.setattr(extract_mod, "vgg", lambda name, weights: built.append(weights) or tiny(name))
+    img = np.zeros((224, 230, 3), np.uint8)
+    with warnings.catch_warnings(record=True) as rec, caplog.at_level("WARNING", "vggfeat"):
+        warnings.simplefilter("always")
+        vggfeat.extract(img, model=("A", "B"), weights=None, scales=(224,), progress=False)
+    said = [str(w.message) for w in rec if "untrained" in str(w.message)]
+    assert len(said) == 1 and "VGG A, B" in said[0] and "weights='default'" in said[0]
+    assert sum("untrained" in r.getMessage() for r in caplog.records) == 1
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        vggfeat.extract(img, model="A", scales=(224,), progress=False)  # default: no warning
+        vggfeat.extract(img, model=tiny("A"), weights=None, scales=(224,), progress=False)  # a given net
+    assert not [w for w in rec if "untrained" in str(w.message)]
+    assert built == [None, None, "default"]
 
 
 def test_sklearn_transformer_pipeline_and_grid_search(files, tiny):

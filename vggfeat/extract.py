@@ -7,56 +7,76 @@ maximum, and L2-normalise once at the end (the paper leaves the place open; ``no
 "per_scale"`` normalises each scale before combining). Several nets are fused late by stacking
 their (each normalised) descriptors.
 
-``cache=DIR`` streams rows into a memory-mapped ``features.npy`` with a ``done.npy`` mask and a
-``manifest.json`` naming the weights (fingerprints) and every protocol parameter: a killed run
-resumes where it stopped, and a cache made with other weights or parameters is refused.
+Defaults are the paper's: net D with ImageNet weights (``weights="default"``) at Q = 256, 384,
+512 (rescaled for nets trained at another crop). ``weights=None`` gives random features, with a
+warning. ``cache=DIR`` keeps the rows in a feature store keyed per image (:mod:`vggfeat.store`):
+any subset, permutation or superset of images already there is served from it and only the
+missing ones are computed; a store made with other weights or parameters is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
+import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data import as_source
-from .dense import DenseEngine
-from .models import VGG, vgg
-from .weights import fingerprint
+from .data import ImageSource, as_source
+from .dense import DenseEngine, _shard, process_state
+from .models import VGG, paper_scales
+from .store import FeatureStore, image_keys
+from .weights import fingerprint, load_weights, vgg
 
 log = logging.getLogger("vggfeat")
 AGGREGATES = ("mean", "stack", "max")
-CACHE_VERSION = 1
+VISIBLE_S = 60  # how long to wait for other ranks' chunks to show on a network file system
 
 
 def _as_models(model, weights) -> list[VGG]:
+    """Nets to extract with. ``weights`` applies to config names ("default": ImageNet weights);
+    a prebuilt :class:`VGG` keeps its own weights unless ``weights`` names a source to load."""
     models = list(model) if isinstance(model, (tuple, list)) else [model]
     ws = list(weights) if isinstance(weights, (tuple, list)) else [weights] * len(models)
     if len(ws) != len(models):
         raise ValueError(
             f"got {len(models)} models but {len(ws)} weights; pass one weights "
-            "source per model (None for random init)"
+            "source per model ('default' for ImageNet weights, None for random init)"
         )
-    out = []
+    out, random = [], []
     for m, w in zip(models, ws):
         if isinstance(m, VGG):
-            if w is not None:
-                from .weights import load_weights
-
+            if w not in (None, "default"):
                 load_weights(m, w)
             out.append(m)
         elif isinstance(m, str):
             out.append(vgg(m, weights=w))
+            if w is None:
+                random.append(m)
         else:
             raise TypeError(
                 f"model must be a config letter, a vggfeat VGG or a tuple of them, got {type(m).__name__}"
             )
+    if random:
+        msg = (
+            f"weights=None: the features of VGG {', '.join(random)} come from an untrained, randomly "
+            "initialised net (a random-feature baseline); pass weights='default' for ImageNet weights"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        log.warning(msg)
     return out
+
+
+def _default_scales(models: list[VGG]) -> tuple[int, ...]:
+    """Sec. 3.2's Q = 256, 384, 512 for the paper's 224 crop, kept in ratio for other crops."""
+    crops = sorted({m.crop for m in models})
+    if len(crops) > 1:
+        raise ValueError(
+            f"the fused nets were trained at different crops {crops}, so the paper's scales differ "
+            "between them; pass scales= explicitly"
+        )
+    return paper_scales(crops[0])
 
 
 def descriptor(t: torch.Tensor, *, aggregate: str, normalize) -> torch.Tensor:
@@ -75,6 +95,32 @@ def descriptor(t: torch.Tensor, *, aggregate: str, normalize) -> torch.Tensor:
     return x
 
 
+class _Subset(ImageSource):
+    """The images ``indices`` of ``source``, read lazily (the ones a store lacks)."""
+
+    def __init__(self, source: ImageSource, indices: list[int]):
+        super().__init__(source.items, column=source.column, kind=source.kind)
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        return self.source[self.indices[k]]
+
+    def name(self, k: int) -> str:
+        return self.source.name(self.indices[k])
+
+    def load(self, k: int):
+        return self.source.load(self.indices[k])
+
+    def size(self, k: int) -> tuple[int, int]:
+        return self.source.size(self.indices[k])
+
+    def paths(self):
+        return None
+
+
 class Extractor:
     """Reusable :func:`extract`: builds the net(s) once, then ``extractor(images)``.
 
@@ -86,8 +132,8 @@ class Extractor:
         self,
         model="D",
         *,
-        weights=None,
-        scales=(256, 384, 512),
+        weights="default",
+        scales=None,
         flip=True,
         aggregate="mean",
         layer="fc7",
@@ -105,6 +151,7 @@ class Extractor:
         if normalize not in (True, False, "per_scale"):
             raise ValueError(f"normalize must be True, False or 'per_scale', got {normalize!r}")
         self.models = _as_models(model, weights)
+        scales = _default_scales(self.models) if scales is None else scales
         self.scales, self.flip, self.aggregate = tuple(int(q) for q in scales), flip, aggregate
         self.layer, self.normalize, self.cache, self.on_error = layer, normalize, cache, on_error
         self.image_column = image_column
@@ -141,35 +188,33 @@ class Extractor:
             "aggregate": self.aggregate,
             "layer": self.layer,
             "normalize": self.normalize,
+            # bf16 autocast (the default on GPU) gives other rows than float32 (on CPU)
+            "precision": "bf16" if self.engines[0].autocast else "float32",
         }
 
-    def __call__(self, images) -> np.ndarray:
-        source = as_source(images, self.image_column)
-        n, m = len(source), len(self.models)
-        # Late fusion: each net's descriptor is L2-normalised, so the L2 norm of the stack is
-        # sqrt(m); dividing each part by sqrt(m) normalises the stack without a second pass.
+    def _parts(self):
+        """(engine, row width, columns, factor) of each fused net. Late fusion: each net's
+        descriptor is L2-normalised, so the stack's norm is sqrt(m); dividing each part by
+        sqrt(m) normalises the stack without a second pass."""
+        m = len(self.models)
         scale = 1 / np.sqrt(m) if (self.normalize is True and m > 1) else 1.0
-        store = _Cache(self.cache, n, self.dim, m, self.protocol(), source) if self.cache else None
-        out = store.features if store else np.full((n, self.dim), np.nan, dtype=np.float32)
-        self.failures_ = []
-        combine = lambda t: descriptor(t, aggregate=self.aggregate, normalize=self.normalize)
-        off = 0
-        for k, (engine, d) in enumerate(zip(self.engines, self.dims)):
-            sl = slice(off, off + d)
-            sink = (lambda idx, rows, k=k, sl=sl: store.write(idx, k, sl, rows * scale)) if store else None
-            res = engine.run(
-                source,
-                combine,
-                d,
-                on_error=self.on_error,
-                sink=sink,
-                skip=store.done[:, k] if store else None,
-            )
-            if res.rows is not None:
-                out[:, sl] = res.rows * scale
-            if k == 0:
-                self.failures_ = res.failures
-            off += d
+        offsets = np.cumsum([0, *self.dims])
+        for engine, d, lo in zip(self.engines, self.dims, offsets):
+            yield engine, d, slice(int(lo), int(lo) + d), scale
+
+    def _combine(self, t):
+        return descriptor(t, aggregate=self.aggregate, normalize=self.normalize)
+
+    def __call__(self, images, *, keys=None) -> np.ndarray:
+        """(N, dim) float32 descriptors of ``images``; ``keys``: one stable id per image for the
+        feature store (needed only for a torch Dataset whose items are not file paths)."""
+        source = as_source(images, self.image_column)
+        if self.cache is not None:
+            out, self.failures_ = self._from_store(source, keys)
+        elif keys is not None:
+            raise ValueError("keys= names images in a feature store; pass cache= too, or drop keys=")
+        else:
+            out, self.failures_ = self._compute(source)
         if self.failures_:
             listed = "; ".join(f"#{i} {name}" for i, name, _ in self.failures_[:20])
             warnings.warn(
@@ -179,13 +224,72 @@ class Extractor:
             )
         return out
 
+    def _compute(self, source):
+        out = np.full((len(source), self.dim), np.nan, dtype=np.float32)
+        failures = []
+        for k, (engine, d, sl, scale) in enumerate(self._parts()):
+            res = engine.run(source, self._combine, d, on_error=self.on_error)
+            out[:, sl] = res.rows * scale
+            failures = res.failures if k == 0 else failures
+        return out, failures
+
+    def _from_store(self, source, keys):
+        """Serve stored rows, compute (sharded over the ranks) and store the missing ones, then
+        assemble every row in input order from the store."""
+        state = process_state()
+        ids = _gather_keys(source, keys, state)
+        store = FeatureStore(self.cache, self.protocol(), self.dims)
+        out = np.full((len(source), self.dim), np.nan, dtype=np.float32)
+        failed: dict[str, str] = {}  # key -> reason
+        for k, (engine, d, sl, scale) in enumerate(self._parts()):
+            todo = _on_main(state, lambda k=k: store.missing(ids, k))  # one view of the store for all
+            log.info("feature store %s: %d of %d images to compute", self.cache, len(todo), len(ids))
+            if todo:
+                sink = lambda idx, rows, k=k, todo=todo: store.write(k, [ids[todo[j]] for j in idx], rows)
+                res = engine.run(_Subset(source, todo), self._combine, d, on_error=self.on_error, sink=sink)
+                failed.update({ids[todo[j]]: why for j, _, why in res.failures})
+            expected = np.array([i not in failed for i in ids])
+            deadline = time.monotonic() + VISIBLE_S
+            while not (found := store.read(ids, k, out, sl, scale))[expected].all():
+                if time.monotonic() > deadline:  # other ranks' chunks never appeared
+                    raise RuntimeError(
+                        f"feature store {self.cache}: {int((~found & expected).sum())} rows computed "
+                        f"by other processes are not visible after {VISIBLE_S} s; is the folder on "
+                        "a file system shared by every rank?"
+                    )
+                time.sleep(1)  # a network file system may list new files late
+        failures = [(i, source.name(i), failed[key]) for i, key in enumerate(ids) if key in failed]
+        return out, failures
+
+
+def _on_main(state, fn):
+    """``fn()`` computed by the main process and given to every rank."""
+    if state.num_processes == 1:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    box = [fn() if state.is_main_process else None]
+    broadcast_object_list(box)
+    return box[0]
+
+
+def _gather_keys(source, keys, state) -> list[str]:
+    """Every image's key, each rank hashing its shard (the image bytes are read once)."""
+    if state.num_processes == 1:
+        return image_keys(source, keys)
+    from accelerate.utils import gather_object
+
+    lo, hi = _shard(len(source), state.process_index, state.num_processes)
+    parts = sorted(gather_object([(lo, image_keys(source, keys, lo, hi))]), key=lambda p: p[0])
+    return [key for _, part in parts for key in part]
+
 
 def extract(
     images,
     *,
     model="D",
-    weights=None,
-    scales=(256, 384, 512),
+    weights="default",
+    scales=None,
     flip=True,
     aggregate="mean",
     layer="fc7",
@@ -197,17 +301,21 @@ def extract(
     on_error="raise",
     progress=True,
     image_column=None,
+    keys=None,
 ) -> np.ndarray:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
     ``images``: paths, a directory (recursive, sorted), PIL images, arrays, tensors, a Hugging
     Face ``Dataset`` (image column auto-detected or ``image_column``) or a torch Dataset.
     ``model``: "D", a :class:`VGG`, or a tuple for late fusion by stacking (``weights`` then a
-    tuple too). ``scales``: smallest sides Q. ``aggregate``: "mean" (D = C), "stack" (D = S * C)
-    or "max" over scales, C = 4096 for fc7. ``layer``: "fc7", "fc6", or a conv/pool layer
-    ("pool5", "conv5_3"), spatially averaged. ``cache``: a folder; see the module docstring.
-    ``on_error="skip"`` gives NaN rows for unreadable inputs and warns with their list.
-    With a cache the result is a read-only view of the memory-mapped file.
+    tuple too). ``weights``: "default" (ImageNet weights for a config name; a prebuilt VGG keeps
+    its own), None (random init, with a warning), a file or a torchvision name. ``scales``:
+    smallest sides Q, by default the paper's 256, 384, 512 (in ratio for nets trained at another
+    crop). ``aggregate``: "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for
+    fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged.
+    ``cache``: a feature-store folder (:mod:`vggfeat.store`), ``keys`` one id per image for it.
+    ``on_error="skip"`` gives NaN rows for unreadable inputs and warns with their list. The
+    result is an ordinary array: writing to it never touches the store.
     """
     return Extractor(
         model,
@@ -224,69 +332,4 @@ def extract(
         on_error=on_error,
         progress=progress,
         image_column=image_column,
-    )(images)
-
-
-def _inputs_key(source) -> str:
-    """Identity of the inputs: their paths, or for in-memory images their pixels (cheap next to
-    the network), or a Hugging Face dataset's fingerprint; a torch Dataset only by its length."""
-    h = hashlib.sha256(str(len(source)).encode())
-    names = source.paths()
-    if source.kind == "hf":
-        h.update(str(getattr(source.items, "_fingerprint", "")).encode())
-    elif names is not None and all(isinstance(x, (str, os.PathLike)) for x in source.items):
-        h.update("\n".join(names).encode())
-    elif source.kind == "list":
-        for item in source.items:
-            if isinstance(item, (str, os.PathLike)):
-                h.update(str(item).encode())
-            elif hasattr(item, "tobytes"):  # PIL images and numpy arrays
-                h.update(item.tobytes())
-            elif isinstance(item, torch.Tensor):
-                h.update(item.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-class _Cache:
-    """``features.npy`` (N, D) float32 memmap, ``done.npy`` (N, nets) bool, ``manifest.json``."""
-
-    def __init__(self, root, n, dim, nets, protocol, source):
-        from .dense import process_state
-
-        self.root = Path(root)
-        manifest = {"version": CACHE_VERSION, "n": n, "dim": dim, "inputs": _inputs_key(source), **protocol}
-        state = process_state()
-        path = self.root / "manifest.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            if diff:
-                raise ValueError(
-                    f"cache {self.root} was made with other {', '.join(diff)} "
-                    f"(cached: { {k: old.get(k) for k in diff} }); refusing to mix "
-                    "features. Use another cache folder or delete this one."
-                )
-        elif state.is_main_process:
-            self.root.mkdir(parents=True, exist_ok=True)
-            f = np.lib.format.open_memmap(self.root / "features.npy", "w+", np.float32, (n, dim))
-            f[:] = np.nan
-            f.flush()
-            d = np.lib.format.open_memmap(self.root / "done.npy", "w+", np.bool_, (n, nets))
-            d.flush()
-            del f, d
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(manifest, indent=1))
-            tmp.replace(path)  # the manifest appears only once the arrays exist
-        state.wait_for_everyone()
-        self.features = np.load(self.root / "features.npy", mmap_mode="r+")
-        self.done = np.load(self.root / "done.npy", mmap_mode="r+")
-        if self.done.all():
-            log.info("cache %s: all %d rows present", self.root, n)
-        elif self.done.any():
-            log.info("cache %s: resuming, %d of %d rows present", self.root, int(self.done.all(1).sum()), n)
-
-    def write(self, idx, k, sl, rows):
-        self.features[idx, sl] = rows
-        self.features.flush()  # rows reach the file before they are marked done
-        self.done[idx, k] = True
-        self.done.flush()
+    )(images, keys=keys)

@@ -2,13 +2,14 @@
 
 >>> from sklearn.pipeline import make_pipeline
 >>> from sklearn.svm import LinearSVC
->>> clf = make_pipeline(VGGFeatures(model="D", weights="torchvision"), LinearSVC())  # doctest: +SKIP
+>>> clf = make_pipeline(VGGFeatures(cache="features/"), LinearSVC())  # doctest: +SKIP
 >>> clf.fit(train_paths, y).score(test_paths, y_test)  # doctest: +SKIP
 
 ``X`` is any image collection :func:`vggfeat.extract` accepts (a list of paths is the usual).
-The network is frozen (Appendix B: no fine-tuning), so ``fit`` only builds it. Inside a grid
-search over the classifier, pass ``cache=`` so features are computed once, not once per fold
-and parameter (or extract once and search over the SVM alone, as vggfeat's benchmarks do).
+The network is frozen (Appendix B: no fine-tuning), so ``fit`` only builds it: net D with
+ImageNet weights unless told otherwise. Inside a grid search over the classifier, pass
+``cache=`` (a feature store keyed per image, :mod:`vggfeat.store`): each image is computed
+once, whatever subset each fold and parameter passes.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         self,
         model="D",
         *,
-        weights=None,
-        scales=(256, 384, 512),
+        weights="default",
+        scales=None,
         flip=True,
         aggregate="mean",
         layer="fc7",

@@ -1,0 +1,230 @@
+"""The feature store keyed per image: reuse across subsets, permutations and supersets, no stale
+rows, concurrent writers, kills, protocol checks. Tiny nets (crop 32) on 32-pixel images."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vggfeat
+import vggfeat.dense
+from vggfeat.store import count_rows
+
+KILL = str(Path(__file__).parent / "_kill_extract.py")
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)  # the same net as tests/_kill_extract.py for seed 0
+    return vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10, crop=32).eval()
+
+
+def pixels(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (32 + i % 3, 32 + i % 5, 3), dtype=np.uint8) for i in range(n)]
+
+
+@pytest.fixture
+def pngs(tmp_path):
+    out = []
+    for i, a in enumerate(pixels(12)):
+        p = tmp_path / "imgs" / f"{i:02d}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(a).save(p)
+        out.append(p)
+    return out
+
+
+@pytest.fixture
+def computed(monkeypatch):
+    """Counts the images the engine decodes and runs (num_workers=0 keeps it in-process)."""
+    count = [0]
+    real = vggfeat.dense.to_tensor
+    monkeypatch.setattr(
+        vggfeat.dense, "to_tensor", lambda img: count.__setitem__(0, count[0] + 1) or real(img)
+    )
+    return count
+
+
+KW = dict(scales=(32, 48), num_workers=0, progress=False)
+
+
+def run(images, cache=None, net=None, **kw):
+    return vggfeat.extract(images, model=net or tiny_net(), cache=cache, **{**KW, **kw})
+
+
+def test_subsets_permutations_and_supersets_compute_only_missing_images(pngs, tmp_path, computed):
+    ref = run(pngs)  # no store
+    store = tmp_path / "store"
+    computed[0] = 0
+    np.testing.assert_allclose(run(pngs[:6], store), ref[:6], atol=1e-6)
+    assert computed[0] == 6 and count_rows(store) == 6
+    perm = [5, 0, 3, 3, 1]  # a permuted subset, with a repeat
+    np.testing.assert_allclose(run([pngs[i] for i in perm], store), ref[perm], atol=1e-6)
+    assert computed[0] == 6  # nothing new
+    order = np.random.default_rng(0).permutation(12)  # a superset (the folder grew), shuffled
+    np.testing.assert_allclose(run([pngs[i] for i in order], store), ref[order], atol=1e-6)
+    assert computed[0] == 12 and count_rows(store) == 12  # only the 6 new ones
+    np.testing.assert_allclose(run(pngs[0].parent, store), ref, atol=1e-6)  # the folder itself
+    assert computed[0] == 12
+
+
+def test_other_images_of_the_same_length_are_not_served_stale_rows(tmp_path, computed):
+    import datasets
+
+    a, b = pixels(4, seed=1), pixels(4, seed=2)
+    store = tmp_path / "store"
+    run(a, store)
+    computed[0] = 0
+    np.testing.assert_allclose(run(b, store), run(b), atol=1e-6)
+    assert computed[0] == 4 + 4  # b with the store, then b without
+
+    def hf(arrays):
+        ds = datasets.Dataset.from_dict({"image": [Image.fromarray(x) for x in arrays]})
+        return ds.cast_column("image", datasets.Image())
+
+    c, d = hf(pixels(4, seed=3)), hf(pixels(4, seed=4))
+    Xc = run(c, store)
+    computed[0] = 0
+    np.testing.assert_allclose(run(d, store), run(pixels(4, seed=4)), atol=1e-6)
+    assert computed[0] == 4 + 4
+    # a row's identity survives shuffle and select: served without computing
+    part = c.shuffle(seed=0).select([0, 2])
+    computed[0] = 0
+    X = run(part, store)
+    assert computed[0] == 0
+    np.testing.assert_allclose(X, run([np.asarray(im) for im in part["image"]]), atol=1e-6)
+    assert not np.allclose(X, Xc[[0, 2]], atol=1e-3)  # the shuffle did move rows
+
+
+def test_file_rewritten_in_place_is_recomputed(tmp_path, computed):
+    path = tmp_path / "x.bmp"  # uncompressed: the rewrite has exactly the same size
+    old, new = pixels(2, seed=5)[0], pixels(2, seed=6)[0]
+    Image.fromarray(old).save(path)
+    store = tmp_path / "store"
+    run([path], store)
+    size = path.stat().st_size
+    time.sleep(0.05)  # the next timestamp tick
+    Image.fromarray(new).save(path)
+    assert path.stat().st_size == size
+    computed[0] = 0
+    np.testing.assert_allclose(run([path], store), run([new]), atol=1e-6)
+    assert computed[0] == 2
+
+
+def test_result_is_an_ordinary_array_that_cannot_touch_the_store(tmp_path):
+    images, store = pixels(3), tmp_path / "store"
+    X = run(images, store)
+    assert type(X) is np.ndarray and X.flags.writeable and X.flags.owndata
+    want = X.copy()
+    X[:] = 0
+    np.testing.assert_array_equal(run(images, store), want)
+
+
+def test_other_protocol_is_refused_naming_the_fields(tmp_path):
+    images, store = pixels(2), tmp_path / "store"
+    run(images, store)
+    with pytest.raises(ValueError, match=r"other scales.*delete this one"):
+        run(images, store, scales=(32,))
+    with pytest.raises(ValueError, match=r"other flip, scales"):
+        run(images, store, scales=(32,), flip=False)
+    with pytest.raises(ValueError, match=r"other models\[0\]\.fingerprint \("):
+        run(images, store, net=tiny_net(seed=1))
+    with pytest.raises(ValueError, match=r"other aggregate, dims, models\[0\]\.dim \("):
+        run(images, store, aggregate="stack")
+    np.testing.assert_allclose(run(images, store), run(images), atol=1e-6)  # still intact
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(image, label) items, as torchvision datasets give them."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i], i % 2
+
+
+def test_torch_dataset_needs_paths_or_keys(pngs, tmp_path, computed):
+    store = tmp_path / "store"
+    tensors = [torch.from_numpy(a).permute(2, 0, 1) for a in pixels(3)]
+    with pytest.raises(ValueError, match=r"torch Dataset are Tensors, not file paths\. Pass keys="):
+        run(Pairs(tensors), store)
+    computed[0] = 0
+    X = vggfeat.extract(Pairs(tensors), model=tiny_net(), cache=store, keys=["a", "b", "c"], **KW)
+    np.testing.assert_allclose(X, run(tensors), atol=1e-6)
+    again = vggfeat.extract(Pairs(tensors[:2]), model=tiny_net(), cache=store, keys=["b", "a"], **KW)
+    np.testing.assert_allclose(again, X[[1, 0]], atol=1e-6)
+    assert computed[0] == 3 + 3  # the keyed run, the reference; the second keyed run computed none
+    np.testing.assert_allclose(run(Pairs(pngs[:3]), store), run(pngs[:3]), atol=1e-6)  # items are paths
+    with pytest.raises(ValueError, match="pass cache= too"):
+        vggfeat.extract(tensors, model=tiny_net(), keys=["a", "b", "c"], **KW)
+
+
+def test_grid_search_over_a_cached_transformer_computes_each_image_once(tmp_path, computed):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    from vggfeat.sklearn import VGGFeatures
+
+    imgs = [np.full((32, 32 + i, 3), 20 + 3 * i, np.uint8) for i in range(6)]
+    imgs += [np.full((32, 32 + i, 3), 230 - 3 * i, np.uint8) for i in range(6)]
+    y = np.array([0] * 6 + [1] * 6)
+    net = tiny_net()
+    feats = VGGFeatures(model=net, scales=(32,), cache=tmp_path / "store", num_workers=0, progress=False)
+    gs = GridSearchCV(make_pipeline(feats, LinearSVC()), {"linearsvc__C": [0.1, 10.0]}, cv=3)
+    gs.fit(imgs, y)  # each fold passes another subset of the images
+    assert computed[0] == 12
+    assert gs.best_estimator_.predict(imgs).shape == (12,) and computed[0] == 12
+    Z = VGGFeatures(model=net, scales=(32,), progress=False).fit_transform(imgs)
+    np.testing.assert_allclose(gs.best_estimator_[0].transform(imgs), Z, atol=1e-6)
+
+
+def _popen(store, delay, files):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, KILL, str(store), str(delay), *map(str, files)], env=env)
+
+
+def test_two_processes_writing_one_store_leave_it_consistent(pngs, tmp_path, computed):
+    store = tmp_path / "store"
+    a, b = _popen(store, 0, pngs[:8]), _popen(store, 0, pngs[4:])  # overlapping on 4 images
+    assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
+    assert count_rows(store) == 12
+    assert not [p for p in (store / "chunks").iterdir() if p.name.startswith(".")]  # no leftovers
+    computed[0] = 0
+    np.testing.assert_allclose(run(pngs, store), run(pngs), atol=1e-6)
+    assert computed[0] == 12  # the reference only: every row came from the store
+
+
+def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
+    files = []
+    for i, a in enumerate(pixels(21, seed=7)):
+        files.append(tmp_path / "many" / f"{i:02d}.png")
+        files[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(a).save(files[-1])
+    store = tmp_path / "store"
+    proc = _popen(store, 0.3, files)
+    deadline, done = time.time() + 240, 0
+    while time.time() < deadline and proc.poll() is None and not 3 <= done <= len(files) - 6:
+        time.sleep(0.2)
+        done = count_rows(store)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = count_rows(store)
+    assert 3 <= done < len(files), f"could not kill the run midway (rows stored: {done})"
+    loaded = []
+    real_open = vggfeat.data.open_image
+    monkeypatch.setattr(vggfeat.data, "open_image", lambda p: loaded.append(p) or real_open(p))
+    X = run(files, store)
+    assert len(loaded) == len(files) - done
+    np.testing.assert_allclose(X, run(files), atol=1e-6)

@@ -13,64 +13,131 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from vggfeat import evaluate
+from vggfeat.data import ImageError
 from vggfeat.dense import crop_grid
 
 
-def _prep(m, img, q):
+def _prep(m, img, q, antialias=True):
     """Resize (smallest side q) and normalise, written out by hand from the stated mean/std."""
     x = TF.pil_to_tensor(img)
-    x = TF.resize(x, q, antialias=True).float() / 255
+    x = TF.resize(x, q, antialias=antialias).float() / 255
     mean = torch.tensor(m.preprocess.mean).view(3, 1, 1)
     std = torch.tensor(m.preprocess.std).view(3, 1, 1)
     return ((x - mean) / std)[None]
 
 
 def _dense_scores(m, x):
-    """FC layers as convolutions by reshaping the torchvision-layout weights."""
+    """FC layers as convolutions by reshaping the torchvision-layout weights -> (1, K, h, w)."""
     f = m.features(x)
     fc6, fc7, fc8 = m.classifier[0], m.classifier[3], m.classifier[6]
-    h = F.relu(F.conv2d(f, fc6.weight.view(fc6.out_features, f.shape[1], 7, 7), fc6.bias))
+    k = m.kernel  # fc6 covers the pool5 map of the training crop: 7x7 at 224
+    h = F.relu(F.conv2d(f, fc6.weight.view(fc6.out_features, f.shape[1], k, k), fc6.bias))
     h = F.relu(F.conv2d(h, fc7.weight[:, :, None, None], fc7.bias))
-    return F.conv2d(h, fc8.weight[:, :, None, None], fc8.bias).mean(dim=(2, 3))
+    return F.conv2d(h, fc8.weight[:, :, None, None], fc8.bias)
 
 
-def reference(m, images, scales, mode, flip=True):
+def _grid(H, W, c, n=5, rounding=lambda v: int(v + 0.5)):
+    """Top-left corners of an n x n grid of c x c crops, corners of the image included."""
+    return [
+        (rounding(i * (H - c) / (n - 1)), rounding(j * (W - c) / (n - 1))) for i in range(n) for j in range(n)
+    ]
+
+
+def reference(m, images, scales, mode, flip=True, **slip):
+    """Sec. 3.2 per image, one view at a time. ``slip`` makes one deliberate protocol mistake:
+    ``softmax_last`` (average class scores, softmax once), ``no_flip_average`` (the flipped
+    views are computed but ignored), ``max_pool`` (the score map max-pooled, not averaged),
+    ``no_antialias`` (resize without antialiasing), ``grid`` (another crop grid: ``"4x4"`` or
+    ``"floor"`` rounding), ``pooled_both`` (both = the mean over all views, not the mean of
+    the dense and multi-crop means)."""
+    post = (lambda s: s) if slip.get("softmax_last") else (lambda s: F.softmax(s, -1))
+    pool = (lambda s: s.amax(dim=(2, 3))) if slip.get("max_pool") else (lambda s: s.mean(dim=(2, 3)))
+    grid = {
+        None: _grid,
+        "4x4": lambda H, W, c: _grid(H, W, c, n=4),
+        "floor": lambda H, W, c: _grid(H, W, c, rounding=int),
+    }
+    views_of = lambda x: [x, x.flip(-1)][: 1 if slip.get("no_flip_average") or not flip else 2]
     out = []
     with torch.no_grad():
         for img in images:
             dense, crops = [], []
             for q in scales:
-                x = _prep(m, img, q)
-                H, W = x.shape[-2:]
-                for v in [x, x.flip(-1)] if flip else [x]:
-                    dense.append(F.softmax(_dense_scores(m, v), -1)[0])
-                for i in range(5 if mode != "dense" else 0):
-                    for j in range(5):
-                        y0, x0 = int(i * (H - 224) / 4 + 0.5), int(j * (W - 224) / 4 + 0.5)
-                        c = x[..., y0 : y0 + 224, x0 : x0 + 224]
-                        for v in [c, c.flip(-1)] if flip else [c]:
-                            crops.append(F.softmax(m(v), -1)[0])
-            d = torch.stack(dense).mean(0)
-            c = torch.stack(crops).mean(0) if crops else None
-            out.append({"dense": d, "multicrop": c, "both": None if c is None else (d + c) / 2}[mode])
+                x = _prep(m, img, q, antialias=not slip.get("no_antialias"))
+                dense += [post(pool(_dense_scores(m, v)))[0] for v in views_of(x)]
+                for y0, x0 in grid[slip.get("grid")](*x.shape[-2:], m.crop) if mode != "dense" else []:
+                    c = x[..., y0 : y0 + m.crop, x0 : x0 + m.crop]
+                    crops += [post(m(v))[0] for v in views_of(c)]
+            last = (lambda s: F.softmax(s, -1)) if slip.get("softmax_last") else (lambda s: s)
+            d = last(torch.stack(dense).mean(0))
+            c = last(torch.stack(crops).mean(0)) if crops else None
+            if slip.get("pooled_both") and crops:
+                both = last(torch.stack(dense + crops).mean(0))
+            else:
+                both = None if c is None else (d + c) / 2
+            out.append({"dense": d, "multicrop": c, "both": both}[mode])
     return torch.stack(out).numpy()
 
 
+def sharpened(m, images, spread=4.0):
+    """``m`` with fc8 scaled so the class scores of the first image spread over about
+    ``spread`` (std across classes): a tiny random net's scores are nearly uniform, under
+    which softmax-then-average and average-then-softmax agree to 1e-6 and a slip would pass."""
+    with torch.no_grad():
+        s = _dense_scores(m, _prep(m, images[0], 256)).mean(dim=(2, 3))[0]
+        m.classifier[6].weight.mul_(spread / (s - m.classifier[6].bias).std())
+    return m
+
+
+TOL = 1e-5
+# deliberate protocol slips (see ``reference``), each of which must be caught at TOL
+SLIPS = {
+    "dense": [{"softmax_last": True}, {"no_flip_average": True}, {"max_pool": True}, {"no_antialias": True}],
+    "multicrop": [
+        {"softmax_last": True},
+        {"no_flip_average": True},
+        {"no_antialias": True},
+        {"grid": "4x4"},
+        {"grid": "floor"},
+    ],
+    "both": [{"pooled_both": True}],
+}
+
+
 @pytest.mark.parametrize("mode", ["dense", "multicrop", "both"])
-def test_posteriors_match_plain_reference(tiny, images, mode):
-    m = tiny("B" if mode == "dense" else "A", seed=3)
+def test_posteriors_match_plain_reference_and_slips_fail(tiny, images, mode):
     imgs = images[:4] if mode == "dense" else images[:2]
+    m = sharpened(tiny("B" if mode == "dense" else "A", seed=3), imgs)
     P = evaluate.posteriors(m, imgs, scales=(224, 256), mode=mode, progress=False)
-    ref = reference(m, imgs, (224, 256), mode)
-    assert P.shape == (len(imgs), 10)
-    np.testing.assert_allclose(P, ref, atol=1e-5)
-    np.testing.assert_allclose(P.sum(1), 1, atol=1e-5)
+    assert P.shape == (len(imgs), 10) and P.max(1).min() > 0.5  # sharp class scores
+    np.testing.assert_allclose(P, reference(m, imgs, (224, 256), mode), atol=TOL)
+    np.testing.assert_allclose(P.sum(1), 1, atol=TOL)
+    for slip in SLIPS[mode]:
+        wrong = reference(m, imgs, (224, 256), mode, **slip)
+        assert np.abs(P - wrong).max() > 10 * TOL, f"the slip {slip} would pass unnoticed"
+
+
+def test_nearly_uniform_scores_hide_a_slip(tiny, images):
+    """Why the nets above are sharpened: unscaled, softmax-then-average and average-then-softmax
+    agree within the tolerance."""
+    m = tiny("B", seed=3)
+    P = evaluate.posteriors(m, images[:2], scales=(224, 256), progress=False)
+    wrong = reference(m, images[:2], (224, 256), "dense", softmax_last=True)
+    assert np.abs(P - wrong).max() < TOL
 
 
 def test_no_flip_and_other_config(tiny, images):
-    m = tiny("C", seed=4)
+    m = sharpened(tiny("C", seed=4), images)
     P = evaluate.posteriors(m, images[:3], scales=(240,), flip=False, progress=False)
-    np.testing.assert_allclose(P, reference(m, images[:3], (240,), "dense", flip=False), atol=1e-5)
+    np.testing.assert_allclose(P, reference(m, images[:3], (240,), "dense", flip=False), atol=TOL)
+    assert np.abs(P - reference(m, images[:3], (240,), "dense")).max() > 10 * TOL
+
+
+def test_multicrop_of_a_small_crop_net(tiny, images):
+    """A net trained on 64-pixel crops takes 64-pixel crops (5x5 grid) at its own small scales."""
+    m = sharpened(tiny("A", seed=5, crop=64), images)
+    P = evaluate.posteriors(m, images[:2], scales=(64, 80), mode="both", progress=False)
+    np.testing.assert_allclose(P, reference(m, images[:2], (64, 80), "both"), atol=TOL)
 
 
 def test_batch_size_and_order_invariance(tiny, images):
@@ -102,6 +169,20 @@ def test_fuse_and_topk_by_hand():
         evaluate.fuse([p1, p2[:1]])
 
 
+def test_topk_error_leaves_out_nan_rows():
+    """A NaN row (an image skipped as unreadable) has no prediction: a stable argsort would rank
+    its NaNs and count it correct for low labels, so it is left out, with a warning."""
+    nan = [np.nan] * 3
+    P = np.array([[0.5, 0.3, 0.2], nan, [0.1, 0.2, 0.7], nan])
+    y = [1, 0, 2, 0]
+    with pytest.warns(RuntimeWarning, match="leaves out 2 of 4 rows"):
+        assert evaluate.topk_error(P, y, k=1) == 0.5  # image 0 wrong, image 2 right
+    with pytest.warns(RuntimeWarning):
+        assert evaluate.topk_error(P, y, k=2) == 0.0
+    with pytest.raises(ValueError, match="all 2 rows of P are NaN"):
+        evaluate.topk_error(np.full((2, 3), np.nan), [0, 1])
+
+
 def test_scale_presets():
     assert evaluate.scales_for(256) == (224, 256, 288)
     assert evaluate.scales_for(384, multi=False) == (384,)
@@ -123,6 +204,42 @@ def test_labels_from_imagefolder_and_hf(tmp_path):
     )
     _, y, names = evaluate.labels_of(ds)
     assert list(y) == [1, 0] and names == ["a", "b"]
+
+
+def _state(m):
+    """Everything of ``m`` a caller could notice: tensors (storage, device, dtype, layout),
+    gradients and each module's train/eval mode."""
+    grad = lambda p: None if p.grad is None else (p.grad.data_ptr(), p.grad.device)
+    return (
+        [(p.data_ptr(), p.device, p.dtype, p.is_contiguous(), grad(p)) for p in m.parameters()],
+        [(b.data_ptr(), b.is_contiguous()) for b in m.buffers()],
+        [mod.training for mod in m.modules()],
+    )
+
+
+@pytest.mark.parametrize("mode", ["dense", "multicrop"])
+def test_model_left_as_found(tiny, images, tmp_path, mode):
+    m = tiny("A", batch_norm=True).train()
+    m.features[1].eval()  # a caller's frozen BatchNorm in a net being trained stays frozen
+    m.classifier[0].weight.grad = torch.ones_like(m.classifier[0].weight)
+    before = _state(m)
+    assert all(p.is_contiguous() for p in m.parameters())  # NCHW
+    evaluate.posteriors(m, images[:2], scales=(224,), mode=mode, progress=False)
+    assert _state(m) == before
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageError):  # also when the run stops on an error
+        evaluate.posteriors(m, [images[0], bad], scales=(224,), mode=mode, progress=False)
+    assert _state(m) == before
+
+
+def test_half_precision_model_runs_and_stays_half(tiny, images):
+    m = tiny("A")
+    ref = evaluate.posteriors(m, images[:1], scales=(224,), progress=False)
+    m.bfloat16()
+    P = evaluate.posteriors(m, images[:1], scales=(224,), progress=False)
+    assert all(p.dtype == torch.bfloat16 for p in m.parameters())
+    np.testing.assert_allclose(P, ref, atol=2e-2)
 
 
 def _free_port():

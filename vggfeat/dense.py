@@ -7,7 +7,7 @@ would change the convolution borders), so results do not depend on batch size or
 For every (image, scale, flip, view) the engine spatially averages the map at ``layer``; a
 ``combine`` function then turns an image's (S, F, V, D) tensor into its output row. ``views``
 is ``"full"`` (the uncropped image, V = 1) or ``"grid"`` (Sec. 3.2 multi-crop: a regular 5x5
-grid of 224 crops, V = 25).
+grid of crops of the net's training size, 224 for the paper's nets, V = 25).
 
 Under ``accelerate launch`` each process takes a contiguous shard and rows are gathered back in
 input order, each image exactly once.
@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ from .data import ImageError, ImageSource, as_source, resize_smallest, to_tensor
 from .models import VGG
 
 log = logging.getLogger("vggfeat")
-CROP = 224  # Sec. 3.2 multi-crop size (the training crop)
+CROP = 224  # Sec. 3.2 multi-crop size: the training crop of the paper's nets
 GRID = 5  # 5x5 regular grid of crops per scale
 
 
@@ -116,14 +117,16 @@ class DenseEngine:
         if not self.scales:
             raise ValueError("scales must name at least one smallest-side size Q")
         self.net = model.dense()
-        need = CROP if views == "grid" else self.net.min_side(layer)
+        self.crop = getattr(model, "crop", CROP)  # multi-crop takes crops of the training size
+        self.views_per_image = GRID * GRID if views == "grid" else 1
+        need = self.crop if views == "grid" else self.net.min_side(layer)
         if min(self.scales) < need:
             raise ValueError(
                 f"scales {self.scales}: every Q must be at least {need} for layer "
                 f"{layer!r} with views={views!r}"
             )
         self.device = default_device(device)
-        # images per batch; with the 5x5 grid each image is 25 crops (x2 flips) of 224x224
+        # images per batch; with the 5x5 grid each image is 25 crops (x2 flips)
         default = (32 if self.device.type == "cuda" else 4) // (8 if views == "grid" else 1)
         self.batch_size = batch_size or max(1, default)
         self.num_workers = num_workers
@@ -134,10 +137,11 @@ class DenseEngine:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) float [0, 1] RGB, all the same size -> (B, F, V, D) averaged maps."""
         x = self.model.preprocess.apply(x.to(self.device, non_blocking=True))
+        x = x.to(self.model.classifier[0].weight.dtype)  # a half-precision model runs as it is
+        c = self.crop
         if self.views == "grid":
-            crops = [x[..., y : y + CROP, z : z + CROP] for y, z in crop_grid(*x.shape[-2:])]
-            x = torch.stack(crops, 1).flatten(0, 1)  # (B*V, 3, 224, 224)
-        v = GRID * GRID if self.views == "grid" else 1
+            crops = [x[..., y : y + c, z : z + c] for y, z in crop_grid(*x.shape[-2:], size=c)]
+            x = torch.stack(crops, 1).flatten(0, 1)  # (B*V, 3, c, c)
         if self.flip:  # Sec. 3.2: the horizontal flip of the (resized) image or crop
             x = torch.cat([x, torch.flip(x, dims=[-1])])
         x = x.contiguous(memory_format=torch.channels_last)
@@ -145,7 +149,7 @@ class DenseEngine:
             y = self.net(x, layer=self.layer)
         y = y.float().mean(dim=(-2, -1))  # spatial average of the map
         f = 2 if self.flip else 1
-        return y.view(f, -1, v, y.shape[-1]).transpose(0, 1).cpu()
+        return y.view(f, -1, self.views_per_image, y.shape[-1]).transpose(0, 1).cpu()
 
     # ---- whole run ---------------------------------------------------------------------------
     def run(
@@ -160,31 +164,32 @@ class DenseEngine:
         image_column: str | None = None,
     ) -> RunResult:
         """Compute one row per image. ``sink(indices, rows)`` receives finished rows as they
-        complete (for caches); ``skip`` marks rows already done. Returns all rows in order."""
+        complete (for caches); ``skip`` marks rows already done. Returns all rows in order.
+        The model is given back as it was found (see :func:`borrowed`)."""
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if skip is not None and sink is None:
+            raise ValueError("skip needs a sink that holds the skipped rows")
         source = as_source(images, image_column)
         state = process_state()
         n = len(source)
         lo, hi = _shard(n, state.process_index, state.num_processes)
         todo = [i for i in range(lo, hi) if skip is None or not skip[i]]
         # with a sink (a cache) rows are not kept: memory stays flat in the number of images
-        rows = np.full((0 if sink else hi - lo, out_dim), np.nan, dtype=np.float32)
-        if skip is not None and sink is None:
-            raise ValueError("skip needs a sink that holds the skipped rows")
-        failures = self._run_shard(
-            source, todo, combine, rows, lo, on_error, sink, main=state.is_main_process
-        )
+        rows = None if sink else np.full((hi - lo, out_dim), np.nan, dtype=np.float32)
+        with borrowed(self.model, self.device):
+            batches = _Batches(self, combine, rows, lo, sink, total=len(todo))
+            failures = self._run_shard(source, todo, batches, on_error)
         if state.num_processes > 1:
             from accelerate.utils import gather_object
 
             # with a sink every process wrote its rows already; only failures travel
-            parts = gather_object([(lo, None if sink else rows, failures)])
+            parts = gather_object([(lo, rows, failures)])
             parts.sort(key=lambda p: p[0])
             rows = None if sink else np.concatenate([p[1] for p in parts])
             failures = [f for p in parts for f in p[2]]
             state.wait_for_everyone()
-        return RunResult(None if sink else rows, failures)
+        return RunResult(rows, failures)
 
     def _loader(self, source, todo):
         workers = self.num_workers
@@ -199,72 +204,30 @@ class DenseEngine:
             prefetch_factor=2 * self.batch_size if workers else None,
         )
 
-    def _run_shard(self, source, todo, combine, rows, offset, on_error, sink, main):
-        from tqdm.auto import tqdm
-
-        model, was_training = self.model, self.model.training
-        model.eval().to(self.device, memory_format=torch.channels_last)
-        pending: dict[int, list] = {}  # image -> [(S, F, V, D) tensor, scales still to run]
-        buckets: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
+    def _run_shard(self, source, todo, batches: _Batches, on_error) -> list[tuple[int, str, str]]:
+        """Decode and run the images ``todo``; returns the (index, name, reason) of those that
+        could not be read (``on_error="skip"``)."""
         failures: list[tuple[int, str, str]] = []
-        bar = tqdm(total=len(todo), desc="vggfeat", unit="img", disable=not (self.progress and main))
-        done_i, done_r, last = [], [], [time.monotonic()]
-
-        def emit(i, row):
-            if sink is None:
-                rows[i - offset] = row
-            done_i.append(i)
-            done_r.append(row)
-            bar.update(1)
-            # flush to the cache every 64 rows or 2 seconds, so a killed run loses little
-            if sink is not None and (len(done_i) >= 64 or time.monotonic() - last[0] > 2):
-                last[0] = time.monotonic()
-                sink(np.array(done_i), np.stack(done_r))
-                done_i.clear()
-                done_r.clear()
-
-        def flush(key):
-            items = buckets.pop(key)
-            out = self._forward(torch.stack([t for _, _, t in items]).float().div_(255))
-            for (i, s, _), o in zip(items, out):
-                pending[i][0][s] = o
-                pending[i][1] -= 1
-                if pending[i][1] == 0:
-                    emit(i, combine(pending.pop(i)[0]).numpy())
-
         try:
             with torch.inference_mode():
                 for [(i, resized, err)] in self._loader(source, todo):
-                    if err is not None:
-                        if on_error == "raise":
-                            raise ImageError(f"image #{i}: {err}")
-                        failures.append((i, source.name(i), err))
-                        log.warning("skipping image #%d: %s", i, err)
-                        bar.update(1)
+                    if err is None:
+                        batches.add(i, resized)
                         continue
-                    pending[i] = [torch.empty(self._shape()), len(self.scales)]
-                    for s, t in enumerate(resized):
-                        key = tuple(t.shape[-2:])
-                        buckets.setdefault(key, []).append((i, s, t))
-                        if len(buckets[key]) == self.batch_size:
-                            flush(key)
-                    # Bound memory: images waiting in half-full buckets are run in smaller
-                    # batches once too many are waiting (exact either way).
-                    if sum(map(len, buckets.values())) > 8 * self.batch_size * len(self.scales):
-                        for key in sorted(buckets, key=lambda k: -len(buckets[k])):
-                            flush(key)
-                for key in sorted(buckets):
-                    flush(key)
+                    if on_error == "raise":
+                        raise ImageError(f"image #{i}: {err}")
+                    failures.append((i, source.name(i), err))
+                    log.warning("skipping image #%d: %s", i, err)
+                    batches.bar.update(1)
+                batches.run_all()
         finally:  # rows finished before an error or interrupt are kept
-            bar.close()
-            model.train(was_training)
-            if sink is not None and done_i:
-                sink(np.array(done_i), np.stack(done_r))
+            batches.bar.close()
+            batches.flush_sink()
         return failures
 
     def _shape(self):
         d = self._out_channels()
-        return (len(self.scales), 2 if self.flip else 1, GRID * GRID if self.views == "grid" else 1, d)
+        return (len(self.scales), 2 if self.flip else 1, self.views_per_image, d)
 
     def _out_channels(self) -> int:
         part, idx = self.net.layers[self.layer]
@@ -272,6 +235,96 @@ class DenseEngine:
             return {1: self.net.fc6, 4: self.net.fc7, 6: self.net.fc8}[idx].out_features
         convs = [m for m in self.net.features[: idx + 1] if isinstance(m, torch.nn.Conv2d)]
         return convs[-1].out_channels
+
+
+class _Batches:
+    """The batching state of one shard run, as a sampler keeps its own.
+
+    ``buckets``: resized size -> waiting (image, scale index, uint8 tensor); a bucket runs when it
+    holds ``batch_size`` images, or earlier when too many wait overall. ``pending``: image ->
+    its (S, F, V, D) maps filled so far and the number of scales still to run. A finished image's
+    row goes into ``rows`` (no sink) or into the buffer ``done`` handed to ``sink`` every 64 rows
+    or 2 seconds, so a killed run loses little.
+    """
+
+    FLUSH_ROWS, FLUSH_SECONDS = 64, 2.0
+
+    def __init__(self, engine: DenseEngine, combine, rows, offset: int, sink, *, total: int):
+        from tqdm.auto import tqdm
+
+        self.engine, self.combine, self.rows, self.offset, self.sink = engine, combine, rows, offset, sink
+        self.buckets: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
+        self.pending: dict[int, list] = {}  # image -> [(S, F, V, D) tensor, scales still to run]
+        self.done: list[tuple[int, np.ndarray]] = []  # finished rows not yet given to the sink
+        self.last_flush = time.monotonic()
+        show = engine.progress and process_state().is_main_process
+        self.bar = tqdm(total=total, desc="vggfeat", unit="img", disable=not show)
+
+    def add(self, i: int, resized: list[torch.Tensor]) -> None:
+        """Queue image ``i``'s resized copies (one per scale)."""
+        self.pending[i] = [torch.empty(self.engine._shape()), len(resized)]
+        for s, t in enumerate(resized):
+            key = tuple(t.shape[-2:])
+            self.buckets.setdefault(key, []).append((i, s, t))
+            if len(self.buckets[key]) == self.engine.batch_size:
+                self.run_bucket(key)
+        # Bound memory: images waiting in half-full buckets are run in smaller batches once too
+        # many are waiting (exact either way).
+        if sum(map(len, self.buckets.values())) > 8 * self.engine.batch_size * len(resized):
+            for key in sorted(self.buckets, key=lambda k: -len(self.buckets[k])):
+                self.run_bucket(key)
+
+    def run_all(self) -> None:
+        for key in sorted(self.buckets):
+            self.run_bucket(key)
+
+    def run_bucket(self, key) -> None:
+        items = self.buckets.pop(key)
+        out = self.engine._forward(torch.stack([t for _, _, t in items]).float().div_(255))
+        for (i, s, _), o in zip(items, out):
+            maps = self.pending[i]
+            maps[0][s] = o
+            maps[1] -= 1
+            if maps[1] == 0:
+                del self.pending[i]
+                self._finish(i, self.combine(maps[0]).numpy())
+
+    def _finish(self, i: int, row: np.ndarray) -> None:
+        self.bar.update(1)
+        if self.sink is None:
+            self.rows[i - self.offset] = row
+            return
+        self.done.append((i, row))
+        if len(self.done) >= self.FLUSH_ROWS or time.monotonic() - self.last_flush > self.FLUSH_SECONDS:
+            self.flush_sink()
+
+    def flush_sink(self) -> None:
+        """Hand the finished rows to the sink (a cache), if any."""
+        self.last_flush = time.monotonic()
+        if self.sink is not None and self.done:
+            idx, rows = zip(*self.done)
+            self.sink(np.array(idx), np.stack(rows))
+            self.done.clear()
+
+
+@contextmanager
+def borrowed(model: torch.nn.Module, device: torch.device):
+    """Run ``model`` on ``device``, channels_last and in eval mode, then give it back exactly as
+    found, also after an error: the very same parameter and buffer tensors (so device, dtype and
+    memory format), gradients, and each module's train/eval mode."""
+    params = [(p, p.data, p.grad) for p in model.parameters()]
+    buffers = [(m, k, b) for m in model.modules() for k, b in m._buffers.items() if b is not None]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model.eval().to(device, memory_format=torch.channels_last)
+    finally:
+        for p, data, grad in params:
+            p.data = data
+            p.grad = grad
+        for m, k, b in buffers:
+            m._buffers[k] = b
+        for m, training in modes:
+            m.training = training
 
 
 def _shard(n: int, rank: int, world: int) -> tuple[int, int]:

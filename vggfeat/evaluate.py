@@ -12,6 +12,7 @@ All of it runs on the one dense engine (:mod:`vggfeat.dense`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,10 +91,28 @@ def fuse(posteriors_list: Sequence[np.ndarray]) -> np.ndarray:
 
 def topk_error(P: np.ndarray, labels, k: int = 5) -> float:
     """Fraction of images whose true label is not among the k highest posteriors (ties are
-    broken towards the lower class index, as a stable argsort does)."""
+    broken towards the lower class index, as a stable argsort does).
+
+    Rows with a NaN (images skipped with ``on_error="skip"``) have no prediction: they are left
+    out of the count with a warning saying how many; if every row is NaN there is no error rate
+    and the call raises. (Sorting would otherwise rank the NaNs and count some rows correct.)"""
     P, y = np.asarray(P), np.asarray(labels)
     if P.ndim != 2 or len(P) != len(y):
         raise ValueError(f"P must be (N, K) with one label per row; got {P.shape} and {y.shape}")
+    missing = np.isnan(P).any(axis=1)
+    if missing.all():
+        raise ValueError(
+            f"all {len(P)} rows of P are NaN (images that could not be read): no error rate; "
+            "check the failures reported when the posteriors were computed"
+        )
+    if missing.any():
+        warnings.warn(
+            f"topk_error leaves out {int(missing.sum())} of {len(P)} rows with NaN posteriors "
+            "(images that could not be read); the error is over the remaining rows",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        P, y = P[~missing], y[~missing]
     top = np.argsort(-P, axis=1, kind="stable")[:, :k]
     return float(1.0 - (top == y[:, None]).any(axis=1).mean())
 

@@ -228,3 +228,48 @@ def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
     X = run(files, store)
     assert len(loaded) == len(files) - done
     np.testing.assert_allclose(X, run(files), atol=1e-6)
+
+
+def test_unreadable_images_are_not_stored_and_are_reported_at_their_indices(pngs, tmp_path, computed):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    inputs, store = [pngs[0], bad, pngs[1], bad], tmp_path / "store"
+    for _ in range(2):  # the second run serves the good rows and tries the bad file again
+        ext = vggfeat.Extractor(tiny_net(), cache=store, on_error="skip", **KW)
+        with pytest.warns(UserWarning, match="2 image"):
+            X = ext(inputs)
+        assert [i for i, _, _ in ext.failures_] == [1, 3] and "bad.png" in ext.failures_[0][1]
+        assert np.isnan(X[[1, 3]]).all() and computed[0] == 2
+    np.testing.assert_allclose(X[[0, 2]], run(pngs[:2]), atol=1e-6)
+    assert count_rows(store) == 2
+
+
+def test_two_ranks_compute_one_share_each_of_the_missing_images(pngs, tmp_path, computed):
+    import socket
+
+    store = tmp_path / "store"
+    run(pngs[:6], store)
+    before = {p.name for p in (store / "chunks").iterdir()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+    ]
+    cmd = [*torchrun, f"--master_port={port}", KILL, str(store), "0", *map(str, pngs)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    new = {p.name for p in (store / "chunks").iterdir()} - before
+    writers = {name.rsplit("-", 2)[0] for name in new}  # <host>-<pid>-<id>
+    assert len(writers) == 2, new  # both ranks wrote rows ...
+    rows = sum(len(np.load(store / "chunks" / name)["keys"]) for name in new)
+    assert rows == 6  # ... and no missing image twice (3 each)
+    assert count_rows(store) == 12
+    computed[0] = 0
+    np.testing.assert_allclose(run(pngs, store), run(pngs), atol=1e-6)
+    assert computed[0] == 12  # the reference only

@@ -170,8 +170,11 @@ class FeatureStore:
                 os.link(tmp, path)  # atomic and exclusive, also on NFS: the first run wins
             except FileExistsError:
                 pass
+            except OSError:  # no hard links on this mount: a lost race then leaves the other
+                if not path.exists():  # run's manifest, and its chunks carry its digest, so rows
+                    os.replace(tmp, path)  # of the two protocols are still never mixed
             finally:
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
         old = json.loads(path.read_text())
         a, b = _flat(old), _flat(want)
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -205,8 +208,11 @@ class FeatureStore:
         for entry in os.scandir(self.chunks):
             name = entry.name
             if name.startswith("."):  # a chunk being written, or left by a killed writer
-                if name.endswith(".tmp") and now - entry.stat().st_mtime > STALE_TMP_S:
-                    Path(entry.path).unlink(missing_ok=True)
+                try:
+                    if name.endswith(".tmp") and now - entry.stat().st_mtime > STALE_TMP_S:
+                        os.unlink(entry.path)
+                except OSError:  # renamed (completed) or removed meanwhile
+                    pass
                 continue
             if not name.endswith(".npz") or name in self._seen:
                 continue

@@ -14,28 +14,26 @@ import argparse
 import logging
 import os
 import sys
+import types
+import typing
 from dataclasses import fields, replace
-from pathlib import Path
 
-from vggfeat.imagefolder import cached_mean_rgb, open_splits
-from vggfeat.train import TrainConfig, train
+from vggfeat.imagefolder import DataError
+from vggfeat.train import ConfigError, RunLocked, TrainConfig, check_config, train
 
 PAPER = TrainConfig()  # the defaults are Sec. 3.1's: batch 256, lr 1e-2, momentum 0.9, wd 5e-4, 74 epochs
-
-
-def _from(name: str) -> str:
-    return str(Path(PAPER.output_dir) / name / "final.safetensors")
-
+# Presets that start from another preset's weights name that run: its final.safetensors is looked
+# up under this run's --output-dir, and checked before any work.
 
 PRESETS: dict[str, TrainConfig] = {
     # Sec. 3.1: net A from random initialisation, S = 256
     "A-256": replace(PAPER, name="A-256", config="A"),
     "A-LRN-256": replace(PAPER, name="A-LRN-256", config="A-LRN"),
     # deeper nets: first four conv and the three FC layers from net A, the rest random
-    **{f"{c}-256": replace(PAPER, name=f"{c}-256", config=c, init_from=_from("A-256")) for c in "BCDE"},
+    **{f"{c}-256": replace(PAPER, name=f"{c}-256", config=c, init_from_run="A-256") for c in "BCDE"},
     # S = 384: initialised from the S = 256 net, learning rate 1e-3
     **{
-        f"{c}-384": replace(PAPER, name=f"{c}-384", config=c, scale=384, lr=1e-3, init_from=_from(f"{c}-256"))
+        f"{c}-384": replace(PAPER, name=f"{c}-384", config=c, scale=384, lr=1e-3, init_from_run=f"{c}-256")
         for c in "CDE"
     },
     # scale jittering, S in [256, 512]: fine-tune all layers of the S = 384 net (lr not stated: 1e-3)
@@ -46,35 +44,47 @@ PRESETS: dict[str, TrainConfig] = {
             config=c,
             scale_jitter=(256, 512),
             lr=1e-3,
-            init_from=_from(f"{c}-384"),
+            init_from_run=f"{c}-384",
         )
         for c in "CDE"
     },
-    # a ~3-minute CPU run on a toy dataset (vggfeat's demo); not a paper setting
+    # vggfeat's demo on its toy data (not a paper setting): a narrow net A with the paper's
+    # geometry at crop 64 (fc6 = 2x2 conv over the 2x2 pool5 map) and the paper's scale ratios,
+    # S in [256, 512] * 64/224 = [73, 146], validated at Q = 384 * 64/224 = 110.
     "demo": replace(
         PAPER,
         name="demo",
         config="A",
-        width=1 / 16,
-        fc_dim=128,
+        width=1 / 8,
+        fc_dim=256,
         crop_size=64,
-        scale_jitter=(64, 96),
-        val_scale=80,
+        scale_jitter=(73, 146),
+        val_scale=110,
         batch_norm=True,  # a plain narrow A does not leave ln(classes) loss in a few epochs
         dropout=0.0,
         batch_size=32,
-        epochs=20,
+        epochs=12,
         lr=0.02,
         lr_patience=1,
         num_workers=2,
-        channels_last=True,
     ),
 }
 
 
-def _arg_type(f):
-    kind = str(f.type)
-    return int if kind.startswith("int") else float if kind.startswith("float") else str
+def _option(hint) -> dict:
+    """argparse keywords for a TrainConfig field's type (``X | None`` is X, defaulting to None)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType):
+        hint = args[0]
+        args = list(typing.get_args(hint))
+    if hint is bool:
+        return dict(action=argparse.BooleanOptionalAction)
+    if typing.get_origin(hint) is tuple:
+        inner = args[0]
+        if typing.get_origin(inner) is tuple:  # eigvec: 3 rows of 3, given row-major
+            return dict(nargs=9, type=typing.get_args(inner)[0], metavar="V")
+        return dict(nargs=len(args) if Ellipsis not in args else "+", type=inner)
+    return dict(type=hint)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,17 +95,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only compute the training set's mean RGB, cached as DATA/mean_rgb.json (or in the run dir)",
     )
+    hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type) == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif f.name == "scale_jitter":
-            p.add_argument(flag, nargs=2, type=int, metavar=("SMIN", "SMAX"), default=None)
-        elif f.name in ("eigval", "eigvec"):
-            n = 3 if f.name == "eigval" else 9
-            p.add_argument(flag, nargs=n, type=float, default=None, help="on [0, 1] RGB (eigvec row-major)")
-        else:
-            p.add_argument(flag, type=_arg_type(f), default=None, help=f"default {getattr(PAPER, f.name)!r}")
+        default = getattr(PAPER, f.name)
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            default=None,
+            help=f"default {default!r}",
+            **_option(hints[f.name]),
+        )
     return p
 
 
@@ -108,10 +116,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for key in ("scale_jitter", "eigval"):
         if key in given:
             given[key] = tuple(given[key])
-    cfg = replace(cfg, **given)
-    if not cfg.data:
-        raise SystemExit("--data is required: an ImageFolder root (train/, val/) or a Hugging Face dataset")
-    return cfg
+    if "init_from" in given:  # a weights file on the command line replaces the preset's start run
+        given.setdefault("init_from_run", None)
+    return replace(cfg, **given)
+
+
+def compute_mean_rgb(cfg: TrainConfig) -> None:
+    """--compute-mean-rgb: the cached mean, computed over all launched processes."""
+    from vggfeat.dense import process_state
+    from vggfeat.train.setup import mean_rgb, open_data
+
+    train_images, _ = open_data(cfg)
+    mean_rgb(cfg, train_images, cfg.run_dir(), process_state())
 
 
 def main(args: argparse.Namespace) -> None:
@@ -121,19 +137,15 @@ def main(args: argparse.Namespace) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
     )
     cfg = config_from_args(args)
-    if args.compute_mean_rgb:
-        train_images, _ = open_splits(cfg.data, train_split=cfg.train_split, val_split=cfg.val_split)
-        root = Path(cfg.data)
-        target = root if root.is_dir() and os.access(root, os.W_OK) else cfg.run_dir()
-        mean = cached_mean_rgb(
-            train_images,
-            target / "mean_rgb.json",
-            max_images=cfg.mean_rgb_images,
-            num_workers=cfg.num_workers,
-        )
-        logging.getLogger("vggfeat").info("mean RGB %s in %s", mean, target / "mean_rgb.json")
-        return
-    train(cfg)
+    try:
+        if args.compute_mean_rgb:
+            cfg = replace(cfg, init_from=None, init_from_run=None)  # not needed for the mean
+            check_config(cfg)
+            compute_mean_rgb(cfg)
+        else:
+            train(cfg)
+    except (ConfigError, DataError, RunLocked) as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Multinomial logistic regression by mini-batch SGD (momentum 0.9, weight decay 5e
 256 = per-device batch x processes x gradient accumulation), dropout 0.5 on fc6/fc7, learning
 rate 1e-2 divided by 10 when the validation accuracy stops improving (3 times at most), 74
 epochs. Augmentation in :mod:`vggfeat.transforms`, data sources in :mod:`vggfeat.imagefolder`,
-atomic checkpoints in :mod:`vggfeat.checkpoint`.
+atomic checkpoints in :mod:`vggfeat.checkpoint`, the mean RGB in :mod:`vggfeat.train.meanrgb`,
+the run-folder lock in :mod:`vggfeat.train.lock`.
 
 Exact resume (DESIGN.md, "Exact resume needs four things"): seedable sampler with ``set_epoch``
 every epoch; ``skip_first_batches`` for the resumed epoch only; RNG states re-applied after the
@@ -13,9 +14,20 @@ Augmentation draws are a function of (seed, epoch, sample index), and the DataLo
 generators, so neither workers nor iterator creation touch the global RNG that drives dropout.
 """
 
-from .config import TrainConfig, plateau_schedule
+from .config import ConfigError, TrainConfig, check_config, plateau_schedule
+from .lock import RunLocked
 from .loop import Trainer, train
 from .report import plot_metrics
 from .setup import build_model
 
-__all__ = ["TrainConfig", "Trainer", "build_model", "plateau_schedule", "plot_metrics", "train"]
+__all__ = [
+    "ConfigError",
+    "RunLocked",
+    "TrainConfig",
+    "Trainer",
+    "build_model",
+    "check_config",
+    "plateau_schedule",
+    "plot_metrics",
+    "train",
+]

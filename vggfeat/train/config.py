@@ -1,4 +1,4 @@
-"""The configuration of a training run and the Sec. 3.1 learning-rate schedule."""
+"""The configuration of a training run, its checks, and the Sec. 3.1 learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from pathlib import Path
 
 import torch
 
+from ..imagefolder import DATA_LAYOUTS
+from ..models import PAPER_CROP, fc6_kernel, paper_scale
 from ..transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+
+
+class ConfigError(ValueError):
+    """An option that cannot work, found before any data is read; the message names the option."""
 
 
 @dataclass
@@ -19,6 +25,8 @@ class TrainConfig:
     output_dir: str = "runs"
     train_split: str = "train"
     val_split: str | None = None  # default: val, validation or valid
+    val_labels: str | None = None  # flat val/: LOC_val_solution.csv or the devkit's ground truth
+    val_synsets: str | None = None  # the devkit's class order: its meta.mat or one wnid per line
     # model (Table 1)
     config: str = "D"
     width: float = 1.0
@@ -28,6 +36,7 @@ class TrainConfig:
     init: str = "glorot"  # glorot | normal
     init_std: float = 0.01  # for init=normal (the paper's "variance 1e-2" read as std 1e-2)
     init_from: str | None = None  # weights file: same config = all layers; net A = Sec. 3.1 init
+    init_from_run: str | None = None  # else the final weights of this run under output_dir
     # optimisation
     epochs: int = 74
     batch_size: int = 256  # global batch
@@ -38,11 +47,11 @@ class TrainConfig:
     lr_patience: int = 2  # epochs without improvement before a drop (not stated in the paper)
     lr_drops: int = 3
     # data (Sec. 3.1)
-    crop_size: int = 224
-    scale: int = 256  # fixed S
+    crop_size: int = PAPER_CROP  # a multiple of 32: fc6's kernel is crop/32, saved with the weights
+    scale: int | None = None  # fixed S; default 256 at crop 224, in the same ratio to other crops
     scale_jitter: tuple[int, int] | None = None  # (Smin, Smax): per-image S
     val_scale: int | None = None  # Q for validation; default S, or (Smin + Smax) / 2 when jittering
-    val_dense: bool = False  # also Sec. 3.2 dense evaluation at Q (needs Q >= 224): val_dense_top1_err
+    val_dense: bool = False  # also Sec. 3.2 dense evaluation at Q: val_dense_top1_err
     flip: bool = True
     lighting: float = 0.1  # std of the PCA colour shift (0: off)
     eigval: tuple[float, ...] = IMAGENET_EIGVAL
@@ -52,7 +61,7 @@ class TrainConfig:
     num_workers: int = 8
     seed: int = 0
     # speed
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str | None = None  # no | bf16 | fp16; None: what `accelerate config` says
     channels_last: bool = False
     compile: bool = False
     # run
@@ -66,14 +75,74 @@ class TrainConfig:
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
 
+    def fixed_scale(self) -> int:
+        # Sec. 3.1: S = 256 for the 224 crop; other crops keep that ratio
+        return self.scale or paper_scale(self.crop_size, 256)
+
     def train_scale(self) -> int | tuple[int, int]:
-        return tuple(self.scale_jitter) if self.scale_jitter else self.scale
+        return tuple(self.scale_jitter) if self.scale_jitter else self.fixed_scale()
 
     def eval_scale(self) -> int:
         # Sec. 3.2: single-scale test of a jittered model at Q = 0.5 (Smin + Smax)
         if self.val_scale:
             return self.val_scale
-        return (self.scale_jitter[0] + self.scale_jitter[1]) // 2 if self.scale_jitter else self.scale
+        if self.scale_jitter:
+            return (self.scale_jitter[0] + self.scale_jitter[1]) // 2
+        return self.fixed_scale()
+
+    def init_weights(self) -> Path | None:
+        """The weights to start from: ``init_from``, else ``<output_dir>/<init_from_run>/
+        final.safetensors`` resolved against this run's output folder."""
+        if self.init_from:
+            return Path(self.init_from)
+        if self.init_from_run:
+            return Path(self.output_dir) / self.init_from_run / "final.safetensors"
+        return None
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Raise :class:`ConfigError` for options that would fail later (at the first forward, after
+    the mean-RGB pass, or at the end of the run); cheap, before any data is read."""
+    if not cfg.data:
+        raise ConfigError(f"--data is required: {DATA_LAYOUTS}")
+    try:
+        fc6_kernel(cfg.crop_size)
+    except ValueError as e:
+        raise ConfigError(f"--crop-size {cfg.crop_size}: {e}") from None
+    c = cfg.crop_size
+    named = [("--scale", cfg.scale), ("--val-scale", cfg.val_scale)]
+    if cfg.scale_jitter:
+        lo, hi = cfg.scale_jitter
+        if hi < lo:
+            raise ConfigError(f"--scale-jitter {lo} {hi}: SMIN must not exceed SMAX")
+        named.append(("--scale-jitter SMIN", lo))
+    for flag, s in named:
+        if s is not None and s < c:
+            raise ConfigError(
+                f"{flag} {s} is below --crop-size {c}: crops of {c} px are cut from the image "
+                f"rescaled to that smallest side, so it must be at least {c}"
+            )
+    path = cfg.init_weights()
+    if path is not None and not path.is_file():
+        if cfg.init_from:
+            raise ConfigError(f"--init-from {path}: no such weights file")
+        raise ConfigError(
+            f"run {cfg.name!r} starts from {path}, which does not exist: train it first with "
+            f"--preset {cfg.init_from_run} --output-dir {cfg.output_dir}, or pass --init-from FILE"
+        )
+
+
+def split_batch(cfg: TrainConfig, num_processes: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) for the global batch over the processes."""
+    n = num_processes
+    per_device = cfg.per_device_batch_size or cfg.batch_size // n
+    if per_device < 1 or cfg.batch_size % (per_device * n):
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} does not split over {n} processes with per-device "
+            f"batch {per_device}: it must be a multiple of {n} x --per-device-batch-size "
+            f"(at least {n})"
+        )
+    return per_device, cfg.batch_size // (per_device * n)
 
 
 def plateau_schedule(optimizer, *, lr: float, patience: int, drops: int = 3):

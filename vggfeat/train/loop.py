@@ -12,44 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import latest_checkpoint, read_state, remove_incomplete, save_checkpoint
-from ..imagefolder import TrainingSet, open_splits
+from ..imagefolder import TrainingSet
 from ..transforms import eval_transform, train_transform
 from ..weights import save_weights
-from .config import TrainConfig, plateau_schedule
+from .config import ConfigError, TrainConfig, check_config, plateau_schedule
+from .lock import hold_run_lock
 from .report import MetricsLog, write_resolved_config
-from .setup import build_model, make_loaders, mean_rgb, rng_state, set_rng_state
+from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
 
 log = logging.getLogger("vggfeat")
 PLOT_AFTER_S = 60.0  # refresh curves.png after epochs longer than this, and at the end
-
-
-def make_accelerator(cfg: TrainConfig):
-    """One Accelerator per run; the global batch is split as per-device x processes x accumulation."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, is_tensorboard_available
-
-    trackers = cfg.report_to
-    if trackers == "tensorboard" and not is_tensorboard_available():
-        log.warning("--report-to tensorboard ignored: tensorboard is not installed")
-        trackers = None
-    acc = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(
-            project_dir=str(cfg.run_dir()), automatic_checkpoint_naming=False
-        ),
-        # DESIGN.md: a seedable sampler, so that a resumed epoch has the same order
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
-    )
-    n = acc.num_processes
-    per_device = cfg.per_device_batch_size or cfg.batch_size // n
-    if per_device < 1 or cfg.batch_size % (per_device * n):
-        raise ValueError(
-            f"global batch {cfg.batch_size} is not per-device batch {per_device} x {n} processes x "
-            "an integer accumulation; change --batch-size or --per-device-batch-size"
-        )
-    acc.gradient_accumulation_steps = cfg.batch_size // (per_device * n)
-    return acc, per_device
 
 
 def batch_loss(model, x: torch.Tensor, y: torch.Tensor, *, preprocess, channels_last: bool) -> torch.Tensor:
@@ -66,12 +38,27 @@ class Trainer:
     """Holds one run's state. ``run()`` trains (resuming if asked) and writes final weights."""
 
     def __init__(self, cfg: TrainConfig):
-        from accelerate.utils import set_seed
-
+        check_config(cfg)  # before any work: one-line errors for options that cannot work
         self.cfg, self.run_dir = cfg, cfg.run_dir()
         self.ckpt_root = self.run_dir / "checkpoints"
         self.acc, self.per_device = make_accelerator(cfg)
-        train_images, val_images = open_splits(cfg.data, train_split=cfg.train_split, val_split=cfg.val_split)
+        self.lock = hold_run_lock(self.run_dir, self.acc)  # held until run() ends
+        try:
+            if not cfg.resume and latest_checkpoint(self.ckpt_root):
+                raise ConfigError(
+                    f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
+                    "or choose another --name"
+                )
+            self._build()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self) -> None:
+        from accelerate.utils import set_seed
+
+        cfg = self.cfg
+        train_images, self.val_images = open_data(cfg)
         self.classes = train_images.classes
         self.mean = mean_rgb(cfg, train_images, self.run_dir, self.acc)
         set_seed(cfg.seed)  # before the model is built: same init on every process and run
@@ -92,8 +79,9 @@ class Trainer:
             train_transform(crop_size=cfg.crop_size, scale=cfg.train_scale(), **aug),
             seed=cfg.seed,
         )
-        self.val_images = val_images
-        val_set = TrainingSet(val_images, eval_transform(crop_size=cfg.crop_size, scale=cfg.eval_scale()))
+        val_set = TrainingSet(
+            self.val_images, eval_transform(crop_size=cfg.crop_size, scale=cfg.eval_scale())
+        )
         loaders = make_loaders(cfg, self.train_set, val_set, self.per_device, self.acc.device.type == "cuda")
         self.model, self.opt, self.train_loader, self.val_loader = self.acc.prepare(model, opt, *loaders)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
@@ -101,14 +89,14 @@ class Trainer:
         self.rng_to_reapply = None
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.acc.is_main_process)
 
+    def plain_model(self) -> torch.nn.Module:
+        """The trained VGG itself: without DDP and without torch.compile's wrapper (whose
+        ``_orig_mod.`` key prefix ``vgg()`` would otherwise have to strip)."""
+        return self.acc.unwrap_model(self.model, keep_torch_compile=False)
+
     # -- setup -----------------------------------------------------------------------------
     def _resume_or_start(self) -> None:
         cfg, acc = self.cfg, self.acc
-        if not cfg.resume and latest_checkpoint(self.ckpt_root):
-            raise FileExistsError(
-                f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
-                "or choose another --name"
-            )
         if cfg.resume:
             if acc.is_main_process:
                 remove_incomplete(self.ckpt_root)
@@ -222,25 +210,32 @@ class Trainer:
 
     def _validate_dense(self) -> dict:
         """Sec. 3.2 dense evaluation (whole image at Q, flip averaged) through the evaluation
-        engine, on a copy of the model so the training model is never touched."""
+        engine. It leaves the training state as it found it: it runs on a copy of the model (the
+        engine may move it, change its memory format and mode), and the global RNG states are
+        restored afterwards (the engine's DataLoader draws its base seed from the global RNG,
+        which would shift every later dropout mask)."""
         import copy
 
         from ..evaluate import posteriors, topk_error
 
-        model = copy.deepcopy(self.acc.unwrap_model(self.model))
-        P = posteriors(
-            model,
-            self.val_images,
-            scales=(self.cfg.eval_scale(),),
-            device=self.acc.device,
-            num_workers=0,
-            progress=False,
-        )
-        y = self.val_images.labels()
+        model = copy.deepcopy(self.plain_model())
+        saved = rng_state()
+        try:
+            P = posteriors(
+                model,
+                self.val_images,
+                scales=(self.cfg.eval_scale(),),
+                device=self.acc.device,
+                num_workers=0,
+                progress=False,
+            )
+        finally:
+            set_rng_state(saved)
+        y = np.asarray(self.val_images.labels())
         ok = ~np.isnan(P).any(1)
         return dict(
-            val_dense_top1_err=topk_error(P[ok], np.asarray(y)[ok], 1),
-            val_dense_top5_err=topk_error(P[ok], np.asarray(y)[ok], min(5, P.shape[1])),
+            val_dense_top1_err=topk_error(P[ok], y[ok], 1),
+            val_dense_top5_err=topk_error(P[ok], y[ok], min(5, P.shape[1])),
         )
 
     # -- checkpoints and outputs -----------------------------------------------------------
@@ -289,7 +284,7 @@ class Trainer:
     def _final_weights(self, last: dict | None) -> Path:
         path = self.run_dir / "final.safetensors"
         if self.acc.is_main_process:
-            model = self.acc.unwrap_model(self.model)
+            model = self.plain_model()
             cfg = self.cfg
             result = (
                 f", val top-1/top-5 error {last['val_top1_err']:.4f}/{last['val_top5_err']:.4f}"
@@ -308,6 +303,12 @@ class Trainer:
         return path
 
     def run(self) -> Path:
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> Path:
         from tqdm.auto import tqdm
 
         self._resume_or_start()

@@ -1,4 +1,5 @@
-"""Building the pieces of a run: model (with Sec. 3.1 initialisation), mean RGB, loaders, RNG."""
+"""Building the pieces of a run: accelerator, model (Sec. 3.1 initialisation), mean RGB, loaders,
+RNG states."""
 
 from __future__ import annotations
 
@@ -11,13 +12,38 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..imagefolder import SkippingCollate, cached_mean_rgb
+from ..imagefolder import SkippingCollate, open_splits
 from ..models import init_from
-from ..weights import vgg
 from ..preprocess import Preprocess
-from .config import TrainConfig
+from ..weights import vgg
+from .config import ConfigError, TrainConfig, split_batch
+from .meanrgb import shared_mean_rgb
 
 log = logging.getLogger("vggfeat")
+
+
+def make_accelerator(cfg: TrainConfig):
+    """One Accelerator per run; the global batch is split as per-device x processes x
+    accumulation. ``mixed_precision=None`` leaves the choice to ``accelerate config`` and
+    ``ACCELERATE_MIXED_PRECISION``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, is_tensorboard_available
+
+    trackers = cfg.report_to
+    if trackers == "tensorboard" and not is_tensorboard_available():
+        log.warning("--report-to tensorboard ignored: tensorboard is not installed")
+        trackers = None
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(cfg.run_dir()), automatic_checkpoint_naming=False
+        ),
+        # DESIGN.md: a seedable sampler, so that a resumed epoch has the same order
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+    )
+    per_device, acc.gradient_accumulation_steps = split_batch(cfg, acc.num_processes)
+    return acc, per_device
 
 
 def rng_state() -> dict:
@@ -35,28 +61,43 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def mean_rgb(cfg: TrainConfig, train_images, run: Path, accelerator) -> tuple[float, float, float]:
-    """Sec. 2.1 mean RGB: given, read from JSON, or computed once on the main process and cached."""
+def open_data(cfg: TrainConfig):
+    """(train, val) :class:`~vggfeat.imagefolder.LabelledImages` of the run's ``--data``."""
+    return open_splits(
+        cfg.data,
+        train_split=cfg.train_split,
+        val_split=cfg.val_split,
+        val_labels=cfg.val_labels,
+        val_synsets=cfg.val_synsets,
+    )
+
+
+def mean_rgb(cfg: TrainConfig, train_images, run: Path, state) -> tuple[float, float, float]:
+    """Sec. 2.1 mean RGB: given as "r,g,b", read from a JSON file, or (``auto``) the cached one,
+    computed over all processes of ``state`` on first use (:mod:`vggfeat.train.meanrgb`)."""
     spec = cfg.mean_rgb
-    if spec != "auto" and not Path(spec).suffix == ".json":
-        values = [float(v) for v in spec.split(",")]
-        if len(values) != 3:
-            raise ValueError(f"--mean-rgb {spec!r}: give three comma-separated values in [0, 1]")
-        return tuple(values)
-    if spec != "auto":
+    if spec == "auto":
+        return shared_mean_rgb(
+            train_images,
+            data=cfg.data,
+            run_dir=run,
+            state=state,
+            max_images=cfg.mean_rgb_images,
+            num_workers=cfg.num_workers,
+        )
+    if Path(spec).suffix == ".json":
         return tuple(json.loads(Path(spec).read_text())["mean_rgb"])
-    data_json = Path(cfg.data) / "mean_rgb.json"
-    path = data_json if data_json.is_file() else run / "mean_rgb.json"
-    if accelerator.is_main_process:
-        cached_mean_rgb(train_images, path, max_images=cfg.mean_rgb_images, num_workers=cfg.num_workers)
-    accelerator.wait_for_everyone()
-    return cached_mean_rgb(train_images, path)
+    values = [float(v) for v in spec.split(",")]
+    if len(values) != 3:
+        raise ConfigError(f"--mean-rgb {spec!r}: give three comma-separated values in [0, 1]")
+    return tuple(values)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, mean) -> torch.nn.Module:
-    """The Table-1 net with mean-RGB preprocessing; ``init_from`` copies all layers of a net of
-    the same architecture (S=384 from S=256, jitter from 384) or, from net A, the first four
-    conv and the three FC layers (Sec. 3.1)."""
+    """The Table-1 net for crop ``cfg.crop_size`` (fc6's kernel is crop/32, and the saved weights
+    carry the crop) with mean-RGB preprocessing; the start weights (``cfg.init_weights()``) give
+    all layers of a net of the same architecture (S=384 from S=256, jitter from 384) or, from
+    net A, the first four conv and the three FC layers (Sec. 3.1)."""
     model = vgg(
         cfg.config,
         num_classes=num_classes,
@@ -66,16 +107,18 @@ def build_model(cfg: TrainConfig, num_classes: int, mean) -> torch.nn.Module:
         batch_norm=cfg.batch_norm,
         init=cfg.init,
         std=cfg.init_std,
+        crop=cfg.crop_size,
         preprocess=Preprocess.mean_rgb(mean),
     )
-    if cfg.init_from:
-        source = vgg(None, weights=cfg.init_from)
+    start = cfg.init_weights()
+    if start is not None:
+        source = vgg(None, weights=str(start))  # a compiled model's "_orig_mod." keys load too
         if source.arch == model.arch:
             model.load_state_dict(source.state_dict())
-            log.info("initialised all layers from %s", cfg.init_from)
+            log.info("initialised all layers from %s", start)
         else:
             init_from(source, model)
-            log.info("initialised first 4 conv + 3 FC layers from %s (Sec. 3.1)", cfg.init_from)
+            log.info("initialised first 4 conv + 3 FC layers from %s (Sec. 3.1)", start)
     return model
 
 

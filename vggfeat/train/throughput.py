@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models import TORCHVISION_NAMES
-from ..weights import vgg
 from ..preprocess import Preprocess
+from ..weights import vgg
 from .loop import batch_loss
 
 

@@ -230,17 +230,19 @@ def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
     np.testing.assert_allclose(X, run(files), atol=1e-6)
 
 
-def test_unreadable_images_are_not_stored_and_are_reported_at_their_indices(pngs, tmp_path, computed):
+@pytest.mark.parametrize("nets", [1, 2])
+def test_unreadable_images_are_not_stored_and_are_reported_at_their_indices(pngs, tmp_path, computed, nets):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     inputs, store = [pngs[0], bad, pngs[1], bad], tmp_path / "store"
+    model = tiny_net() if nets == 1 else (tiny_net(0), tiny_net(1))  # late fusion: a part per net
     for _ in range(2):  # the second run serves the good rows and tries the bad file again
-        ext = vggfeat.Extractor(tiny_net(), cache=store, on_error="skip", **KW)
+        ext = vggfeat.Extractor(model, cache=store, on_error="skip", **KW)
         with pytest.warns(UserWarning, match="2 image"):
             X = ext(inputs)
         assert [i for i, _, _ in ext.failures_] == [1, 3] and "bad.png" in ext.failures_[0][1]
-        assert np.isnan(X[[1, 3]]).all() and computed[0] == 2
-    np.testing.assert_allclose(X[[0, 2]], run(pngs[:2]), atol=1e-6)
+        assert np.isnan(X[[1, 3]]).all() and computed[0] == 2 * nets
+    np.testing.assert_allclose(X[[0, 2]], run(pngs[:2], net=model), atol=1e-6)
     assert count_rows(store) == 2
 
 

@@ -243,12 +243,13 @@ class Extractor:
         failed: dict[str, str] = {}  # key -> reason
         for k, (engine, d, sl, scale) in enumerate(self._parts()):
             todo = _on_main(state, lambda k=k: store.missing(ids, k))  # one view of the store for all
+            todo = [i for i in todo if ids[i] not in failed]  # unreadable for an earlier net
             log.info("feature store %s: %d of %d images to compute", self.cache, len(todo), len(ids))
             if todo:
                 sink = lambda idx, rows, k=k, todo=todo: store.write(k, [ids[todo[j]] for j in idx], rows)
                 res = engine.run(_Subset(source, todo), self._combine, d, on_error=self.on_error, sink=sink)
                 failed.update({ids[todo[j]]: why for j, _, why in res.failures})
-            expected = np.array([i not in failed for i in ids])
+            expected = np.array([key not in failed for key in ids])
             deadline = time.monotonic() + VISIBLE_S
             while not (found := store.read(ids, k, out, sl, scale))[expected].all():
                 if time.monotonic() > deadline:  # other ranks' chunks never appeared

@@ -23,10 +23,8 @@ from safetensors.torch import load_file
 
 import vggfeat
 from vggfeat.checkpoint import MARKER, complete_checkpoints, latest_checkpoint
-from vggfeat.imagefolder import open_splits
 from vggfeat.models import conv_module
 from vggfeat.train import ConfigError, RunLocked, TrainConfig, build_model, plateau_schedule, train
-from vggfeat.train.meanrgb import compute_mean_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "train_imagenet.py"
@@ -183,20 +181,6 @@ def test_init_from_copies_first_four_convs_and_the_fc_layers(tmp_path):
         (0, 0, 0),
     )
     assert all(torch.equal(v, a.state_dict()[k]) for k, v in same.state_dict().items())
-
-
-def test_compute_mean_rgb_equals_naive_mean_and_skips_unreadable(tmp_path):
-    root = write_imagefolder(tmp_path / "d", n_train=3, corrupt=True)
-    train_images, _ = open_splits(root)
-    files = sorted((root / "train").rglob("*.png"))
-    means = []
-    for f in files:
-        try:
-            means.append(np.asarray(Image.open(f).convert("RGB"), dtype=np.float64).mean(axis=(0, 1)) / 255)
-        except Exception:
-            pass
-    assert len(means) == 9
-    np.testing.assert_allclose(compute_mean_rgb(train_images), np.mean(means, axis=0), rtol=1e-9)
 
 
 def test_latest_checkpoint_ignores_incomplete_folders(tmp_path):
@@ -442,36 +426,28 @@ def test_dense_validation_leaves_the_training_state_as_found(tmp_path):
         trainer.lock.release()
 
 
-def _hold_lock(run_dir: Path) -> subprocess.Popen:
-    code = (
-        "import sys, time; from vggfeat.train.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
-        "print('held', flush=True); time.sleep(120)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(run_dir)], cwd=REPO, env=_env(), stdout=subprocess.PIPE
-    )
-    assert proc.stdout.readline().strip() == b"held"
-    return proc
-
-
 def test_run_folder_in_use_is_refused_naming_the_holder_and_stale_locks_are_taken_over(tmp_path, caplog):
+    from vggfeat.train.lock import RunLock
+
     data = write_imagefolder(tmp_path / "d", n_train=1, n_val=1)
     cfg = TrainConfig(
         name="r", data=str(data), output_dir=str(tmp_path / "runs"), **TINY, batch_size=3, epochs=1
     )
-    holder = _hold_lock(cfg.run_dir())
-    try:
-        for c in (cfg, replace(cfg, resume=True)):
-            with pytest.raises(RunLocked) as e:
-                train(c)
-            msg = str(e.value)
-            assert f"pid {holder.pid}" in msg and socket.gethostname() in msg and "started" in msg
-        assert not (data / "mean_rgb.json").exists()  # refused before the mean-RGB pass
-    finally:
-        holder.kill()
-        holder.wait()
-    # the holder died (as a killed run does): its lock is stale, taken over with a log line
+    holder = RunLock(cfg.run_dir())  # a live holder: this very process
+    holder.acquire()
+    for c in (cfg, replace(cfg, resume=True)):
+        with pytest.raises(RunLocked) as e:
+            train(c)
+        msg = str(e.value)
+        assert f"pid {os.getpid()}" in msg and socket.gethostname() in msg and "started" in msg
+    assert not (data / "mean_rgb.json").exists()  # refused before the mean-RGB pass
+    holder.release()
+    # a lock left by a process that is gone (as by a killed run) is stale: taken over, logged
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = {"host": socket.gethostname(), "pid": dead.pid, "started": "earlier"}
+    (cfg.run_dir() / "LOCK").write_text(json.dumps(lock))
     with caplog.at_level("WARNING", logger="vggfeat"):
         train(cfg)
-    assert "taking over the lock" in caplog.text and f"pid {holder.pid}" in caplog.text
+    assert "taking over the lock" in caplog.text and f"pid {dead.pid}" in caplog.text
     assert not (cfg.run_dir() / "LOCK").exists()  # released at the end of the run

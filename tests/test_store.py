@@ -139,6 +139,11 @@ def test_other_protocol_is_refused_naming_the_fields(tmp_path):
     with pytest.raises(ValueError, match=r"other aggregate, dims, models\[0\]\.dim \("):
         run(images, store, aggregate="stack")
     np.testing.assert_allclose(run(images, store), run(images), atol=1e-6)  # still intact
+    old = tmp_path / "old"  # a cache folder of the earlier whole-list format
+    old.mkdir()
+    (old / "manifest.json").write_text('{"version": 1, "n": 2}')
+    with pytest.raises(ValueError, match="format 1 was the whole-list cache"):
+        run(images, old)
 
 
 class Pairs(torch.utils.data.Dataset):

@@ -176,6 +176,11 @@ class FeatureStore:
             finally:
                 tmp.unlink(missing_ok=True)
         old = json.loads(path.read_text())
+        if old.get("version") != VERSION:
+            raise ValueError(
+                f"{self.root} is not a feature store of this vggfeat (format {old.get('version')}, "
+                f"expected {VERSION}; format 1 was the whole-list cache). Delete it or use another folder."
+            )
         a, b = _flat(old), _flat(want)
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if diff:

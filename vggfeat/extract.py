@@ -244,7 +244,7 @@ class Extractor:
         for k, (engine, d, sl, scale) in enumerate(self._parts()):
             todo = _on_main(state, lambda k=k: store.missing(ids, k))  # one view of the store for all
             todo = [i for i in todo if ids[i] not in failed]  # unreadable for an earlier net
-            log.info("feature store %s: %d of %d images to compute", self.cache, len(todo), len(ids))
+            log.info("feature store %s: %d of %d rows present", self.cache, len(ids) - len(todo), len(ids))
             if todo:
                 sink = lambda idx, rows, k=k, todo=todo: store.write(k, [ids[todo[j]] for j in idx], rows)
                 res = engine.run(_Subset(source, todo), self._combine, d, on_error=self.on_error, sink=sink)

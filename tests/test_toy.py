@@ -105,7 +105,7 @@ def test_voc_layout_as_the_devkit_writes_it(data):
         size, objects = parse_annotation(voc / "Annotations" / f"{image_id}.xml")
         with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as img:
             assert img.size == size and img.mode == "RGB"
-        assert 240 <= max(size) <= 320 and 1 <= len(objects) <= 3
+        assert size in toy.TARGET_SIZES and 1 <= len(objects) <= 3
         for o in objects:
             x0, y0, x1, y1 = o["box"]
             assert 1 <= x0 <= x1 <= size[0] and 1 <= y0 <= y1 <= size[1]
@@ -171,3 +171,47 @@ def test_vggfeat_voc_loader_reads_the_target(data):
         # the class files (what load_voc read) agree with the loader's own rule applied to the XML
         assert loaded.labels[i].tolist() == voc.labels_from_objects(objects, classes).tolist()
     assert (loaded.labels == 1).any(axis=0).sum() >= 5  # most classes occur even in 18 images
+
+
+def test_objects_spread_over_scales_within_every_class():
+    """Sec. 3.1/appendix B need scale to matter: within each source class object sides span the
+    designed factor of 4, and target compositions of each class a factor of 8 (log-uniform)."""
+    lo, hi = toy.SOURCE_OBJECT
+    for label in range(len(toy.SOURCE_CLASSES)):
+        fracs = []
+        for i in range(40):
+            rng = toy._rng(0, 1, label * 1_000_000 + i)
+            size = toy.SOURCE_SIZES[rng.integers(len(toy.SOURCE_SIZES))]
+            _, (_, _, w, h) = toy.render_source(rng, label, size)
+            fracs.append(math.sqrt(w * h) / min(size))
+        assert lo * 0.85 <= min(fracs) and max(fracs) <= hi * 1.15
+        assert max(fracs) / min(fracs) > 2.5  # 40 log-uniform draws over a factor of 4
+    sides = {c: [] for c in toy.TARGET_CLASSES}
+    for k in range(300):
+        rng = toy._rng(0, 3, k)
+        _, objects = toy.render_target(rng, toy.TARGET_SIZES[0])
+        for o in objects:
+            x0, y0, x1, y1 = o["bndbox"]
+            if not o["truncated"]:
+                sides[o["name"]].append(max(x1 - x0, y1 - y0) + 1)
+    for name, found in sides.items():
+        assert len(found) >= 10, name
+        assert np.percentile(found, 90) / np.percentile(found, 10) > 3, name
+
+
+def test_context_colour_tells_a_little_about_the_classes():
+    """Half the target backgrounds take a present class's context colour (module docstring):
+    an image's mean colour is then nearer its first object's context colour than another's,
+    but far from always (the signal is weak by design)."""
+    names = list(toy.TARGET_CLASSES)
+    own, other = [], []
+    for k in range(200):
+        img, objects = toy.render_target(toy._rng(0, 3, k), toy.TARGET_SIZES[0])
+        mean = np.asarray(img, np.float64).reshape(-1, 3).mean(0)
+        first = objects[0]["name"]
+        dist = {c: np.linalg.norm(mean - np.array(toy.CONTEXT[c])) for c in names}
+        own.append(dist[first])
+        other.append(np.mean([d for c, d in dist.items() if c != first]))
+    nearer = np.mean(np.array(own) < np.array(other))
+    assert 0.6 < nearer < 0.95
+    assert len(set(toy.CONTEXT.values())) == len(names)  # one distinct colour per class

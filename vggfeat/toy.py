@@ -1,26 +1,41 @@
 """Deterministic procedural datasets in the real on-disk layouts, for demos and tests.
 
-Without internet there is no ImageNet and no VOC, so ``make demo`` trains and evaluates on data
-drawn here. The two sets share visual primitives and differ in classes, so that features learned
-on one transfer to the other as appendix B needs:
+Without internet there is no ImageNet and no VOC, so ``make demo`` (and the paper in miniature)
+train and evaluate on data drawn here. The design serves what the paper measures:
 
-- **source** (ImageFolder ``train/<class>/*.jpg``, ``val/<class>/*.jpg``): one primitive per
-  image, a shape (circle, square, ...) filled with a texture (solid, stripes, dots, checker) in
-  random colours, on clutter. The class is the shape-texture pair; colour never is, so a network
-  must learn shape and texture to solve it.
-- **target** (``VOCdevkit/VOC2007``, the devkit layout): multi-label images holding one to three
-  *compositions* of two primitives ("house": a solid triangle above a checkered square), at
-  scales from tiny to most of the image, partly outside the frame, among single-primitive
-  distractors on clutter. Target classes are not source classes, and a distractor pair that is
-  not arranged as the composition is a negative, so the primitives alone do not decide a label.
-  Tiny and heavily truncated objects are marked difficult, as VOC does.
+- **source** (ImageFolder ``train/<class>/*.jpg``, ``val/<class>/*.jpg``), the "ImageNet": one
+  object per image, a shape (circle, square, ...) filled with a texture (solid, stripes, dots,
+  checker) in random colours, on clutter. The class is the shape-texture pair; colour never is.
+  Telling a dotted from a checkered square needs the texture (fine detail, a few pixels) *and*
+  the outline (the whole object): features that need depth and a receptive field as large as
+  the object, which is what deeper nets add. Object sides are log-uniform over a factor of 4
+  (:data:`SOURCE_OBJECT`, a fraction of the image's smaller side), so random crops of a fixed
+  training scale S see each class at many sizes and scale jittering (S in [Smin, 2 Smin])
+  widens that further, as Sec. 3.1 argues.
+- **target** (``VOCdevkit/VOC2007``, the devkit layout), the "VOC": multi-label images holding
+  one to three *compositions* of two source primitives ("house": a solid triangle above a
+  checkered square) among single-primitive distractors of the same vocabulary. Target classes
+  are not source classes and a distractor pair is a negative, so the source's parts help only
+  through new combinations, which is what appendix B's frozen features must carry over.
+  Composition sizes spread over a factor of 8 (:data:`TARGET_UNIT`, px): at any one test scale Q
+  part of them is smaller or larger than anything the source net saw, so averaging descriptors
+  over several Q (appendix B) has something to add. Tiny and heavily truncated objects are
+  marked difficult, as VOC does.
+- **context**, as in VOC (aeroplanes on sky, boats on water): in half of the target images the
+  background is tinted with the colour of one present class (:data:`CONTEXT`). Low-level
+  statistics thus carry a little signal, as they do in real photographs, so that raw pixels and
+  random features sit measurably above chance and below what learned parts give.
 
-Every image is drawn from its own generator seeded by ``(seed, set, index)``, so the same seed
-writes the same bytes whatever the order or subset generated.
+Image sizes are small (source 128-144 px, target 128-192 px) so that a narrow net trains on two
+CPU cores in minutes; the scales follow the paper's ratios to the training crop c (S = 256c/224,
+Q = {256, 384, 512} c/224; see :func:`vggfeat.paper_scales`). Every image is drawn from its own
+generator seeded by ``(seed, set, index)``, so the same seed writes the same bytes whatever the
+order or subset generated.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import logging
 import math
@@ -34,7 +49,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("vggfeat")
 
-VERSION = 1  # bump when drawing changes, so stale generated data is regenerated
+VERSION = 2  # bump when drawing changes, so stale generated data is regenerated
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star")
 TEXTURES = ("solid", "stripes", "dots", "checker")
 SOURCE_CLASSES = tuple(f"{t}-{s}" for s in SHAPES for t in TEXTURES)
@@ -65,10 +80,18 @@ PALETTE = np.array(
     ],
     dtype=np.uint8,
 )
+# Context colours of the target classes (hues spread around the wheel), see the module docstring.
+CONTEXT = {
+    name: tuple(int(255 * v) for v in colorsys.hsv_to_rgb(k / len(TARGET_CLASSES), 0.55, 0.8))
+    for k, name in enumerate(TARGET_CLASSES)
+}
+CONTEXT_P = 0.5  # share of target images whose background takes a present class's colour
 # VOC-like: a few distinct (width, height) sizes, landscape more often than portrait.
-TARGET_SIZES = ((320, 240), (320, 256), (288, 288), (240, 320), (320, 224))
-SOURCE_SIZES = ((96, 96), (112, 96), (96, 112))
-DIFFICULT_SIDE = 24  # px: objects whose longer visible side is smaller are "difficult"
+TARGET_SIZES = ((192, 144), (192, 128), (160, 160), (144, 192), (176, 144))
+SOURCE_SIZES = ((128, 128), (144, 128), (128, 144))
+SOURCE_OBJECT = (0.22, 0.88)  # object side as a fraction of the smaller image side, log-uniform
+TARGET_UNIT = (7.0, 56.0)  # px: side of one part of a composition (the object is ~2 parts), log-uniform
+DIFFICULT_SIDE = 14  # px: objects whose longer visible side is smaller are "difficult"
 DIFFICULT_VISIBLE = 0.4  # objects with less of their box inside the image are "difficult"
 SPLITS = ("train", "val", "test")
 
@@ -157,10 +180,13 @@ def draw_part(canvas: np.ndarray, rng: np.random.Generator, shape: str, texture:
     region[m] = pix[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0][m]
 
 
-def clutter(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+def clutter(rng: np.random.Generator, w: int, h: int, tint=None) -> np.ndarray:
     """A cluttered background (H, W, 3 uint8): smooth colour variation, pixel noise and random
-    line segments in the objects' colours, so colour and edges alone do not find the objects."""
+    line segments in the objects' colours, so colour and edges alone do not find the objects.
+    ``tint`` (an RGB colour) pulls the smooth part halfway towards it (context)."""
     low = rng.integers(60, 200, size=(4, 4, 3), dtype=np.uint8)
+    if tint is not None:
+        low = ((low.astype(np.int16) + np.array(tint, np.int16)) // 2).astype(np.uint8)
     base = np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR), dtype=np.int16)
     base = base + rng.integers(-18, 19, size=(h, w, 3), dtype=np.int16)
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
@@ -180,17 +206,25 @@ def _finish(canvas: np.ndarray) -> Image.Image:
     return Image.fromarray(canvas).filter(ImageFilter.GaussianBlur(0.6))
 
 
-def render_source(rng: np.random.Generator, label: int, size: tuple[int, int]) -> Image.Image:
-    """One source image of class ``SOURCE_CLASSES[label]`` (w, h = ``size``)."""
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def render_source(
+    rng: np.random.Generator, label: int, size: tuple[int, int]
+) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """One source image of class ``SOURCE_CLASSES[label]`` (w, h = ``size``) and the object's
+    box (x0, y0, w, h) in px."""
     texture, shape = SOURCE_CLASSES[label].split("-")
     w, h = size
     canvas = clutter(rng, w, h)
-    # Near the centre, as photographed objects are: training crops (Sec. 3.1) then still see it.
-    side = rng.uniform(0.45, 0.8) * min(w, h)
+    side = _log_uniform(rng, *SOURCE_OBJECT) * min(w, h)
     ow, oh = side * rng.uniform(0.85, 1.15), side * rng.uniform(0.85, 1.15)
-    x0, y0 = (w - ow) / 2 * rng.uniform(0.6, 1.4), (h - oh) / 2 * rng.uniform(0.6, 1.4)
+    # Near the centre, as photographed objects are: training crops (Sec. 3.1) then still see it.
+    x0, y0 = (w - ow) / 2 + rng.uniform(-0.25, 0.25) * w, (h - oh) / 2 + rng.uniform(-0.25, 0.25) * h
+    x0, y0 = min(max(x0, -0.1 * ow), w - 0.9 * ow), min(max(y0, -0.1 * oh), h - 0.9 * oh)
     draw_part(canvas, rng, shape, texture, (x0, y0, ow, oh))
-    return _finish(canvas)
+    return _finish(canvas), (x0, y0, ow, oh)
 
 
 def _composition_parts(name: str, x0: float, y0: float, s: float, rng) -> tuple[list, tuple]:
@@ -226,11 +260,15 @@ def render_target(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Imag
     """One target image (w, h = ``size``) and its objects as VOC annotations: name, bndbox
     (xmin, ymin, xmax, ymax; 1-based), truncated, difficult."""
     w, h = size
-    canvas = clutter(rng, w, h)
     names = list(TARGET_CLASSES)
+    present = [
+        names[i] for i in rng.integers(len(names), size=int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15])))
+    ]
+    tint = CONTEXT[present[0]] if rng.uniform() < CONTEXT_P else None
+    canvas = clutter(rng, w, h, tint)
     # Distractors first (behind): single primitives of the same vocabulary as the objects.
     for _ in range(int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))):
-        s = math.exp(rng.uniform(math.log(10), math.log(90)))
+        s = _log_uniform(rng, TARGET_UNIT[0], 1.6 * TARGET_UNIT[1])
         shape, texture = SHAPES[rng.integers(len(SHAPES))], TEXTURES[rng.integers(len(TEXTURES))]
         draw_part(
             canvas,
@@ -240,11 +278,10 @@ def render_target(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Imag
             (rng.uniform(-s / 2, w - s / 2), rng.uniform(-s / 2, h - s / 2), s, s),
         )
     objects = []
-    for _ in range(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))):
-        name = names[rng.integers(len(names))]
-        # Scales spread over a decade (log-uniform), as objects in photographs are: no single Q
-        # suits them all, which is why appendix B averages descriptors over several.
-        s = math.exp(rng.uniform(math.log(9), math.log(0.42 * min(w, h))))
+    for name in present:
+        # Scales spread over a factor of 8 (log-uniform), as objects in photographs are: no
+        # single Q suits them all, which is why appendix B averages descriptors over several.
+        s = _log_uniform(rng, *TARGET_UNIT)
         x0, y0 = rng.uniform(-0.6 * s, w - 1.4 * s), rng.uniform(-0.6 * s, h - 1.4 * s)
         parts, box = _composition_parts(name, x0, y0, s, rng)
         for shape, texture, pbox in parts:
@@ -303,7 +340,7 @@ def write_source(root, *, seed: int = 0, train: int = 100, val: int = 20, progre
         n = i + (0 if split == "train" else train)  # one index space: val never repeats a train image
         rng = _rng(seed, 1, c * 1_000_000 + n)
         size = SOURCE_SIZES[rng.integers(len(SOURCE_SIZES))]
-        _save(render_source(rng, c, size), root / split / SOURCE_CLASSES[c] / f"{n:06d}.jpg")
+        _save(render_source(rng, c, size)[0], root / split / SOURCE_CLASSES[c] / f"{n:06d}.jpg")
     return root
 
 

@@ -95,8 +95,13 @@ class RunLock:
             return
         try:
             holder = json.loads(seen)
-        except ValueError:  # being written right now, or left empty by a crash in between
-            if time.time() - self.path.stat().st_mtime < 10:
+            int(holder["pid"])
+        except (ValueError, TypeError, KeyError):  # being written now, or left so by a crash
+            try:
+                fresh = time.time() - self.path.stat().st_mtime < 10
+            except FileNotFoundError:
+                return
+            if fresh:
                 time.sleep(0.2)
                 return
             holder = {"host": self.me["host"], "pid": -1}

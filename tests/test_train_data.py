@@ -5,14 +5,16 @@ The trees are written by the tests in the real layouts, with a handful of 8x8 im
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_train import RECIPE, _free_port, _recipe, _run, write_imagefolder
+from test_train import RECIPE, TINY, _free_port, _recipe, _run, write_imagefolder
 
 from vggfeat.imagefolder import DataError, open_splits
+from vggfeat.train import TrainConfig, train
 from vggfeat.train.meanrgb import cache_paths, compute_mean_rgb
 
 # The devkit's class IDs are not the sorted wnid order: ID 1 is n02119789, the first folder n01440764.
@@ -48,14 +50,21 @@ def test_kaggle_layout_reads_loc_val_solution_three_levels_up(tmp_path):
     )
     lines = [f"{w} name of {w}" for w in CLASSES]
     (tmp_path / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
-    train, val = open_splits(data)
-    assert train.classes == val.classes == CLASSES
+    train_images, val = open_splits(data)
+    assert train_images.classes == val.classes == CLASSES
     assert [Path(val.name(i)).name for i in range(len(val))] == sorted(
         p.name for p in (data / "val").iterdir()
     )
     assert val.labels() == _expected()
     img, label = val.load(1)
     assert label == CLASSES.index("n02119789") and img.size == (8, 8)
+    # and the trainer runs on it, dense validation included
+    cfg = TrainConfig(
+        name="k", data=str(data), output_dir=str(tmp_path / "runs"), **TINY, batch_size=2, epochs=1
+    )
+    train(replace(cfg, val_dense=True))
+    row = json.loads((tmp_path / "runs/k/metrics.jsonl").read_text())
+    assert row["skipped_val_images"] == 0 and 0 <= row["val_dense_top1_err"] <= 1
 
 
 def _devkit(tmp_path: Path) -> tuple[Path, Path]:

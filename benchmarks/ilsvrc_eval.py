@@ -1,24 +1,29 @@
 """ILSVRC-2012 validation error with the paper's test protocols (Sec. 3.2, Tables 3-6).
 
+    python benchmarks/ilsvrc_eval.py --data ILSVRC2012/val                 # D, ImageNet weights
     python benchmarks/ilsvrc_eval.py --data ILSVRC2012/val --model D --weights D.safetensors \
         --model E --weights E.safetensors --protocols single,multi,multicrop,both,fusion
 
 ``--data``: an ImageFolder tree (``val/<wnid>/<image>.JPEG``, classes in sorted wnid order as
 the training set) or a Hugging Face dataset saved with ``save_to_disk`` (``image`` and
 ``label`` columns; ``--split`` picks one split of a DatasetDict). Writes runs/<name>/report.md
-and results.json: top-1/top-5 error beside the paper's, and seconds per image of each protocol.
+and results.json: top-1/top-5 error beside the paper's, and seconds per image of each protocol;
+``comparable: true`` only for the paper's nets (C, D, E at full size, pretrained) on every image
+with the jitter range of Tables 3-6, the reasons listed otherwise. Under ``accelerate launch``
+every process evaluates its shard and the main one writes the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import vggfeat
-from vggfeat import evaluate
+from vggfeat import evaluate, plots
+from vggfeat.cli import add_model_args, build_nets, is_main_process, models_and_weights, run_script
 
 LAYOUT = """expected one of:
   an ImageFolder tree   VAL/<class>/<image>.JPEG   (ILSVRC2012 val sorted into class folders,
@@ -31,7 +36,7 @@ Nothing is downloaded: ImageNet requires registration at image-net.org."""
 class Config:
     data: str
     models: list[str] = field(default_factory=lambda: ["D"])
-    weights: list[str] = field(default_factory=list)
+    weights: list[str | None] = field(default_factory=lambda: ["default"])
     protocols: tuple[str, ...] = evaluate.PROTOCOLS
     jitter: tuple[int, int] = (256, 512)
     split: str = "validation"
@@ -44,16 +49,11 @@ class Config:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="ImageFolder val tree or saved HF dataset")
-    p.add_argument("--model", dest="models", action="append", help="config letter; repeat for fusion")
-    p.add_argument(
-        "--weights", action="append", required=True, help="weights file or 'torchvision', per --model"
-    )
+    add_model_args(p, scales=None)
     p.add_argument("--protocols", default=",".join(evaluate.PROTOCOLS), help="comma-separated subset")
     p.add_argument("--jitter", type=int, nargs=2, default=[256, 512], help="training scale range (sets Q)")
     p.add_argument("--split", default="validation", help="split of a saved DatasetDict")
     p.add_argument("--max-images", type=int, help="first N images only: quick run, not comparable")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device")
     p.add_argument("--out", type=Path, help="output folder (default runs/ilsvrc_<models>)")
     return p
 
@@ -80,11 +80,11 @@ def load_data(cfg: Config):
     return images[:n], labels[:n]
 
 
-def report(cfg: Config, rows: list[dict]) -> str:
-    quick = " — QUICK RUN (--max-images), not comparable with the paper" if cfg.max_images else ""
+def report(cfg: Config, rows: list[dict], not_comparable: list[str]) -> str:
     lines = [
-        f"# ILSVRC-2012 val, top-1 / top-5 error (%){quick}",
+        "# ILSVRC-2012 val, top-1 / top-5 error (%)",
         "",
+        *([f"**Not comparable with the paper: {'; '.join(not_comparable)}.**", ""] if not_comparable else []),
         "| model | protocol | Q | ours top-1 | ours top-5 | paper top-1 | paper top-5 | s/image |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -105,17 +105,14 @@ def report(cfg: Config, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(cfg: Config) -> list[dict]:
+def main(cfg: Config) -> list[dict] | None:
     names = cfg.models
     if len(cfg.weights) != len(names):
         raise SystemExit(f"error: {len(names)} --model but {len(cfg.weights)} --weights; give one per model")
     images, labels = load_data(cfg)
-    try:
-        models = {n: vggfeat.vgg(n, weights=w) for n, w in zip(names, cfg.weights)}
-    except vggfeat.WeightsError as e:
-        raise SystemExit(f"error: {e}") from None
+    nets = build_nets(names, cfg.weights)
     rows = evaluate.run_protocols(
-        models,
+        dict(zip(names, nets)),
         images,
         labels,
         protocols=cfg.protocols,
@@ -123,36 +120,47 @@ def main(cfg: Config) -> list[dict]:
         batch_size=cfg.batch_size,
         device=cfg.device,
     )
+    if not is_main_process():
+        return None
     out = cfg.out or Path("runs") / f"ilsvrc_{'_'.join(names)}"
     out.mkdir(parents=True, exist_ok=True)
-    text = report(cfg, rows)
+    reasons = not_comparable(cfg, nets)
+    text = report(cfg, rows, reasons)
     (out / "report.md").write_text(text)
-    (out / "results.json").write_text(
-        json.dumps(
-            {"config": asdict(cfg), "images": len(labels), "rows": rows, "comparable": not cfg.max_images},
-            indent=1,
-            default=str,
-        )
-    )
+    payload = {"config": asdict(cfg), "images": len(labels), "rows": rows}
+    payload |= {"comparable": not reasons, "not_comparable": reasons}
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
     print(text)
     print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     return rows
 
 
+def not_comparable(cfg: Config, nets) -> list[str]:
+    """Why this run differs from the protocols of Tables 3-6; empty when it does not."""
+    rows = [plots.paper_name([c]) for c in ("C", "D", "E")]  # the nets of Tables 3-6
+    reasons = [r for n, w in zip(nets, cfg.weights) for r in plots.deviations([n], [w], rows=rows)]
+    if tuple(cfg.jitter) != (256, 512):
+        reasons.append(f"--jitter {cfg.jitter[0]} {cfg.jitter[1]} (the paper's tables: 256 512)")
+    if cfg.max_images:
+        reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")
+    return reasons
+
+
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = get_args_parser().parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main(
-        Config(
-            data=a.data,
-            models=a.models or ["D"],
-            weights=a.weights,
-            protocols=tuple(p.strip() for p in a.protocols.split(",") if p.strip()),
-            jitter=tuple(a.jitter),
-            split=a.split,
-            max_images=a.max_images,
-            batch_size=a.batch_size,
-            device=a.device,
-            out=a.out,
-        )
+    models, weights = models_and_weights(a, default=("D",))
+    cfg = Config(
+        data=a.data,
+        models=models,
+        weights=weights,
+        protocols=tuple(p.strip() for p in a.protocols.split(",") if p.strip()),
+        jitter=tuple(a.jitter),
+        split=a.split,
+        max_images=a.max_images,
+        batch_size=a.batch_size,
+        device=a.device,
+        out=a.out,
     )
+    run_script(main, cfg)

@@ -1,4 +1,8 @@
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -41,3 +45,61 @@ def images():
     """Images of several sizes and aspect ratios (VOC-like and others)."""
     sizes = [(240, 320), (320, 240), (240, 320), (250, 250), (120, 90), (300, 200)]
     return [random_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script(name: str):
+    """A benchmark script imported as a module (``benchmarks/`` is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(n: int, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``args`` (a script and its arguments, or ``-m module ...``) as ``n`` gloo ranks on CPU, as
+    ``accelerate launch`` would start them (DESIGN.md: ``--cpu --num_processes`` runs one)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={n}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        *map(str, args),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty, offline torch hub cache: torchvision weights are missing until a test writes them."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+@pytest.fixture
+def fake_vgg16(torch_home):
+    """A stand-in for torchvision's VGG-16 ImageNet file in the hub cache: torchvision's key names
+    and shapes, every tensor a constant (stride 0, so the file is a few bytes per tensor)."""
+    import torchvision
+    from torchvision.models import VGG16_Weights
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16(weights=None).state_dict().items()}
+    path = torch_home / os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: torch.full((1,), i / 100).expand(s) for i, (k, s) in enumerate(shapes.items())}, path)
+    return path

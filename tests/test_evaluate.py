@@ -1,15 +1,12 @@
 """Sec. 3.2 evaluation against a plain per-image reference written here (no engine code)."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import torchrun
 from torchvision.transforms.v2 import functional as TF
 
 from vggfeat import evaluate
@@ -242,27 +239,9 @@ def test_half_precision_model_runs_and_stays_half(tiny, images):
     np.testing.assert_allclose(P, ref, atol=2e-2)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(n, tmp_path):
     out = tmp_path / f"out{n}.npz"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={n}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(Path(__file__).parent / "_ranks.py"),
-        str(out),
-        str(tmp_path / f"cache{n}"),
-    ]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    r = torchrun(n, Path(__file__).parent / "_ranks.py", out, tmp_path / f"cache{n}")
     assert r.returncode == 0, r.stderr[-3000:]
     return np.load(out)
 

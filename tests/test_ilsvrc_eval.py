@@ -3,10 +3,12 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from conftest import random_image
+import torch
+from conftest import random_image, script
 
 import vggfeat
 from vggfeat import evaluate
@@ -51,6 +53,7 @@ def test_ilsvrc_eval_tables_and_fusion(tmp_path, tiny):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
+    assert res["comparable"] is False and "--jitter 224 256" in " ".join(res["not_comparable"])
     rows = {(x["model"], x["protocol"]): x for x in res["rows"]}
     assert set(rows) == {(m, p) for m in "DE" for p in ("single", "multi", "multicrop", "both")} | {
         ("D&E", "fusion")
@@ -102,3 +105,19 @@ def test_ilsvrc_eval_reads_a_saved_hf_dataset(tmp_path, tiny):
     (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
     P = evaluate.posteriors(a, imgs, scales=(240,), progress=False)
     assert np.isclose(row["top1"], 100 * evaluate.topk_error(P, [0, 1, 1], 1))
+
+
+def test_ilsvrc_comparable_only_for_the_paper_protocol():
+    mod = script("ilsvrc_eval")
+    with torch.device("meta"):
+        D, A = vggfeat.vgg("D"), vggfeat.vgg("A")
+    paper = mod.Config(data="val", models=["D"], weights=["default"])
+    assert mod.not_comparable(paper, [D]) == []
+    for cfg, nets, why in [
+        (replace(paper, jitter=(224, 256)), [D], "--jitter 224 256"),
+        (replace(paper, max_images=10), [D], "--max-images 10"),
+        (replace(paper, models=["A"]), [A], "VGG Net-A: the paper reports no such nets"),
+        (replace(paper, weights=[None]), [D], "random weights"),
+    ]:
+        (reason,) = mod.not_comparable(cfg, nets)
+        assert why in reason

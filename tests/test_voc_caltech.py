@@ -5,12 +5,16 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import script, torchrun
 from PIL import Image
 
+import vggfeat
 from vggfeat import caltech, voc
 from vggfeat.data import load_image
 
@@ -133,8 +137,10 @@ def test_voc2012_test_is_unlabelled_and_protocol(tmp_path):
 
 def test_write_results_devkit_format(tmp_path):
     paths = voc.write_results(tmp_path, ["a", "b"], np.array([[0.5] * 20, [-1.25] * 20]))
-    assert len(paths) == 20 and paths[0].name == "comp1_cls_test_aeroplane.txt"
+    # ImageNet-pretrained features use outside data: competition 2
+    assert len(paths) == 20 and paths[0].name == "comp2_cls_test_aeroplane.txt"
     assert paths[0].read_text() == "a 0.500000\nb -1.250000\n"
+    assert voc.competition(["default", "D.pth"]) == "comp2" and voc.competition([None]) == "comp1"
 
 
 def make_actions(root: Path, *, action_files=True):
@@ -252,7 +258,7 @@ def test_caltech_splits():
 
 # --- scripts end to end ------------------------------------------------------------------------
 
-TINY = "--model D --width 0.0625 --fc-dim 32 --scales 224 256 --c-grid 0.1 1".split()
+TINY = "--model D --weights none --width 0.0625 --fc-dim 32 --scales 224 256 --c-grid 0.1 1".split()
 
 
 def run_script(name, *args, cwd):
@@ -272,27 +278,37 @@ def _pngs_ok(folder, names):
 
 
 @pytest.mark.parametrize("year", [2007, 2012])
-def test_voc_script_end_to_end(tmp_path, year):
+def test_voc_script_end_to_end(tmp_path, year, tiny):
     make_voc(tmp_path, year, per_split=8, test_labels=year == 2007)
     out = tmp_path / "run"
     args = ["--root", tmp_path / "VOCdevkit", "--year", year, *TINY]
+    if year == 2012:  # weights from a file (trained elsewhere: outside data) instead of random ones
+        w = vggfeat.save_weights(tiny("D", num_classes=1000), tmp_path / "d.safetensors")
+        args[args.index("none")] = w
     r = run_script("voc_svm.py", *args, "--out", out, cwd=tmp_path)
     res = json.loads((out / "results.json").read_text())
     (label,) = res["results"]
     assert len(res["results"][label]["ap"]) == 20 and 0 <= res["results"][label]["map"] <= 1
     assert res["comparable"] is False and res["paper"]["VGG Net-D"] == (89.3 if year == 2007 else 89.0)
+    why = res["not_comparable"]
+    assert ("random weights (--weights none)" in why) == (year == 2007)
+    assert any("VGG-D is not the paper's network" in w for w in why)
     md = (out / "report.md").read_text()
-    assert "Random weights" in md and "VGG Net-D (paper, same setting)" in md and md in r.stdout
+    assert (
+        "**Not comparable with the paper: " in md
+        and "VGG Net-D (paper, same setting)" in md
+        and md in r.stdout
+    )
     _pngs_ok(out, ["pr_curves.png", "ap_per_class.png"])
     if year == 2012:
-        f = out / "results" / "VOC2012" / "Main" / "comp1_cls_test_dog.txt"
+        f = out / "results" / "VOC2012" / "Main" / "comp2_cls_test_dog.txt"
         assert len(f.read_text().splitlines()) == 8
-    if year == 2012:
         return
     # quick run: marked in the table and the JSON
     run_script("voc_svm.py", *args, "--max-images", 6, "--out", out / "q", cwd=tmp_path)
-    assert "QUICK RUN" in (out / "q" / "report.md").read_text()
-    assert json.loads((out / "q" / "results.json").read_text())["quick_run"] == 6
+    assert "--max-images 6" in (out / "q" / "report.md").read_text()
+    res = json.loads((out / "q" / "results.json").read_text())
+    assert res["quick_run"] == 6 and any("--max-images 6" in w for w in res["not_comparable"])
 
 
 def test_voc_script_feature_cache(tmp_path):
@@ -300,10 +316,24 @@ def test_voc_script_feature_cache(tmp_path):
     args = ["--root", tmp_path, *TINY, "--out", tmp_path / "run"]
     run_script("voc_svm.py", *args, cwd=tmp_path)
     first = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert (tmp_path / "run" / "features" / "features.npy").is_file()
-    r = run_script("voc_svm.py", *args, cwd=tmp_path)  # the second run reads the cached features
-    assert "all 9 rows present" in r.stderr
+    stored = lambda: sorted((p.name, p.stat().st_size) for p in (tmp_path / "run" / "features").rglob("*"))
+    before = stored()
+    assert before
+    run_script("voc_svm.py", *args, cwd=tmp_path)  # the second run reads the stored features ...
+    assert stored() == before  # ... and adds nothing to the store
     assert json.loads((tmp_path / "run" / "results.json").read_text())["results"] == first["results"]
+
+
+def test_voc_script_under_two_ranks_writes_once(tmp_path):
+    make_voc(tmp_path, per_split=3)
+    out = tmp_path / "run"
+    r = torchrun(2, REPO / "benchmarks" / "voc_svm.py", "--root", tmp_path, *TINY, "--no-cache", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("RANDOM WEIGHTS") == 2  # both ranks ran (and extracted their shard) ...
+    assert (
+        r.stderr.count(f"wrote {out / 'report.md'}") == 1 and r.stdout.count(f"wrote {out}") == 1
+    )  # ... once
+    assert len(json.loads((out / "results.json").read_text())["results"]["VGG Net-D"]["ap"]) == 20
 
 
 def test_caltech_script_end_to_end(tmp_path):
@@ -340,3 +370,65 @@ def test_action_script_end_to_end(tmp_path):
     assert res["paper"] == {"whole image": 79.2, "whole image + person box": 84.0}
     _pngs_ok(out, ["pr_curves.png", "ap_per_class.png"])
     assert not (out / "features_whole").exists() and not (out / "features_box").exists()  # --no-cache
+
+
+# --- comparable with the paper only for its protocol -------------------------------------------
+
+
+def meta_nets(*configs, **arch):
+    """Networks with the architecture only (no memory): what the comparability check reads."""
+    with torch.device("meta"):
+        return [vggfeat.vgg(c, **arch) for c in configs]
+
+
+def _one_reason(not_comparable, cfg, nets, why):
+    (reason,) = not_comparable(cfg, nets)
+    assert why in reason
+
+
+def test_voc_comparable_only_for_the_paper_protocol(tmp_path):
+    mod = script("voc_svm")
+    paper, D = mod.Config(root=tmp_path, weights=["default"]), meta_nets("D")
+    assert mod.not_comparable(paper, D) == []
+    assert mod.not_comparable(replace(paper, year=2012), D) == []
+    assert (
+        mod.not_comparable(replace(paper, models=["D", "E"], weights=["default"] * 2), meta_nets("D", "E"))
+        == []
+    )
+    for change, nets, why in [
+        (dict(weights=[None]), D, "random weights"),
+        (dict(classes=("circle", "square")), D, "--classes circle square"),  # e.g. the demo's toy classes
+        (dict(max_images=6), D, "--max-images 6"),
+        (dict(scales=(256, 384, 512)), D, "scales Q = [256, 384, 512]"),
+        (dict(aggregate="stack"), D, "--aggregate stack"),
+        (dict(year=2009), D, "VOC2009"),
+        (dict(models=["A"]), meta_nets("A"), "VGG Net-A: the paper reports no such nets"),
+        ({}, meta_nets("D", width=0.5), "VGG-D is not the paper's network"),
+        ({}, meta_nets("D", batch_norm=True), "VGG-D is not the paper's network"),
+    ]:
+        _one_reason(mod.not_comparable, replace(paper, **change), nets, why)
+
+
+def test_caltech_comparable_only_for_the_paper_protocol(tmp_path):
+    mod = script("caltech_svm")
+    paper, D = mod.Config(root=tmp_path, weights=["default"]), meta_nets("D")
+    assert (paper.train_per_class, paper.test_per_class) == (30, 50)  # the protocol when not given
+    assert mod.not_comparable(paper, D) == []
+    assert mod.not_comparable(mod.Config(root=tmp_path, dataset="caltech256", weights=["default"]), D) == []
+    for change, why in [
+        (dict(background=False), "--no-background"),
+        (dict(splits=2), "--splits 2"),
+        (dict(train_per_class=5), "5 training / 50 test images per class"),
+        (dict(limit_per_class=8), "--limit-per-class 8"),
+        (dict(aggregate="mean"), "--aggregate mean"),
+        (dict(weights=[None]), "random weights"),
+    ]:
+        _one_reason(mod.not_comparable, replace(paper, **change), D, why)
+
+
+def test_action_comparable_only_for_the_paper_protocol(tmp_path):
+    mod = script("voc_action_svm")
+    paper = mod.Config(root=tmp_path, weights=["default", "default"])
+    assert mod.not_comparable(paper, meta_nets("D", "E")) == []
+    _one_reason(mod.not_comparable, replace(paper, max_images=4), meta_nets("D", "E"), "--max-images 4")
+    _one_reason(mod.not_comparable, replace(paper, models=["D"]), meta_nets("D"), "no such nets")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+log = logging.getLogger("vggfeat")
+RANDOM = "none"  # --weights none: a randomly initialised net
+
 
 def add_model_args(
     p: argparse.ArgumentParser, *, scales=(256, 384, 512), aggregate: str | None = None, default_models=("D",)
@@ -21,16 +24,19 @@ def add_model_args(
         "--model",
         dest="models",
         action="append",
-        help=f"configuration (A, A-LRN, B, C, D, E, B-5x5); repeat for late fusion "
-        f"(default {' '.join(default_models)}, or what --weights files say)",
+        help=f"configuration (A, A-LRN, B, C, D, E, B-5x5, or vgg16, vgg19_bn, ...); repeat for late "
+        f"fusion (default {' '.join(default_models)}, or what --weights files say)",
     )
     p.add_argument(
         "--weights",
         action="append",
-        help="'torchvision' or a .pth/.safetensors/.caffemodel file, one per --model",
+        help="one per --model (one 'default' or 'none' serves them all): 'default' (the default: "
+        "ImageNet weights, torchvision's IMAGENET1K_V1 for A/B/D/E; no public weights exist for "
+        "A-LRN, C, B-5x5), 'none' (RANDOM weights: a plumbing check, features of an untrained "
+        "net), a torchvision name such as IMAGENET1K_V1, or a .pth/.safetensors/.caffemodel file",
     )
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (random-init test nets)")
-    p.add_argument("--fc-dim", type=int, default=4096, help="fc6/fc7 width (random-init test nets)")
+    p.add_argument("--width", type=float, help="channel multiplier (default: what the weights hold, else 1)")
+    p.add_argument("--fc-dim", type=int, help="fc6/fc7 width (default: what the weights hold, else 4096)")
     if scales is not None:
         p.add_argument("--scales", type=int, nargs="+", default=list(scales), help="smallest sides Q")
     if aggregate is not None:
@@ -40,15 +46,66 @@ def add_model_args(
 
 
 def models_and_weights(args, default=("D",), from_files: bool = False) -> tuple[list, list]:
-    """(configs, weights), one weights source (or None) per model. Without ``--model``: the
-    ``default`` configs, or with ``from_files`` and ``--weights`` None each (each file says
-    what it holds)."""
-    weights = args.weights or []
+    """(configs, weights), one weights source per model: "default" without ``--weights``, None
+    for ``--weights none`` (random). Without ``--model``: the ``default`` configs, or with
+    ``from_files`` and ``--weights`` None each (each file says what it holds)."""
+    weights = [None if str(w).lower() == RANDOM else w for w in args.weights or []]
     models = args.models or ([None] * len(weights) if weights and from_files else list(default))
-    weights = weights or [None] * len(models)
+    if not weights or (len(weights) == 1 and weights[0] in (None, "default")):
+        weights = (weights or ["default"]) * len(models)
     if len(weights) != len(models):
         raise SystemExit(f"error: {len(models)} --model but {len(weights)} --weights; give one per --model")
     return models, weights
+
+
+def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, seed: int = 0) -> list:
+    """One network per (config, weights) pair. A random net (weights None) is seeded (``seed``
+    + its position), so that every process of a distributed run builds the same one, and a
+    rerun hits the feature cache; it is announced loudly, as its features mean nothing."""
+    import torch
+
+    import vggfeat
+
+    nets = []
+    for k, (m, w) in enumerate(zip(models, weights)):
+        if w is None:
+            torch.manual_seed(seed + k)
+        nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
+        if w is None:
+            log.warning(
+                "RANDOM WEIGHTS (--weights none): VGG-%s is randomly initialised (seed %d); its "
+                "features are a plumbing check, not ImageNet features. Leave --weights out for the "
+                "pretrained network.",
+                nets[-1].config,
+                seed + k,
+            )
+    return nets
+
+
+def is_main_process() -> bool:
+    """Whether this process writes outputs: under ``accelerate launch`` every process runs the
+    same command and computes its shard, and only the main one writes files and prints."""
+    from .dense import process_state
+
+    return process_state().is_main_process
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message tells the user what to do: shown as one line, without a traceback."""
+    from vggfeat.data import ImageError
+    from vggfeat.errors import WeightsError
+
+    return (WeightsError, ImageError, FileNotFoundError, ValueError)
+
+
+def run_script(main, *args):
+    """A benchmark script's entry point: ``main(*args)``, with a user error as one line on stderr
+    and exit status 2."""
+    try:
+        return main(*args)
+    except user_errors() as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -64,12 +121,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _models(args):
-    import vggfeat
-
-    return [
-        vggfeat.vgg(n, weights=w, width=args.width, fc_dim=args.fc_dim, preprocess=args.preprocess)
-        for n, w in zip(*models_and_weights(args, from_files=True))
-    ]
+    models, weights = models_and_weights(args, from_files=True)
+    return build_nets(models, weights, width=args.width, fc_dim=args.fc_dim, preprocess=args.preprocess)
 
 
 def cmd_extract(args) -> None:
@@ -92,6 +145,8 @@ def cmd_extract(args) -> None:
         progress=not args.quiet,
     )
     X = ext(source)
+    if not is_main_process():
+        return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, np.asarray(X))
@@ -123,6 +178,8 @@ def cmd_evaluate(args) -> None:
         for m in _models(args)
     ]
     P = evaluate.fuse(Ps)
+    if not is_main_process():
+        return
     print(
         f"top-1 error {100 * evaluate.topk_error(P, labels, 1):.2f}%  "
         f"top-5 error {100 * evaluate.topk_error(P, labels, 5):.2f}%  ({len(labels)} images)"
@@ -209,12 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    from vggfeat.data import ImageError
-    from vggfeat.weights import WeightsError
-
     try:
         args.func(args)
-    except (WeightsError, ImageError, FileNotFoundError, ValueError) as e:
+    except user_errors() as e:
         print(f"vggfeat {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -160,21 +160,19 @@ class DenseEngine:
         *,
         on_error: str = "raise",
         sink=None,
-        skip: np.ndarray | None = None,
         image_column: str | None = None,
     ) -> RunResult:
         """Compute one row per image. ``sink(indices, rows)`` receives finished rows as they
-        complete (for caches); ``skip`` marks rows already done. Returns all rows in order.
+        complete (for a feature store), and then no rows are returned. Otherwise returns all rows
+        in order.
         The model is given back as it was found (see :func:`borrowed`)."""
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if skip is not None and sink is None:
-            raise ValueError("skip needs a sink that holds the skipped rows")
         source = as_source(images, image_column)
         state = process_state()
         n = len(source)
         lo, hi = _shard(n, state.process_index, state.num_processes)
-        todo = [i for i in range(lo, hi) if skip is None or not skip[i]]
+        todo = list(range(lo, hi))
         # with a sink (a cache) rows are not kept: memory stays flat in the number of images
         rows = None if sink else np.full((hi - lo, out_dim), np.nan, dtype=np.float32)
         with borrowed(self.model, self.device):

@@ -67,15 +67,18 @@ def bar_chart(
     title: str = "",
     ylabel: str = "",
     references: dict | None = None,
+    errors: dict | None = None,
     percent: bool = True,
 ) -> Path:
     """Per-class bars (``values``: name -> value in [0, 1]), with horizontal lines for
-    ``references`` (label -> value in [0, 1], e.g. the run's mean and the paper's)."""
+    ``references`` (label -> value in [0, 1], e.g. the run's mean, the paper's, chance) and error
+    bars of +-``errors[name]`` (e.g. the std over seeds)."""
     scale = 100 if percent else 1
     names = list(values)
     fig = _figure(max(8.0, min(40.0, 0.28 * len(names)) + 1.5), 4.0)
     ax = fig.add_subplot()
-    ax.bar(range(len(names)), [scale * values[n] for n in names], color="tab:blue")
+    yerr = [scale * (errors or {}).get(n, 0.0) for n in names] if errors else None
+    ax.bar(range(len(names)), [scale * values[n] for n in names], yerr=yerr, capsize=3, color="tab:blue")
     for (label, v), colour in zip((references or {}).items(), ("tab:red", "tab:green", "tab:orange", "k")):
         ax.axhline(scale * v, color=colour, ls="--", lw=1, label=f"{label}: {scale * v:.1f}")
     if references:
@@ -101,6 +104,44 @@ def paper_name(configs: Sequence[str]) -> str:
     """Table 11's row name for the nets used: ("D",) -> "VGG Net-D", ("D", "E") -> "VGG Net-D &
     Net-E"."""
     return "VGG " + " & ".join(f"Net-{c}" for c in configs)
+
+
+# The networks of the paper: full width, fc 4096, no batch norm, trained on 224 crops.
+PAPER_ARCH = {"width": 1.0, "fc_dim": 4096, "batch_norm": False, "crop": 224}
+
+
+def deviations(
+    nets, weights, *, rows, scales=None, paper_scales=None, aggregate=None, paper_aggregate=None
+) -> list[str]:
+    """Why a benchmark run's nets or descriptors differ from the paper's protocol, one reason
+    each (empty: comparable). ``nets``: the built VGGs; ``weights``: their sources (None =
+    random); ``rows``: the paper's row names for nets (e.g. "VGG Net-D"); ``scales`` and
+    ``aggregate`` are compared with the paper's when given."""
+    reasons = []
+    if any(w is None for w in weights):
+        reasons.append("random weights (--weights none)")
+    name = paper_name([n.config for n in nets])
+    if name not in rows:
+        reasons.append(f"{name}: the paper reports no such nets here (it has {', '.join(rows)})")
+    for n in nets:
+        differ = {k: n.arch.get(k) for k, v in PAPER_ARCH.items() if n.arch.get(k) != v}
+        if differ:
+            reasons.append(f"VGG-{n.config} is not the paper's network ({differ}; the paper's: {PAPER_ARCH})")
+    if scales is not None and tuple(scales) != tuple(paper_scales):
+        reasons.append(f"scales Q = {list(scales)} (the paper's: {list(paper_scales)})")
+    if aggregate is not None and aggregate != paper_aggregate:
+        reasons.append(f"--aggregate {aggregate} (the paper's: {paper_aggregate})")
+    return reasons
+
+
+def _comparability(notes, payload, not_comparable) -> tuple[list[str], dict, str]:
+    """The notes, payload and row suffix of a report, marked comparable with the paper only when
+    there is no reason against it."""
+    reasons = list(not_comparable)
+    if reasons:
+        notes = [f"**Not comparable with the paper: {'; '.join(reasons)}.**", *notes]
+    payload = {**payload, "comparable": not reasons, "not_comparable": reasons}
+    return list(notes), payload, " (not comparable)" if reasons else ""
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -137,17 +178,19 @@ def _bullets(notes: Sequence[str]) -> str:
 
 def ap_report(
     out_dir, *, title: str, notes: Sequence[str], classes: Sequence[str], results: dict, labels: np.ndarray,
-    column: str, paper: dict, paper_row: str, payload: dict,
+    column: str, paper: dict, paper_row: str, payload: dict, not_comparable: Sequence[str] = (),
 ) -> str:  # fmt: skip
     """Write a VOC-style report: per-class AP of each result (``results``: label ->
     :class:`vggfeat.svm.VOCResult`), the mAPs beside the paper's rows (``paper``: row -> mAP %,
     ``paper_row`` the one with the same nets), ``results.json`` (``payload`` plus the numbers),
-    ``pr_curves.png`` and ``ap_per_class.png`` of the last result. ``labels``: (N_test, K)."""
+    ``pr_curves.png`` and ``ap_per_class.png`` of the last result. ``labels``: (N_test, K).
+    ``not_comparable``: the reasons this run cannot be compared with the paper (none: it can)."""
     out_dir = Path(out_dir)
+    notes, payload, suffix = _comparability(notes, payload, not_comparable)
     md = f"# {title}\n\n" + _bullets(notes) + "\n"
     per_class = [[c] + [100 * r.aps[k] for r in results.values()] for k, c in enumerate(classes)]
     md += markdown_table(["class"] + [f"AP (%), {n}" for n in results], per_class) + "\n"
-    rows = [[f"this run, {n}", 100 * r.map] for n, r in results.items()]
+    rows = [[f"this run, {n}{suffix}", 100 * r.map] for n, r in results.items()]
     rows += [[f"{k} (paper{', same setting' if k == paper_row else ''})", v] for k, v in paper.items()]
     md += markdown_table(["", column], rows)
     numbers = {
@@ -174,18 +217,20 @@ def ap_report(
 
 def recall_report(
     out_dir, *, title: str, notes: Sequence[str], classes: Sequence[str], result, column: str,
-    paper: dict, paper_row: str, payload: dict, label: str = "this run",
+    paper: dict, paper_row: str, payload: dict, label: str = "this run", not_comparable: Sequence[str] = (),
 ) -> str:  # fmt: skip
     """Write a Caltech-style report: mean class recall mean +- std over the splits beside the
     paper's rows (``paper``: row -> (mean %, std %)), ``results.json`` and
-    ``recall_per_class.png`` (recall of each class averaged over the splits)."""
+    ``recall_per_class.png`` (recall of each class averaged over the splits). ``not_comparable``:
+    as for :func:`ap_report`."""
     out_dir = Path(out_dir)
+    notes, payload, suffix = _comparability(notes, payload, not_comparable)
     md = f"# {title}\n\n" + _bullets(notes) + "\n"
     split_rows = [
         [f"split {i}", f"{C:g}", 100 * r] for i, (C, r) in enumerate(zip(result.Cs, result.recalls))
     ]
     md += markdown_table(["split", "C", "mean class recall (%)"], split_rows) + "\n"
-    rows = [[label, f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
+    rows = [[label + suffix, f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
     rows += [
         [f"{k} (paper{', same setting' if k == paper_row else ''})", f"{m:.1f} ± {s:.1f}"]
         for k, (m, s) in paper.items()

@@ -315,11 +315,19 @@ def person_crops(data: ActionData) -> list:
     return crops
 
 
+def competition(weights) -> str:
+    """The VOC evaluation server's classification competition for a run whose nets had
+    ``weights`` (None = random init): comp1 allows VOC's own training data only, comp2 any outside
+    data, which pretrained weights (ImageNet, or any other training) are."""
+    return "comp1" if all(w is None for w in weights) else "comp2"
+
+
 def write_results(
-    out_dir, ids, scores: np.ndarray, classes=VOC_CLASSES, *, comp="comp1", split="test"
+    out_dir, ids, scores: np.ndarray, classes=VOC_CLASSES, *, comp="comp2", split="test"
 ) -> list[Path]:
     """Devkit result files for the evaluation server: ``<out_dir>/<comp>_cls_<split>_<class>.txt``
-    with lines ``<id> <score>`` (``scores`` (N, K), one row per id)."""
+    with lines ``<id> <score>`` (``scores`` (N, K), one row per id). ``comp``: see
+    :func:`competition`; features of ImageNet-pretrained nets are comp2."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -235,12 +235,20 @@ class DenseEngine:
         return convs[-1].out_channels
 
 
+@dataclass
+class _Partial:
+    """An image in flight: its (S, F, V, D) maps so far, and how many scales are still to run."""
+
+    maps: torch.Tensor
+    left: int
+
+
 class _Batches:
     """The batching state of one shard run, as a sampler keeps its own.
 
     ``buckets``: resized size -> waiting (image, scale index, uint8 tensor); a bucket runs when it
-    holds ``batch_size`` images, or earlier when too many wait overall. ``pending``: image ->
-    its (S, F, V, D) maps filled so far and the number of scales still to run. A finished image's
+    holds ``batch_size`` images, or earlier when too many wait overall. ``pending``: the images
+    some of whose scales have run. A finished image's
     row goes into ``rows`` (no sink) or into the buffer ``done`` handed to ``sink`` every 64 rows
     or 2 seconds, so a killed run loses little.
     """
@@ -252,7 +260,7 @@ class _Batches:
 
         self.engine, self.combine, self.rows, self.offset, self.sink = engine, combine, rows, offset, sink
         self.buckets: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
-        self.pending: dict[int, list] = {}  # image -> [(S, F, V, D) tensor, scales still to run]
+        self.pending: dict[int, _Partial] = {}
         self.done: list[tuple[int, np.ndarray]] = []  # finished rows not yet given to the sink
         self.last_flush = time.monotonic()
         show = engine.progress and process_state().is_main_process
@@ -260,7 +268,7 @@ class _Batches:
 
     def add(self, i: int, resized: list[torch.Tensor]) -> None:
         """Queue image ``i``'s resized copies (one per scale)."""
-        self.pending[i] = [torch.empty(self.engine._shape()), len(resized)]
+        self.pending[i] = _Partial(torch.empty(self.engine._shape()), len(resized))
         for s, t in enumerate(resized):
             key = tuple(t.shape[-2:])
             self.buckets.setdefault(key, []).append((i, s, t))
@@ -280,12 +288,12 @@ class _Batches:
         items = self.buckets.pop(key)
         out = self.engine._forward(torch.stack([t for _, _, t in items]).float().div_(255))
         for (i, s, _), o in zip(items, out):
-            maps = self.pending[i]
-            maps[0][s] = o
-            maps[1] -= 1
-            if maps[1] == 0:
+            part = self.pending[i]
+            part.maps[s] = o
+            part.left -= 1
+            if part.left == 0:
                 del self.pending[i]
-                self._finish(i, self.combine(maps[0]).numpy())
+                self._finish(i, self.combine(part.maps).numpy())
 
     def _finish(self, i: int, row: np.ndarray) -> None:
         self.bar.update(1)

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import vggfeat
 from vggfeat import caltech, plots, svm
-from vggfeat.cli import add_model_args, build_nets, is_main_process, models_and_weights, run_script
+from vggfeat.cli import (
+    add_model_args,
+    build_nets,
+    is_main_process,
+    models_and_weights,
+    on_main_process,
+    run_script,
+)
 
 PAPER_SCALES = (256, 384, 512)
 PAPER_SPLITS = 3
@@ -95,7 +102,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
     # the nets first: a missing weights file fails before any data is read
     nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim, seed=cfg.seed)
     if cfg.download:
-        caltech.download(cfg.root, cfg.dataset)
+        on_main_process(caltech.download, cfg.root, cfg.dataset)
     data = caltech.load_caltech(
         cfg.root, cfg.dataset, include_background=cfg.background, limit_per_class=cfg.limit_per_class
     )

@@ -24,7 +24,14 @@ import numpy as np
 
 import vggfeat
 from vggfeat import plots, svm, voc
-from vggfeat.cli import add_model_args, build_nets, is_main_process, models_and_weights, run_script
+from vggfeat.cli import (
+    add_model_args,
+    build_nets,
+    is_main_process,
+    models_and_weights,
+    on_main_process,
+    run_script,
+)
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B
 PAPER_NETS = "VGG Net-D & Net-E"  # Table 12 stacks the descriptors of D and E
@@ -76,7 +83,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
     # the nets first: a missing weights file fails before any data is read
     nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim, seed=cfg.seed)
     if cfg.download:
-        voc.download(cfg.root, 2012)
+        on_main_process(voc.download, cfg.root, 2012)
     data = voc.load_voc_actions(cfg.root, max_images=cfg.max_images)
     opts = dict(model=nets if len(nets) > 1 else nets[0], scales=cfg.scales, aggregate=cfg.aggregate,
                 device=cfg.device, batch_size=cfg.batch_size)  # fmt: skip

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import vggfeat
 from vggfeat import plots, svm, voc
-from vggfeat.cli import add_model_args, build_nets, is_main_process, models_and_weights, run_script
+from vggfeat.cli import (
+    add_model_args,
+    build_nets,
+    is_main_process,
+    models_and_weights,
+    on_main_process,
+    run_script,
+)
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales
 
@@ -82,7 +89,7 @@ def main(cfg: Config) -> svm.VOCResult | None:
     # the nets first: a missing weights file fails before any data is read
     nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim, seed=cfg.seed)
     if cfg.download:
-        voc.download(cfg.root, cfg.year)
+        on_main_process(voc.download, cfg.root, cfg.year)
     data = voc.load_voc(cfg.root, cfg.year, max_images=cfg.max_images, classes=cfg.classes)
     proto = voc.protocol(data, seed=cfg.seed)
     X = vggfeat.extract(

@@ -95,3 +95,9 @@ def test_two_ranks_write_each_output_once(folder, tmp_path):
     )
     np.testing.assert_allclose(np.load(out), np.load(tmp_path / "one.npy"), atol=1e-6)
     assert json.loads(out.with_suffix(".json").read_text())["shape"] == [3, 32]
+
+
+def test_downloads_run_on_the_main_process():
+    calls = []
+    cli.on_main_process(calls.append, "VOC2007")  # one process: it is the main one
+    assert calls == ["VOC2007"] and cli.is_main_process()

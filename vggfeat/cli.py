@@ -90,6 +90,17 @@ def is_main_process() -> bool:
     return process_state().is_main_process
 
 
+def on_main_process(fn, *args) -> None:
+    """``fn(*args)`` on the main process only, the others waiting for it: a download into a
+    folder every process then reads."""
+    from .dense import process_state
+
+    state = process_state()
+    if state.is_main_process:
+        fn(*args)
+    state.wait_for_everyone()
+
+
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message tells the user what to do: shown as one line, without a traceback."""
     from vggfeat.data import ImageError

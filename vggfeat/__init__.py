@@ -4,6 +4,7 @@ features: Table-1 networks, dense multi-scale evaluation, the appendix-B descrip
 import logging
 
 from .extract import Extractor, extract
+from .featuremaps import FeatureInfo, FeatureMaps
 from .models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, paper_scales
 from .preprocess import Preprocess
 from .weights import WeightsError, fingerprint, load_weights, save_weights, vgg
@@ -15,6 +16,8 @@ __all__ = [
     "VGG",
     "DenseVGG",
     "Extractor",
+    "FeatureInfo",
+    "FeatureMaps",
     "Preprocess",
     "WeightsError",
     "count_parameters",
@@ -26,4 +29,4 @@ __all__ = [
     "save_weights",
     "vgg",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one declaration: pyproject.toml reads it

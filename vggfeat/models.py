@@ -5,7 +5,9 @@ Module layout and state-dict keys follow torchvision's VGG (``features.N``, ``av
 checkpoints load into torchvision. On top of torchvision we add the paper's missing pieces:
 configurations C (1x1 convs) and A-LRN, layer names (``conv3_2``, ``pool5``, ``fc7``), a
 ``forward_features``/``forward_head`` split, and ``dense()``, the fully-convolutional view of
-Sec. 3.2 that shares this model's weights.
+Sec. 3.2 that shares this model's weights. timm's model conventions hold too: ``num_features``,
+``reset_classifier``, ``feature_info``, ``pretrained_cfg`` (and ``features_only`` in
+:mod:`vggfeat.featuremaps`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .featuremaps import FeatureInfo, stages
 from .preprocess import Preprocess
 
 # Table 1 as data: five blocks, each a list of layers. An int is a 3x3 conv of that width, a
@@ -35,6 +38,8 @@ CONFIGS: dict[str, list[list]] = {
 # torchvision's builders for the configurations it has (used for weights and as test reference).
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 PAPER_CROP = 224  # Sec. 3.1: the training crop; fc6 becomes a 7x7 conv over its 7x7 pool5 map
+# Sec. 3.2: the smallest test scale Q = 256 at crop 224, torchvision's eval resize: crop / Q
+CROP_PCT = PAPER_CROP / 256
 STRIDE = 32  # five 2x2 max-pools
 
 
@@ -141,10 +146,14 @@ class VGG(nn.Module):
             nn.Linear(fc_dim, fc_dim),
             nn.ReLU(True),
             nn.Dropout(dropout),
-            nn.Linear(fc_dim, num_classes),
+            _fc8(fc_dim, num_classes),
         )
-        self.layers.update(fc6=("classifier", 1), fc7=("classifier", 4), fc8=("classifier", 6))
+        self.layers.update(fc6=("classifier", 1), fc7=("classifier", 4))
+        if num_classes:
+            self.layers["fc8"] = ("classifier", 6)
         self.preprocess = preprocess or Preprocess.imagenet()
+        self.meta: dict = {}  # class names, provenance, ... of loaded weights
+        self.pretrained_cfg = pretrained_cfg(self)
         self.reset_parameters(init, std=std)
 
     def _make_features(self, width: float, batch_norm: bool) -> nn.Sequential:
@@ -179,22 +188,46 @@ class VGG(nn.Module):
         1e-2" (std 0.1); most re-implementations read it as std 1e-2, our default: pass
         ``std=0.1`` for the literal reading.
         """
-        if init not in ("glorot", "normal"):
-            raise ValueError(f"init must be 'glorot' or 'normal', got {init!r}")
         for mod in self.modules():
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                if init == "glorot":
-                    nn.init.xavier_uniform_(mod.weight)
-                else:
-                    nn.init.normal_(mod.weight, 0.0, std)
-                nn.init.zeros_(mod.bias)
+                _init_weights(mod, init, std)
             elif isinstance(mod, nn.BatchNorm2d):
                 nn.init.ones_(mod.weight)
                 nn.init.zeros_(mod.bias)
 
     @property
     def num_classes(self) -> int:
-        return self.classifier[6].out_features
+        return getattr(self.classifier[6], "out_features", 0)
+
+    @property
+    def num_features(self) -> int:
+        """Width of fc7, the pre-logits features (timm's ``num_features``)."""
+        return self.classifier[3].out_features
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """timm's six VGG feature maps (each block before its pool, then pool5); see
+        :mod:`vggfeat.featuremaps`."""
+        return stages(self)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[6]
+
+    def reset_classifier(self, num_classes: int, *, init: str = "glorot", std: float = 0.01) -> None:
+        """A fresh fc8 for ``num_classes`` classes (Sec. 3.1 init, biases zero), every other layer
+        kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0 (0: no fc8), got {num_classes!r}")
+        w = self.classifier[3].weight
+        head = _fc8(self.num_features, num_classes).to(w.device, w.dtype)
+        if num_classes:
+            _init_weights(head, init, std)
+            self.layers["fc8"] = ("classifier", 6)
+        else:
+            self.layers.pop("fc8", None)
+        self.classifier[6] = head
+        self.arch = {**self.arch, "num_classes": num_classes}
+        self.meta.pop("categories", None)  # the old class names no longer describe the outputs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed images -> (N, C5, H/32, W/32) pool5 map."""
@@ -232,13 +265,17 @@ class DenseVGG(nn.Module):
 
     def __init__(self, model: VGG):
         super().__init__()
-        self.features = model.features
-        self.fc6, self.fc7, self.fc8 = model.classifier[0], model.classifier[3], model.classifier[6]
+        # the parent's modules themselves, so a later reset_classifier() shows here too
+        self.features, self.classifier = model.features, model.classifier
         self.layers = model.layers
         self.in_channels = model.out_channels
         self.config = model.config
         self.crop, self.kernel = model.crop, model.kernel
         self.preprocess = model.preprocess
+
+    fc6 = property(lambda self: self.classifier[0])
+    fc7 = property(lambda self: self.classifier[3])
+    fc8 = property(lambda self: self.classifier[6])
 
     def min_side(self, layer: str = "fc8") -> int:
         """Smallest input side that gives a non-empty map at ``layer``."""
@@ -317,6 +354,42 @@ class DenseVGG(nn.Module):
         if layer == "fc7":
             return x
         return F.conv2d(x, self.fc8.weight[:, :, None, None], self.fc8.bias)
+
+
+def _init_weights(mod: nn.Module, init: str, std: float) -> None:
+    if init not in ("glorot", "normal"):
+        raise ValueError(f"init must be 'glorot' or 'normal', got {init!r}")
+    if init == "glorot":
+        nn.init.xavier_uniform_(mod.weight)
+    else:
+        nn.init.normal_(mod.weight, 0.0, std)
+    nn.init.zeros_(mod.bias)
+
+
+def _fc8(fc_dim: int, num_classes: int) -> nn.Module:
+    return nn.Linear(fc_dim, num_classes) if num_classes else nn.Identity()
+
+
+def pretrained_cfg(model: VGG, *, source: str | None = None, provenance: str | None = None) -> dict:
+    """timm's ``pretrained_cfg`` record of what a model's weights expect: input size and crop,
+    mean/std in [0, 1] pixel units (in ``channel_order``; RGB but for the Caffe release), the
+    class count, and where the weights came from (``source`` None: random init)."""
+    pre = model.preprocess
+    return dict(
+        source=source,
+        provenance=provenance,
+        num_classes=model.num_classes,
+        input_size=(3, model.crop, model.crop),
+        crop=model.crop,
+        crop_pct=CROP_PCT,
+        interpolation="bilinear",
+        mean=tuple(m / pre.value_range for m in pre.mean),
+        std=tuple(s / pre.value_range for s in pre.std),
+        channel_order=pre.channel_order,
+        preprocess=pre.name,
+        first_conv="features.0",
+        classifier="classifier.6",
+    )
 
 
 def conv_module(model: VGG, name: str) -> nn.Conv2d:

@@ -7,8 +7,9 @@ the weights were trained with; the model carries that preprocessing as ``model.p
 Sources: ``"default"`` (the paper's network with ImageNet weights: torchvision's IMAGENET1K_V1),
 torchvision's weight enums and names (``"torchvision"``, ``"IMAGENET1K_V1"``,
 ``VGG16_Weights.IMAGENET1K_V1``; their own cache), bare ``.pth`` state dicts (torchvision layout,
-ImageNet normalisation), our ``.safetensors`` with JSON metadata (architecture, preprocessing,
-class names, provenance), and the original Caffe release (``.caffemodel``). Nothing is overridden
+ImageNet normalisation; timm's VGG layout is converted, see :mod:`vggfeat.layouts`), our
+``.safetensors`` with JSON metadata (architecture, preprocessing, class names, provenance), and
+the original Caffe release (``.caffemodel``). Nothing is overridden
 silently: an architecture argument that contradicts the weights is an error, except
 ``num_classes``, which (as in timm) keeps every layer but fc8 and gives fc8 a fresh init.
 """
@@ -27,13 +28,23 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .models import CONFIGS, PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, infer_width, scaled
+from .featuremaps import FeatureMaps
+from .layouts import to_torchvision
+from .models import (
+    CONFIGS,
+    PAPER_CROP,
+    TORCHVISION_NAMES,
+    VGG,
+    _canonical,
+    conv_widths,
+    infer_width,
+    pretrained_cfg,
+    scaled,
+)
 from .preprocess import Preprocess
 
 log = logging.getLogger("vggfeat")
 META_KEY = "vggfeat"
-# Keys of a state dict saved from a wrapped model: torch.compile and DataParallel/DDP.
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 ARCH_DEFAULTS = dict(num_classes=1000, width=1.0, fc_dim=4096, batch_norm=False, crop=PAPER_CROP)
 __all__ = ["WeightsError", "vgg", "load_weights", "save_weights", "fingerprint", "parse_name"]
 
@@ -140,14 +151,6 @@ def _load_torchvision(w) -> Resolved:
 
 
 # ----------------------------------------------------------------------------------------- files
-def _strip_wrappers(sd: dict) -> dict:
-    """Keys of a compiled (``_orig_mod.``) or DDP-wrapped (``module.``) model, unwrapped."""
-    for prefix in WRAPPER_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
 def _read_file(path: Path) -> tuple[dict, dict]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -192,7 +195,7 @@ def read_weights(source) -> Resolved:
     pre = meta.pop("preprocess", None)
     arch = meta.pop("arch", None)
     pre = Preprocess.from_dict(pre) if pre else None
-    return Resolved(_strip_wrappers(sd), arch and {**ARCH_DEFAULTS, **arch}, pre, meta, str(path))
+    return Resolved(to_torchvision(sd, str(path)), arch and {**ARCH_DEFAULTS, **arch}, pre, meta, str(path))
 
 
 def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
@@ -241,7 +244,7 @@ def resolve(source, config: str | None = None, batch_norm: bool | None = None) -
     if variant is not None:
         return _load_torchvision(torchvision_weights(config or "D", bool(batch_norm), variant))
     if isinstance(source, dict):
-        return Resolved(_strip_wrappers(source))
+        return Resolved(to_torchvision(source))
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"weights must be None, 'default', a torchvision name or enum, a path or a state dict, "
@@ -264,6 +267,7 @@ def _apply(model: VGG, res: Resolved, preprocess) -> VGG:
     pre = preprocess or res.preprocess
     model.preprocess = Preprocess.named(pre) if isinstance(pre, str) else pre or Preprocess.imagenet()
     model.meta = dict(res.meta)
+    model.pretrained_cfg = pretrained_cfg(model, source=res.name, provenance=res.meta.get("provenance"))
     return model
 
 
@@ -326,7 +330,9 @@ def vgg(
     std: float = 0.01,
     crop: int | None = None,
     preprocess: str | Preprocess | None = None,
-) -> VGG:
+    features_only: bool = False,
+    out_indices=None,
+) -> VGG | FeatureMaps:
     """Build a Table-1 network, random unless ``weights`` are given (torchvision's convention).
 
     ``config``: a letter of Table 1 (``"A"`` ... ``"E"``, ``"A-LRN"``, ``"B-5x5"``) or a
@@ -344,7 +350,12 @@ def vgg(
     weights keeps every layer but fc8 and initialises a new fc8 (timm's convention), logged.
     ``crop``: the training crop c; fc6's kernel is c/32. ``preprocess`` overrides the
     preprocessing the weights carry (``"imagenet"``, ``"caffe"`` or a :class:`Preprocess`).
+    ``features_only``: timm's convention, a :class:`~vggfeat.featuremaps.FeatureMaps` whose forward
+    returns the maps ``out_indices`` name (timm's stages 0..5 by default, or layer names) as a
+    list, described by its ``feature_info``.
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects the outputs of features_only=True; pass that too")
     config, named_bn = parse_name(config)
     if named_bn is not None and batch_norm is not None and named_bn != batch_norm:
         raise ValueError(f"the name says batch_norm={named_bn} but batch_norm={batch_norm} was passed")
@@ -353,9 +364,18 @@ def vgg(
     if weights is None:
         arch = {**ARCH_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
         pre = Preprocess.named(preprocess) if isinstance(preprocess, str) else preprocess
-        return VGG(config or "D", dropout=dropout, init=init, std=std, preprocess=pre, **arch)
-    res = resolve(weights, config, batch_norm)
-    arch = res.arch or infer_arch(res.state_dict, width)
+        model = VGG(config or "D", dropout=dropout, init=init, std=std, preprocess=pre, **arch)
+    else:
+        res = resolve(weights, config, batch_norm)
+        model = _with_weights(res, config, given, dropout=dropout, init=init, std=std, preprocess=preprocess)
+    if features_only:
+        return FeatureMaps(model, (0, 1, 2, 3, 4, 5) if out_indices is None else out_indices)
+    return model
+
+
+def _with_weights(res: Resolved, config, given: dict, *, dropout, init, std, preprocess) -> VGG:
+    """The model ``res`` holds; ``given``: the architecture arguments the caller passed."""
+    arch = res.arch or infer_arch(res.state_dict, given["width"])
     if config is not None and config != arch["config"]:
         raise WeightsError(
             f"weights {res.name} are for VGG-{arch['config']}, not VGG-{config}; pass "
@@ -365,27 +385,18 @@ def vgg(
     with torch.device("meta"):  # no random init of tensors about to be replaced
         model = VGG(dropout=dropout, **arch)
     _apply(model, res, preprocess)
+    num_classes = given["num_classes"]
     if num_classes is not None and num_classes != arch["num_classes"]:
-        _new_head(model, num_classes, init=init, std=std, source=res.name)
+        # timm's num_classes convention: a fresh fc8 for a new task on top of loaded weights
+        model.reset_classifier(num_classes, init=init, std=std)
+        log.info(
+            "VGG-%s: loaded %s except fc8 (%d classes); fc8 re-initialised for %d classes",
+            model.config,
+            res.name,
+            arch["num_classes"],
+            num_classes,
+        )
     return model
-
-
-def _new_head(model: VGG, num_classes: int, *, init: str, std: float, source: str) -> None:
-    """timm's ``num_classes`` convention: a fresh fc8 for a new task on top of loaded weights."""
-    old = model.classifier[6]
-    head = nn.Linear(old.in_features, num_classes)
-    (nn.init.xavier_uniform_ if init == "glorot" else lambda w: nn.init.normal_(w, 0.0, std))(head.weight)
-    nn.init.zeros_(head.bias)
-    model.classifier[6] = head
-    model.arch = {**model.arch, "num_classes": num_classes}
-    model.meta.pop("categories", None)
-    log.info(
-        "VGG-%s: loaded %s except fc8 (%d classes); fc8 re-initialised for %d classes",
-        model.config,
-        source,
-        old.out_features,
-        num_classes,
-    )
 
 
 def save_weights(model: VGG, path, **meta) -> Path:

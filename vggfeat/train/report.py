@@ -10,18 +10,19 @@ from .config import TrainConfig
 
 
 def plot_metrics(metrics_file, png) -> None:
-    """Loss, top-1/top-5 error and learning rate per epoch, from metrics.jsonl, as one PNG."""
-    import matplotlib
+    """Loss, top-1/top-5 error and learning rate per epoch, from metrics.jsonl, as one PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a ``matplotlib.figure.Figure`` (as :mod:`vggfeat.plots` does), which saves through the
+    Agg canvas without pyplot: the caller's matplotlib backend and figure list stay as they were."""
+    from matplotlib.figure import Figure
 
     rows = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
     if not rows:
         return
     epochs = [r["epoch"] + 1 for r in rows]
     panels = [("train_loss", "train loss"), ("val_top1_err", "top-1 error"), ("val_top5_err", "top-5 error")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    fig = Figure(figsize=(16, 3.5))
+    axes = fig.subplots(1, 4)
     for ax, (key, title) in zip(axes, panels + [("lr", "learning rate")]):
         ax.plot(epochs, [r[key] for r in rows], marker="o")
         ax.set_title(title)
@@ -30,7 +31,6 @@ def plot_metrics(metrics_file, png) -> None:
             ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(png, dpi=80)
-    plt.close(fig)
 
 
 class MetricsLog:

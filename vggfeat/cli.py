@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
 
@@ -241,6 +243,7 @@ def cmd_convert(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggfeat", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("extract", help="appendix-B descriptors of images -> .npy + .json sidecar")

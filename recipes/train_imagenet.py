@@ -63,9 +63,9 @@ PRESETS: dict[str, TrainConfig] = {
         batch_norm=True,  # a plain narrow A does not leave ln(classes) loss in a few epochs
         dropout=0.0,
         batch_size=32,
-        epochs=12,
+        epochs=20,
         lr=0.02,
-        lr_patience=1,
+        lr_patience=2,
         num_workers=2,
     ),
 }

@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: test test-all demo lint format clean
+.PHONY: test test-all demo lint format clean dist-check
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: lint
 
 test-all: lint
 	$(PY) -m pytest -q
+
+# sdist + wheel, the wheel installed into a fresh venv: import, --version, info (.ci/dist_check)
+dist-check: $(VENV)/.installed
+	PY=$(PY) .ci/dist_check
 
 demo: $(VENV)/.installed
 	$(PY) -m vggfeat.demo

@@ -1,5 +1,6 @@
-"""Appendix-B extract against a plain per-image reference written here, plus defaults, errors,
-scikit-learn, Hugging Face datasets and the command line (the feature store: test_store.py)."""
+"""Appendix-B extract against a plain per-image reference written here, plus several layers in
+one pass, defaults, errors and the command line (the feature store: test_store.py; scikit-learn:
+test_sklearn.py; Hugging Face datasets: test_hf.py)."""
 
 import importlib
 import json
@@ -123,6 +124,56 @@ def test_extract_matches_plain_reference(files, tiny, aggregate, layer, flip):
     np.testing.assert_allclose(X, ref, atol=1e-5)
 
 
+@pytest.fixture
+def passes(monkeypatch):
+    """Counts the network passes: calls of the first and of the last conv of the trunk."""
+    count = {"first": 0, "last": 0}
+
+    def spy(m):
+        convs = [c for c in m.features if isinstance(c, torch.nn.Conv2d)]
+        for name, conv in (("first", convs[0]), ("last", convs[-1])):
+            conv.register_forward_hook(lambda *_, name=name: count.__setitem__(name, count[name] + 1))
+        return m
+
+    return count, spy
+
+
+@pytest.mark.parametrize("aggregate,flip", [("mean", True), ("stack", False)])
+def test_several_layers_come_from_one_pass_each_as_its_own_call(files, tiny, passes, aggregate, flip):
+    count, spy = passes
+    m = spy(tiny("D", seed=3))
+    layers = ("fc7", "pool5", "conv4_1", "fc6")  # any order, trunk and head layers
+    kw = dict(model=m, scales=(224, 256), aggregate=aggregate, flip=flip, num_workers=0, progress=False)
+    X = vggfeat.extract(files[:3], layer=layers, **kw)
+    one_pass = dict(count)
+    assert one_pass["first"] > 0 and one_pass["last"] == one_pass["first"]
+    assert isinstance(X, dict) and list(X) == list(layers)
+    for layer in layers:
+        count.update(first=0, last=0)
+        alone = vggfeat.extract(files[:3], layer=layer, **kw)
+        assert count["first"] == one_pass["first"]  # each single-layer call is a full run too
+        assert X[layer].dtype == np.float32 and X[layer].shape == alone.shape
+        np.testing.assert_allclose(X[layer], alone, atol=1e-5)
+    ref = reference(m, [plain_decode(p) for p in files[:3]], (224, 256), aggregate=aggregate, flip=flip)
+    np.testing.assert_allclose(X["fc7"], ref, atol=1e-5)
+
+
+def test_several_layers_of_fused_nets(files, tiny):
+    d, e = tiny("D", seed=1), tiny("E", seed=2)
+    kw = dict(scales=(224,), progress=False)
+    X = vggfeat.extract(files[:2], model=(d, e), layer=("pool5", "fc7"), **kw)
+    for layer in ("pool5", "fc7"):
+        np.testing.assert_allclose(
+            X[layer], vggfeat.extract(files[:2], model=(d, e), layer=layer, **kw), atol=1e-5
+        )
+    ext = vggfeat.Extractor((d, e), layer=("pool5", "fc7"), **kw)
+    assert ext.widths == {"pool5": [32, 32], "fc7": [32, 32]} and ext.dim == 128
+    with pytest.raises(ValueError, match="distinct names"):
+        vggfeat.Extractor(d, layer=("fc7", "fc7"), **kw)
+    with pytest.raises(ValueError, match="unknown layer 'fc9'"):
+        vggfeat.Extractor(d, layer=("fc7", "fc9"), **kw)
+
+
 def test_inputs_of_every_kind_agree(files, tiny):
     import datasets
 
@@ -221,62 +272,6 @@ def test_random_weights_warn_once(monkeypatch, tiny, caplog):
         vggfeat.extract(img, model=tiny("A"), weights=None, scales=(224,), progress=False)  # a given net
     assert not [w for w in rec if "untrained" in str(w.message)]
     assert built == [None, None, "default"]
-
-
-def test_sklearn_transformer_pipeline_and_grid_search(files, tiny):
-    from sklearn.base import clone
-    from sklearn.exceptions import NotFittedError
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.svm import LinearSVC
-    from sklearn.utils.estimator_checks import (
-        check_get_params_invariance,
-        check_no_attributes_set_in_init,
-        check_set_params,
-    )
-
-    from vggfeat.sklearn import VGGFeatures
-
-    est = VGGFeatures(model="A", scales=(224,), progress=False)
-    for check in (check_get_params_invariance, check_set_params, check_no_attributes_set_in_init):
-        check("VGGFeatures", est)
-    with pytest.raises(NotFittedError):
-        est.transform(files)
-    m = tiny("A")
-    # two visually distinct classes: dark and bright images
-    imgs = [np.full((240, 240 + 10 * i, 3), 20 + 3 * i, np.uint8) for i in range(6)]
-    imgs += [np.full((240, 240 + 10 * i, 3), 230 - 3 * i, np.uint8) for i in range(6)]
-    y = np.array([0] * 6 + [1] * 6)
-    feats = VGGFeatures(model=m, scales=(224,), progress=False)
-    Z = feats.fit_transform(imgs)
-    assert Z.shape == (12, 32) and len(feats.get_feature_names_out()) == 32
-    cloned = clone(feats)  # scikit-learn deep-copies a non-estimator parameter such as a network
-    assert not hasattr(cloned, "extractor_") and vggfeat.fingerprint(cloned.model) == vggfeat.fingerprint(m)
-    pipe = make_pipeline(VGGFeatures(model=m, scales=(224,), progress=False), LinearSVC())
-    gs = GridSearchCV(pipe, {"linearsvc__C": [0.1, 10.0]}, cv=2).fit(imgs, y)
-    assert gs.best_estimator_.predict(imgs).shape == (12,)
-    np.testing.assert_allclose(gs.best_estimator_[0].transform(imgs), Z, atol=1e-6)
-
-
-def test_hf_add_features_round_trip(files, tiny, tmp_path):
-    import datasets
-
-    from vggfeat.hf import add_features
-
-    arrays = [plain_decode(p) for p in files[:3]]
-    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in arrays]}).cast_column(
-        "image", datasets.Image()
-    )
-    m = tiny("A")
-    out = add_features(ds, model=m, scales=(224,), progress=False)
-    again = add_features(ds, model=m, scales=(224,), progress=False)
-    other = add_features(ds, model=m, scales=(256,), progress=False)
-    assert out._fingerprint == again._fingerprint != other._fingerprint
-    X = np.array(out["vgg_features"], dtype=np.float32)
-    np.testing.assert_allclose(X, vggfeat.extract(arrays, model=m, scales=(224,), progress=False), atol=1e-6)
-    out.save_to_disk(tmp_path / "ds")
-    back = datasets.load_from_disk(str(tmp_path / "ds"))
-    np.testing.assert_array_equal(np.array(back["vgg_features"], dtype=np.float32), X)
 
 
 def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):

@@ -75,6 +75,33 @@ def test_subsets_permutations_and_supersets_compute_only_missing_images(pngs, tm
     assert computed[0] == 12
 
 
+def test_each_layer_has_its_own_store_shared_by_runs_of_one_or_several_layers(pngs, tmp_path, computed):
+    store = tmp_path / "store"
+    refs = {layer: run(pngs, layer=layer) for layer in ("fc7", "pool5", "fc6")}
+    computed[0] = 0
+    np.testing.assert_allclose(run(pngs[:6], store), refs["fc7"][:6], atol=1e-6)  # fc7 alone
+    assert computed[0] == 6
+    X = run(pngs, store, layer=("pool5", "fc7"))  # pool5 for all, fc7 for the other 6: one pass
+    assert computed[0] == 6 + 12
+    for layer in ("pool5", "fc7"):
+        np.testing.assert_allclose(X[layer], refs[layer], atol=1e-6)
+        assert count_rows(store, layer) == 12
+    fc7_rows = sum(len(np.load(p)["keys"]) for p in (store / "fc7" / "chunks").iterdir())
+    assert fc7_rows == 12  # the 6 stored fc7 rows were not written again
+    order = [11, 2, 7, 0]
+    np.testing.assert_allclose(
+        run([pngs[i] for i in order], store, layer="pool5"), refs["pool5"][order], atol=1e-6
+    )
+    Y = run(pngs[3:], store, layer=("fc7", "pool5"))
+    assert computed[0] == 18  # both layers served from their stores
+    np.testing.assert_allclose(Y["fc7"], refs["fc7"][3:], atol=1e-6)
+    Z = run(pngs[:2], store, layer=("fc6", "pool5"))  # a new layer: computed (and stored) alone
+    assert computed[0] == 20 and count_rows(store, "fc6") == 2 and count_rows(store, "pool5") == 12
+    np.testing.assert_allclose(Z["fc6"], refs["fc6"][:2], atol=1e-6)
+    with pytest.raises(ValueError, match=r"other scales"):  # each layer's protocol is still checked
+        run(pngs[:2], store, layer=("fc6", "pool5"), scales=(32,))
+
+
 def test_other_images_of_the_same_length_are_not_served_stale_rows(tmp_path, computed):
     import datasets
 
@@ -142,7 +169,10 @@ def test_other_protocol_is_refused_naming_the_fields(tmp_path):
     old = tmp_path / "old"  # a cache folder of the earlier whole-list format
     old.mkdir()
     (old / "manifest.json").write_text('{"version": 1, "n": 2}')
-    with pytest.raises(ValueError, match="format 1 was the whole-list cache"):
+    with pytest.raises(ValueError, match=r"format 1: the whole-list cache.*one store per layer"):
+        run(images, old)
+    (old / "manifest.json").write_text('{"version": 2, "dims": [32]}')  # one layer per folder
+    with pytest.raises(ValueError, match=r"format 2: one layer per folder.*Delete it"):
         run(images, old)
 
 
@@ -205,7 +235,7 @@ def test_two_processes_writing_one_store_leave_it_consistent(pngs, tmp_path, com
     a, b = _popen(store, 0, pngs[:8]), _popen(store, 0, pngs[4:])  # overlapping on 4 images
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
     assert count_rows(store) == 12
-    assert not [p for p in (store / "chunks").iterdir() if p.name.startswith(".")]  # no leftovers
+    assert not [p for p in (store / "fc7" / "chunks").iterdir() if p.name.startswith(".")]  # no leftovers
     computed[0] = 0
     np.testing.assert_allclose(run(pngs, store), run(pngs), atol=1e-6)
     assert computed[0] == 12  # the reference only: every row came from the store
@@ -256,7 +286,7 @@ def test_two_ranks_compute_one_share_each_of_the_missing_images(pngs, tmp_path, 
 
     store = tmp_path / "store"
     run(pngs[:6], store)
-    before = {p.name for p in (store / "chunks").iterdir()}
+    before = {p.name for p in (store / "fc7" / "chunks").iterdir()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -271,10 +301,10 @@ def test_two_ranks_compute_one_share_each_of_the_missing_images(pngs, tmp_path, 
     cmd = [*torchrun, f"--master_port={port}", KILL, str(store), "0", *map(str, pngs)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    new = {p.name for p in (store / "chunks").iterdir()} - before
+    new = {p.name for p in (store / "fc7" / "chunks").iterdir()} - before
     writers = {name.rsplit("-", 2)[0] for name in new}  # <host>-<pid>-<id>
     assert len(writers) == 2, new  # both ranks wrote rows ...
-    rows = sum(len(np.load(store / "chunks" / name)["keys"]) for name in new)
+    rows = sum(len(np.load(store / "fc7" / "chunks" / name)["keys"]) for name in new)
     assert rows == 6  # ... and no missing image twice (3 each)
     assert count_rows(store) == 12
     computed[0] = 0

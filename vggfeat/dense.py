@@ -4,8 +4,9 @@ Each image is decoded once (in DataLoader workers, overlapping compute), rescale
 smallest side is each Q, and the fully-convolutional net runs on it and on its horizontal flip.
 Images share a batch only when their resized sizes are equal ("dense means exact": padding
 would change the convolution borders), so results do not depend on batch size or input order.
-For every (image, scale, flip, view) the engine spatially averages the map at ``layer``; a
-``combine`` function then turns an image's (S, F, V, D) tensor into its output row. ``views``
+For every (image, scale, flip, view) the engine spatially averages the map at ``layer`` (or at
+each of several layers, taken on the way in one pass, side by side along D); a ``combine``
+function then turns an image's (S, F, V, D) tensor into its output row. ``views``
 is ``"full"`` (the uncropped image, V = 1) or ``"grid"`` (Sec. 3.2 multi-crop: a regular 5x5
 grid of crops of the net's training size, 224 for the paper's nets, V = 25).
 
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .data import ImageError, ImageSource, as_source, resize_smallest, to_tensor
-from .models import VGG
+from .models import VGG, DenseVGG
 
 log = logging.getLogger("vggfeat")
 CROP = 224  # Sec. 3.2 multi-crop size: the training crop of the paper's nets
@@ -102,7 +104,7 @@ class DenseEngine:
         *,
         scales,
         flip: bool = True,
-        layer: str = "fc8",
+        layer: str | tuple[str, ...] = "fc8",
         views: str = "full",
         batch_size: int | None = None,
         device=None,
@@ -112,14 +114,15 @@ class DenseEngine:
     ):
         if views not in ("full", "grid"):
             raise ValueError(f"views must be 'full' or 'grid', got {views!r}")
-        self.model, self.layer, self.views, self.flip = model, layer, views, flip
+        self.model, self.views, self.flip = model, views, flip
+        self.layers = (layer,) if isinstance(layer, str) else tuple(layer)
         self.scales = tuple(int(q) for q in scales)
         if not self.scales:
             raise ValueError("scales must name at least one smallest-side size Q")
         self.net = model.dense()
         self.crop = getattr(model, "crop", CROP)  # multi-crop takes crops of the training size
         self.views_per_image = GRID * GRID if views == "grid" else 1
-        need = self.crop if views == "grid" else self.net.min_side(layer)
+        need = self.crop if views == "grid" else max(self.net.min_side(n) for n in self.layers)
         if min(self.scales) < need:
             raise ValueError(
                 f"scales {self.scales}: every Q must be at least {need} for layer "
@@ -135,7 +138,8 @@ class DenseEngine:
 
     # ---- per batch -------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) float [0, 1] RGB, all the same size -> (B, F, V, D) averaged maps."""
+        """(B, 3, h, w) float [0, 1] RGB, all the same size -> (B, F, V, D) averaged maps, the
+        layers side by side along D."""
         x = self.model.preprocess.apply(x.to(self.device, non_blocking=True))
         x = x.to(self.model.classifier[0].weight.dtype)  # a half-precision model runs as it is
         c = self.crop
@@ -146,8 +150,8 @@ class DenseEngine:
             x = torch.cat([x, torch.flip(x, dims=[-1])])
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            y = self.net(x, layer=self.layer)
-        y = y.float().mean(dim=(-2, -1))  # spatial average of the map
+            maps = forward_maps(self.net, x, self.layers)
+        y = torch.cat([m.float().mean(dim=(-2, -1)) for m in maps], -1)  # spatial average of each map
         f = 2 if self.flip else 1
         return y.view(f, -1, self.views_per_image, y.shape[-1]).transpose(0, 1).cpu()
 
@@ -224,11 +228,12 @@ class DenseEngine:
         return failures
 
     def _shape(self):
-        d = self._out_channels()
+        d = sum(self.channels(n) for n in self.layers)
         return (len(self.scales), 2 if self.flip else 1, self.views_per_image, d)
 
-    def _out_channels(self) -> int:
-        part, idx = self.net.layers[self.layer]
+    def channels(self, layer: str) -> int:
+        """Channels of the map at ``layer``."""
+        part, idx = self.net.layers[layer]
         if part == "classifier":
             return {1: self.net.fc6, 4: self.net.fc7, 6: self.net.fc8}[idx].out_features
         convs = [m for m in self.net.features[: idx + 1] if isinstance(m, torch.nn.Conv2d)]
@@ -311,6 +316,28 @@ class _Batches:
             idx, rows = zip(*self.done)
             self.sink(np.array(idx), np.stack(rows))
             self.done.clear()
+
+
+def forward_maps(net: DenseVGG, x: torch.Tensor, layers: tuple[str, ...]) -> list[torch.Tensor]:
+    """The maps at ``layers`` (in the order given) from one pass of ``net``: the trunk runs up to
+    the deepest one and each map is taken on the way, by the very operations of
+    ``net(x, layer=name)`` for each name alone."""
+    for name in layers:
+        net._where(name)  # an unknown name is refused with the net's list of names
+    stops = {net.layers[n][1]: n for n in layers if net.layers[n][0] == "features"}
+    head = [n for n in ("fc6", "fc7", "fc8") if n in layers]
+    maps, start = {}, 0
+    for idx in sorted(stops):
+        x = maps[stops[idx]] = net.features[start : idx + 1](x)
+        start = idx + 1
+    if head:  # Sec. 3.2: the FC layers as convolutions
+        x = net.features[start:](x)
+        x = maps["fc6"] = F.relu(F.conv2d(x, net._fc6_kernel(x), net.fc6.bias))
+        if head[-1] != "fc6":
+            x = maps["fc7"] = F.relu(F.conv2d(x, net.fc7.weight[:, :, None, None], net.fc7.bias))
+        if head[-1] == "fc8":
+            maps["fc8"] = F.conv2d(x, net.fc8.weight[:, :, None, None], net.fc8.bias)
+    return [maps[n] for n in layers]
 
 
 @contextmanager

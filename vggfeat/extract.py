@@ -5,33 +5,38 @@ the post-ReLU fc7 map over space (global average pooling), average with the hori
 image's descriptor, then combine the scales by averaging (VOC), stacking (Caltech) or taking the
 maximum, and L2-normalise once at the end (the paper leaves the place open; ``normalize=
 "per_scale"`` normalises each scale before combining). Several nets are fused late by stacking
-their (each normalised) descriptors.
+their (each normalised) descriptors. Several layers come from one pass of each net, each
+layer's descriptor made as if it were asked for alone.
 
 Defaults are the paper's: net D with ImageNet weights (``weights="default"``) at Q = 256, 384,
 512 (rescaled for nets trained at another crop). ``weights=None`` gives random features, with a
 warning. ``cache=DIR`` keeps the rows in a feature store keyed per image (:mod:`vggfeat.store`):
 any subset, permutation or superset of images already there is served from it and only the
-missing ones are computed; a store made with other weights or parameters is refused.
+missing ones are computed; a store made with other weights or parameters is refused. Each
+layer has its own store in the folder, so a run of several layers serves a later run of one of
+them, and the other way round.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .data import ImageSource, as_source
 from .dense import DenseEngine, _shard, process_state
 from .models import VGG, paper_scales
-from .store import FeatureStore, image_keys
+from .store import image_keys, layer_store
 from .weights import fingerprint, load_weights, vgg
 
 log = logging.getLogger("vggfeat")
 AGGREGATES = ("mean", "stack", "max")
-VISIBLE_S = 60  # how long to wait for other ranks' chunks to show on a network file system
+VISIBLE_S = 60  # how long to wait for other ranks' rows to show on a network file system
 
 
 def _as_models(model, weights) -> list[VGG]:
@@ -124,6 +129,9 @@ class _Subset(ImageSource):
 class Extractor:
     """Reusable :func:`extract`: builds the net(s) once, then ``extractor(images)``.
 
+    Also a ``Dataset.map(extractor, batched=True)`` function: given a batch (a dict of columns)
+    it returns ``{"features": rows}`` (``{"features_<layer>": ...}`` for several layers).
+
     After a call, ``failures_`` lists ``(index, name, reason)`` of inputs that could not be
     decoded (their rows are NaN when ``on_error="skip"``).
     """
@@ -150,6 +158,7 @@ class Extractor:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if normalize not in (True, False, "per_scale"):
             raise ValueError(f"normalize must be True, False or 'per_scale', got {normalize!r}")
+        self.layers = as_layers(layer)
         self.models = _as_models(model, weights)
         scales = _default_scales(self.models) if scales is None else scales
         self.scales, self.flip, self.aggregate = tuple(int(q) for q in scales), flip, aggregate
@@ -160,7 +169,7 @@ class Extractor:
                 m,
                 scales=self.scales,
                 flip=flip,
-                layer=layer,
+                layer=self.layers,  # one pass of each net gives every layer
                 batch_size=batch_size,
                 device=device,
                 num_workers=num_workers,
@@ -169,45 +178,67 @@ class Extractor:
             for m in self.models
         ]
         per_scale = len(self.scales) if aggregate == "stack" else 1
-        self.dims = [e._out_channels() * per_scale for e in self.engines]
+        # row width of each layer's descriptor for each fused net, and of each net's engine row
+        self.widths = {n: [e.channels(n) * per_scale for e in self.engines] for n in self.layers}
+        self.dims = [sum(w[k] for w in self.widths.values()) for k in range(len(self.models))]
         self.failures_: list[tuple[int, str, str]] = []
 
     @property
     def dim(self) -> int:
         return sum(self.dims)
 
-    def protocol(self) -> dict:
-        """Everything the rows depend on: weights fingerprints and protocol parameters."""
+    def protocol(self, layer: str | None = None) -> dict:
+        """Everything the rows depend on: weights fingerprints and protocol parameters; those of
+        one ``layer``'s rows when given (what that layer's feature store is made with)."""
+        layers = self.layers if layer is None else (layer,)
+        dims = [sum(self.widths[n][k] for n in layers) for k in range(len(self.models))]
         return {
             "models": [
                 {"config": m.config, "fingerprint": fingerprint(m), "dim": d}
-                for m, d in zip(self.models, self.dims)
+                for m, d in zip(self.models, dims)
             ],
             "scales": list(self.scales),
             "flip": self.flip,
             "aggregate": self.aggregate,
-            "layer": self.layer,
+            "layer": self.layer if layer is None else layer,
             "normalize": self.normalize,
             # bf16 autocast (the default on GPU) gives other rows than float32 (on CPU)
             "precision": "bf16" if self.engines[0].autocast else "float32",
         }
 
     def _parts(self):
-        """(engine, row width, columns, factor) of each fused net. Late fusion: each net's
+        """(net index, engine, combine, factor) of each fused net. Late fusion: each net's
         descriptor is L2-normalised, so the stack's norm is sqrt(m); dividing each part by
         sqrt(m) normalises the stack without a second pass."""
         m = len(self.models)
         scale = 1 / np.sqrt(m) if (self.normalize is True and m > 1) else 1.0
-        offsets = np.cumsum([0, *self.dims])
-        for engine, d, lo in zip(self.engines, self.dims, offsets):
-            yield engine, d, slice(int(lo), int(lo) + d), scale
+        for k, engine in enumerate(self.engines):
+            sizes = [engine.channels(n) for n in self.layers]
+            yield k, engine, functools.partial(self._combine, sizes=sizes), scale
 
-    def _combine(self, t):
-        return descriptor(t, aggregate=self.aggregate, normalize=self.normalize)
+    def _columns(self, k: int):
+        """(layer, columns in net ``k``'s engine row, columns in that layer's output) for each
+        layer: an engine row holds the layers side by side, an output the fused nets."""
+        lo = 0
+        for n in self.layers:
+            w, at = self.widths[n][k], sum(self.widths[n][:k])
+            yield n, slice(lo, lo + w), slice(at, at + w)
+            lo += w
 
-    def __call__(self, images, *, keys=None) -> np.ndarray:
-        """(N, dim) float32 descriptors of ``images``; ``keys``: one stable id per image for the
-        feature store (needed only for a torch Dataset whose items are not file paths)."""
+    def _combine(self, t, sizes):
+        """(S, F, V, sum of sizes) maps of the layers side by side -> their descriptors side by side."""
+        per_layer = t.split(sizes, dim=-1)
+        return torch.cat(
+            [descriptor(x, aggregate=self.aggregate, normalize=self.normalize) for x in per_layer]
+        )
+
+    def __call__(self, images, *, keys=None):
+        """(N, dim) float32 descriptors of ``images`` (a dict layer -> (N, width) when ``layer``
+        names several); ``keys``: one stable id per image for the feature store (needed only for
+        a torch Dataset whose items are not file paths). A ``Dataset.map`` batch gives a dict of
+        new columns (class docstring)."""
+        if _is_batch(images):
+            return feature_columns(self, self(images[self._batch_column(images)], keys=keys))
         source = as_source(images, self.image_column)
         if self.cache is not None:
             out, self.failures_ = self._from_store(source, keys)
@@ -222,45 +253,93 @@ class Extractor:
                 f"(see Extractor.failures_): {listed}",
                 stacklevel=2,
             )
-        return out
+        return out[self.layer] if isinstance(self.layer, str) else out
+
+    def _batch_column(self, batch) -> str:
+        if self.image_column is not None:
+            if self.image_column not in batch:
+                raise KeyError(f"image_column {self.image_column!r} is not in the batch {list(batch)}")
+            return self.image_column
+        for name, values in batch.items():
+            if len(values) and isinstance(values[0], (Image.Image, dict, np.ndarray, torch.Tensor, str)):
+                return name
+        raise ValueError(
+            f"no column of this batch holds images (columns: {list(batch)}); pass image_column= "
+            "to the Extractor"
+        )
+
+    def _empty(self, n: int) -> dict[str, np.ndarray]:
+        return {name: np.full((n, sum(w)), np.nan, dtype=np.float32) for name, w in self.widths.items()}
 
     def _compute(self, source):
-        out = np.full((len(source), self.dim), np.nan, dtype=np.float32)
-        failures = []
-        for k, (engine, d, sl, scale) in enumerate(self._parts()):
-            res = engine.run(source, self._combine, d, on_error=self.on_error)
-            out[:, sl] = res.rows * scale
+        out, failures = self._empty(len(source)), []
+        for k, engine, combine, scale in self._parts():
+            res = engine.run(source, combine, self.dims[k], on_error=self.on_error)
+            for name, cols, at in self._columns(k):
+                out[name][:, at] = res.rows[:, cols] * scale
             failures = res.failures if k == 0 else failures
         return out, failures
 
     def _from_store(self, source, keys):
         """Serve stored rows, compute (sharded over the ranks) and store the missing ones, then
-        assemble every row in input order from the store."""
+        assemble every row in input order from the store. Each layer has its own store
+        (:func:`vggfeat.store.layer_store`), so rows of one layer serve any later request that
+        names it, alone or with others."""
         state = process_state()
         ids = _gather_keys(source, keys, state)
-        store = FeatureStore(self.cache, self.protocol(), self.dims)
-        out = np.full((len(source), self.dim), np.nan, dtype=np.float32)
+        stores = {n: layer_store(self.cache, n, self.protocol(n), self.widths[n]) for n in self.layers}
+        out = self._empty(len(source))
         failed: dict[str, str] = {}  # key -> reason
-        for k, (engine, d, sl, scale) in enumerate(self._parts()):
-            todo = _on_main(state, lambda k=k: store.missing(ids, k))  # one view of the store for all
-            todo = [i for i in todo if ids[i] not in failed]  # unreadable for an earlier net
-            log.info("feature store %s: %d of %d rows present", self.cache, len(ids) - len(todo), len(ids))
+        for k, engine, combine, scale in self._parts():
+            # one view of the store for all ranks
+            missing = _on_main(state, lambda k=k: {n: set(s.missing(ids, k)) for n, s in stores.items()})
+            todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
+            for n, m in missing.items():
+                log.info(
+                    "feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids)
+                )
             if todo:
-                sink = lambda idx, rows, k=k, todo=todo: store.write(k, [ids[todo[j]] for j in idx], rows)
-                res = engine.run(_Subset(source, todo), self._combine, d, on_error=self.on_error, sink=sink)
+                sink = functools.partial(self._write, stores, k, [ids[i] for i in todo], missing, todo)
+                res = engine.run(
+                    _Subset(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink
+                )
                 failed.update({ids[todo[j]]: why for j, _, why in res.failures})
             expected = np.array([key not in failed for key in ids])
-            deadline = time.monotonic() + VISIBLE_S
-            while not (found := store.read(ids, k, out, sl, scale))[expected].all():
-                if time.monotonic() > deadline:  # other ranks' chunks never appeared
-                    raise RuntimeError(
-                        f"feature store {self.cache}: {int((~found & expected).sum())} rows computed "
-                        f"by other processes are not visible after {VISIBLE_S} s; is the folder on "
-                        "a file system shared by every rank?"
-                    )
-                time.sleep(1)  # a network file system may list new files late
+            for n, _, at in self._columns(k):
+                stores[n].read(ids, k, out[n], at, scale, expected=expected, wait_s=VISIBLE_S)
         failures = [(i, source.name(i), failed[key]) for i, key in enumerate(ids) if key in failed]
         return out, failures
+
+    def _write(self, stores, k, todo_keys, missing, todo, idx, rows) -> None:
+        """Sink of net ``k``'s engine: each layer's store gets the rows it lacks."""
+        for name, cols, _ in self._columns(k):
+            sel = [p for p, j in enumerate(idx) if todo[j] in missing[name]]
+            if sel:
+                stores[name].write(k, [todo_keys[idx[p]] for p in sel], rows[sel, cols])
+
+
+def as_layers(layer) -> tuple[str, ...]:
+    """``layer`` ("fc7" or several names) as a tuple of distinct names."""
+    layers = (layer,) if isinstance(layer, str) else tuple(layer)
+    if not layers or len(set(layers)) != len(layers) or not all(isinstance(n, str) for n in layers):
+        raise ValueError(f"layer must be a layer name or a tuple of distinct names, got {layer!r}")
+    return layers
+
+
+def column_names(ext: Extractor, column: str = "features") -> list[str]:
+    """Dataset columns of ``ext``'s rows: ``column``, or ``column_<layer>`` for several layers."""
+    return [column] if isinstance(ext.layer, str) else [f"{column}_{name}" for name in ext.layers]
+
+
+def feature_columns(ext: Extractor, rows, column: str = "features") -> dict:
+    """The rows of one call (an array, or a dict per layer) as dataset columns."""
+    per_layer = [rows] if isinstance(ext.layer, str) else [rows[name] for name in ext.layers]
+    return dict(zip(column_names(ext, column), per_layer))
+
+
+def _is_batch(images) -> bool:
+    """A ``Dataset.map(batched=True)`` batch: a mapping of columns (not one undecoded image)."""
+    return isinstance(images, Mapping) and not {"bytes", "path"} >= set(images)
 
 
 def _on_main(state, fn):
@@ -303,7 +382,7 @@ def extract(
     progress=True,
     image_column=None,
     keys=None,
-) -> np.ndarray:
+) -> np.ndarray | dict[str, np.ndarray]:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
     ``images``: paths, a directory (recursive, sorted), PIL images, arrays, tensors, a Hugging
@@ -313,7 +392,9 @@ def extract(
     its own), None (random init, with a warning), a file or a torchvision name. ``scales``:
     smallest sides Q, by default the paper's 256, 384, 512 (in ratio for nets trained at another
     crop). ``aggregate``: "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for
-    fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged.
+    fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged;
+    several names (``("pool5", "fc6", "fc7")``) run each net once, taking every map on the way,
+    and give a dict layer -> array, each as that layer's own call would.
     ``cache``: a feature-store folder (:mod:`vggfeat.store`), ``keys`` one id per image for it.
     ``on_error="skip"`` gives NaN rows for unreadable inputs and warns with their list. The
     result is an ordinary array: writing to it never touches the store.

@@ -1,13 +1,14 @@
 """A feature store keyed per image: each descriptor is computed once and served to every later
 call that asks for that image under the same protocol, whatever list it comes in.
 
-Layout of a store folder::
+Layout of a ``cache=`` folder: one store per layer, so that a run of several layers and a run
+of one of them share rows (:func:`layer_store`)::
 
-    manifest.json               the protocol every row depends on (weights fingerprints, scales,
-                                layer, flip, aggregate, normalize, precision) and each net's
-                                row width; written once, never changed
-    chunks/<writer>-<seq>.npz   immutable chunks: ``keys`` (k,) and ``rows`` (k, D) of one net
-                                (``part``), stamped with the manifest's digest
+    <layer>/manifest.json               the protocol every row depends on (weights fingerprints,
+                                        scales, layer, flip, aggregate, normalize, precision) and
+                                        each net's row width; written once, never changed
+    <layer>/chunks/<writer>-<seq>.npz   immutable chunks: ``keys`` (k,) and ``rows`` (k, D) of one
+                                        net (``part``), stamped with the manifest's digest
 
 **Keys** name an image's content, not its place in a list:
 
@@ -264,9 +265,27 @@ class FeatureStore:
                 todo.append(int(i))
         return todo
 
-    def read(self, keys, part: int, out: np.ndarray, columns: slice, scale: float = 1.0) -> np.ndarray:
+    def read(
+        self, keys, part: int, out: np.ndarray, columns: slice, scale: float = 1.0, *, expected=None, wait_s=0
+    ) -> np.ndarray:
         """Copy the stored rows of ``part`` into ``out[i, columns]`` (times ``scale``) for every
-        key found, one chunk in memory at a time; returns the found mask."""
+        key found, one chunk in memory at a time; returns the found mask. Rows ``expected`` (a
+        mask) that other processes write are waited for up to ``wait_s`` seconds: a network
+        file system may list new files late."""
+        deadline = time.monotonic() + wait_s
+        found = self._read(keys, part, out, columns, scale)
+        while expected is not None and not found[expected].all():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"feature store {self.root}: {int((~found & expected).sum())} rows computed by "
+                    f"other processes are not visible after {wait_s} s; is the folder on a file "
+                    "system shared by every rank?"
+                )
+            time.sleep(1)
+            found = self._read(keys, part, out, columns, scale)
+        return found
+
+    def _read(self, keys, part, out, columns, scale) -> np.ndarray:
         found, chunk, row, names = self._locate(keys, part)
         idx = np.flatnonzero(found)
         order = idx[np.argsort(chunk[idx], kind="stable")]
@@ -277,10 +296,24 @@ class FeatureStore:
         return found
 
 
-def count_rows(path) -> int:
-    """Images with a complete row (every fused net) in the store at ``path``; 0 if none yet."""
+def layer_store(root, layer: str, protocol: dict, dims: list[int]) -> FeatureStore:
+    """The store of ``layer`` in the ``cache=`` folder ``root`` (module docstring)."""
+    root = Path(root)
+    if (root / "manifest.json").exists():  # a store of the one-layer-per-folder layout
+        v = json.loads((root / "manifest.json").read_text()).get("version")
+        raise ValueError(
+            f"{root} holds features in an earlier layout (format {v}: "
+            f"{'the whole-list cache' if v == 1 else 'one layer per folder'}); a cache folder now "
+            "holds one store per layer. Delete it or use another folder."
+        )
+    return FeatureStore(root / layer, protocol, dims)
+
+
+def count_rows(path, layer: str = "fc7") -> int:
+    """Images with a complete row (every fused net) of ``layer`` in the ``cache=`` folder
+    ``path``; 0 if none yet."""
     try:
-        store = FeatureStore(path)
+        store = FeatureStore(Path(path) / layer)
     except (OSError, ValueError):  # no manifest yet, or one being written
         return 0
     common = None

@@ -1,4 +1,5 @@
-"""State-dict layouts of other libraries, converted to torchvision's at the edge.
+"""State-dict layouts: other libraries' converted to torchvision's at the edge, and the
+architecture read off a state dict in torchvision's layout (:func:`infer_arch`).
 
 Everything past :func:`to_torchvision` sees one layout: torchvision's VGG (``features.N``,
 ``classifier.0/3/6`` as Linear layers). Converted here:
@@ -15,8 +16,12 @@ Everything past :func:`to_torchvision` sees one layout: torchvision's VGG (``fea
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
+
+from .errors import WeightsError
+from .models import CONFIGS, infer_width
 
 log = logging.getLogger("vggfeat")
 # Keys of a state dict saved from a wrapped model: torch.compile and DataParallel/DDP.
@@ -60,3 +65,43 @@ def to_torchvision(sd: dict[str, torch.Tensor], name: str = "the state dict") ->
         log.info("%s is in timm's VGG layout (pre_logits.fc1/fc2, head.fc): converted", name)
         sd = from_timm(sd)
     return sd
+
+
+def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
+    """Read config, width, fc_dim, num_classes, batch norm and training crop off a
+    torchvision-layout state dict (``width``: the caller's value, used if the shapes fit it)."""
+    convs = sorted(
+        int(k.split(".")[1])
+        for k in sd
+        if k.startswith("features.") and k.endswith(".weight") and sd[k].ndim == 4
+    )
+    if not convs or "classifier.6.weight" not in sd:
+        raise WeightsError(
+            f"the state dict (keys {list(sd)[:6]}...) is in neither torchvision's VGG layout "
+            "(features.N, classifier.0/3/6) nor timm's (features.N, pre_logits.fc1/fc2, head.fc); "
+            "pass a VGG checkpoint in one of them, or ours (.safetensors from save_weights)"
+        )
+    shapes = [(sd[f"features.{i}.weight"].shape[-1], sd[f"features.{i}.weight"].shape[0]) for i in convs]
+    bn = any(k.endswith("running_mean") for k in sd)
+    # A and A-LRN have the same convs; A-LRN's LRN module shifts the index of the second conv
+    lrn = len(convs) > 1 and convs[1] - convs[0] == (5 if bn else 4)
+    cells = sd["classifier.0.weight"].shape[1] / shapes[-1][1]
+    kernel = round(math.sqrt(cells))
+    if kernel * kernel != cells:
+        raise WeightsError(f"fc6 takes {int(cells)} inputs per pool5 channel: not a square map")
+    for name, blocks in CONFIGS.items():
+        spec = [s if isinstance(s, tuple) else (3, s) for b in blocks for s in b if s != "LRN"]
+        has_lrn = any(s == "LRN" for b in blocks for s in b)
+        if has_lrn != lrn or [k for k, _ in spec] != [k for k, _ in shapes]:
+            continue
+        found = infer_width(name, [c for _, c in shapes], width)
+        if found is not None:
+            return dict(
+                config=name,
+                width=found,
+                fc_dim=sd["classifier.0.weight"].shape[0],
+                num_classes=sd["classifier.6.weight"].shape[0],
+                batch_norm=bn,
+                crop=32 * kernel,
+            )
+    raise WeightsError(f"no VGG configuration has conv kernels/widths {shapes}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +28,8 @@ from torch import nn
 
 from .errors import WeightsError
 from .featuremaps import FeatureMaps
-from .layouts import to_torchvision
-from .models import (
-    CONFIGS,
-    PAPER_CROP,
-    TORCHVISION_NAMES,
-    VGG,
-    _canonical,
-    conv_widths,
-    infer_width,
-    pretrained_cfg,
-    scaled,
-)
+from .layouts import infer_arch, to_torchvision
+from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, pretrained_cfg, scaled
 from .preprocess import Preprocess
 
 log = logging.getLogger("vggfeat")
@@ -196,42 +185,6 @@ def read_weights(source) -> Resolved:
     arch = meta.pop("arch", None)
     pre = Preprocess.from_dict(pre) if pre else None
     return Resolved(to_torchvision(sd, str(path)), arch and {**ARCH_DEFAULTS, **arch}, pre, meta, str(path))
-
-
-def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
-    """Read config, width, fc_dim, num_classes, batch norm and training crop off a
-    torchvision-layout state dict (``width``: the caller's value, used if the shapes fit it)."""
-    convs = sorted(
-        int(k.split(".")[1])
-        for k in sd
-        if k.startswith("features.") and k.endswith(".weight") and sd[k].ndim == 4
-    )
-    if not convs or "classifier.6.weight" not in sd:
-        raise WeightsError("state dict is not in torchvision's VGG layout (features.N.*, classifier.0/3/6.*)")
-    shapes = [(sd[f"features.{i}.weight"].shape[-1], sd[f"features.{i}.weight"].shape[0]) for i in convs]
-    bn = any(k.endswith("running_mean") for k in sd)
-    # A and A-LRN have the same convs; A-LRN's LRN module shifts the index of the second conv
-    lrn = len(convs) > 1 and convs[1] - convs[0] == (5 if bn else 4)
-    cells = sd["classifier.0.weight"].shape[1] / shapes[-1][1]
-    kernel = round(math.sqrt(cells))
-    if kernel * kernel != cells:
-        raise WeightsError(f"fc6 takes {int(cells)} inputs per pool5 channel: not a square map")
-    for name, blocks in CONFIGS.items():
-        spec = [s if isinstance(s, tuple) else (3, s) for b in blocks for s in b if s != "LRN"]
-        has_lrn = any(s == "LRN" for b in blocks for s in b)
-        if has_lrn != lrn or [k for k, _ in spec] != [k for k, _ in shapes]:
-            continue
-        found = infer_width(name, [c for _, c in shapes], width)
-        if found is not None:
-            return dict(
-                config=name,
-                width=found,
-                fc_dim=sd["classifier.0.weight"].shape[0],
-                num_classes=sd["classifier.6.weight"].shape[0],
-                batch_norm=bn,
-                crop=32 * kernel,
-            )
-    raise WeightsError(f"no VGG configuration has conv kernels/widths {shapes}")
 
 
 def resolve(source, config: str | None = None, batch_norm: bool | None = None) -> Resolved:

@@ -1,23 +1,97 @@
-"""Hugging Face datasets: add appendix-B descriptors as a column, reproducibly."""
+"""Hugging Face datasets: add appendix-B descriptors as a column, streaming and reproducibly.
+
+:func:`add_features` runs the extractor through ``Dataset.map(batched=True)``: a batch of rows
+at a time, the rows written to Arrow (on disk for a dataset read from disk), so memory stays flat
+in the number of images. The images reach the extractor undecoded (``Image(decode=False)``) and
+are decoded by vggfeat's one decoder, in its DataLoader workers; their keys in a feature store
+are the encoded bytes, as for ``extract(ds)``. An ``IterableDataset`` is mapped lazily: rows are
+computed as they are read.
+
+The plain recipe needs no helper: ``ds.map(Extractor(...), batched=True)`` adds a
+``features`` column (:class:`vggfeat.Extractor` takes a batch and returns its columns).
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
-from .extract import Extractor
+from .data import as_source, hf_image_column
+from .extract import Extractor, column_names, feature_columns
+from .store import image_keys
 
 
-def add_features(ds, *, column: str = "vgg_features", image_column: str | None = None, **extract_kwargs):
-    """Return ``ds`` with a ``column`` of float32 descriptors (one list per row).
+def add_features(
+    ds,
+    *,
+    column: str = "vgg_features",
+    image_column: str | None = None,
+    map_batch_size: int = 256,
+    **extract_kwargs,
+):
+    """``ds`` with a ``column`` of float32 descriptors (``column_<layer>`` for several layers).
 
-    ``extract_kwargs`` are :func:`vggfeat.extract`'s. The new fingerprint is derived from the
-    dataset's fingerprint, the weights' fingerprints and every protocol parameter, so the same
-    call gives the same fingerprint (and ``datasets`` caching works) while other weights or
-    parameters never collide.
+    ``ds``: a ``Dataset``, ``DatasetDict`` (each split), ``IterableDataset`` or
+    ``IterableDatasetDict`` (mapped lazily, computed as it is iterated). ``extract_kwargs`` are
+    :func:`vggfeat.extract`'s; ``map_batch_size`` images go through the network per map batch.
+
+    A ``Dataset``'s new fingerprint comes from public information only: the extractor's
+    protocol (weights fingerprints, every parameter) and the digest of every image's encoded
+    bytes in row order (the feature store's keys). The same call on the same images gives the
+    same fingerprint, so ``datasets`` serves its cached Arrow file instead of recomputing; other
+    images, weights or parameters never collide. The other columns are joined back by
+    ``concatenate_datasets(axis=1)``, whose fingerprint ``datasets`` derives itself.
     """
+    import datasets
+
     ext = Extractor(image_column=image_column, **extract_kwargs)
-    X = ext(ds)
-    key = json.dumps({"base": ds._fingerprint, "column": column, **ext.protocol()}, sort_keys=True)
-    fp = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return ds.add_column(column, list(X), new_fingerprint=fp)
+    return _add(datasets, ds, ext, column, map_batch_size)
+
+
+def _add(datasets, ds, ext: Extractor, column: str, rows: int):
+    if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return type(ds)({split: _add(datasets, d, ext, column, rows) for split, d in ds.items()})
+    if not isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(
+            f"add_features takes a datasets Dataset, DatasetDict or IterableDataset, got "
+            f"{type(ds).__name__}; for other collections of images call vggfeat.extract"
+        )
+    if ds.features is None and ext.image_column is None:
+        raise ValueError(
+            "this IterableDataset does not know its features, so its image column cannot be found; "
+            "pass image_column= (or cast the column with datasets.Image() first)"
+        )
+    col = ext.image_column or hf_image_column(ds)
+    fn = functools.partial(_batch_features, ext=ext, col=col, column=column)
+    row = datasets.Sequence(datasets.Value("float32"))
+    new = datasets.Features({name: row for name in column_names(ext, column)})
+    if isinstance(ds, datasets.IterableDataset):  # lazy: computed as the rows are read
+        # images come decoded here (a mapped stream with features does not decode undecoded
+        # columns back), so their feature-store keys are those of their pixels
+        features = datasets.Features({**ds.features, **new}) if ds.features is not None else None
+        return ds.map(fn, batched=True, batch_size=rows, features=features)
+    raw = ds.select_columns([col]).cast_column(col, datasets.Image(decode=False))
+    feats = raw.map(
+        fn,
+        batched=True,
+        batch_size=rows,
+        remove_columns=[col],
+        features=new,
+        new_fingerprint=_identity(ds, col, ext, column),
+        desc="vggfeat",
+    )
+    return datasets.concatenate_datasets([ds, feats], axis=1)
+
+
+def _batch_features(batch, *, ext: Extractor, col: str, column: str) -> dict:
+    return feature_columns(ext, ext(batch[col]), column)
+
+
+def _identity(ds, col: str, ext: Extractor, column: str) -> str:
+    """The feature column's identity: protocol + every image's key in row order (module doc)."""
+    h = hashlib.sha256(json.dumps({"column": column, **ext.protocol()}, sort_keys=True).encode())
+    source, step = as_source(ds, col), 4096
+    for lo in range(0, len(source), step):  # the encoded bytes, read a slice at a time
+        h.update("".join(image_keys(source, lo=lo, hi=min(lo + step, len(source)))).encode())
+    return h.hexdigest()[:32]

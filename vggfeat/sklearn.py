@@ -7,7 +7,8 @@
 
 ``X`` is any image collection :func:`vggfeat.extract` accepts (a list of paths is the usual).
 The network is frozen (Appendix B: no fine-tuning), so ``fit`` only builds it: net D with
-ImageNet weights unless told otherwise. Inside a grid search over the classifier, pass
+ImageNet weights unless told otherwise. ``layer`` may name several layers (one pass of the
+net); their descriptors stand side by side. Inside a grid search over the classifier, pass
 ``cache=`` (a feature store keyed per image, :mod:`vggfeat.store`): each image is computed
 once, whatever subset each fold and parameter passes.
 """
@@ -75,15 +76,33 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        """(N,) images -> (N, n_features_out_) float32 descriptors."""
+        """(N,) images -> (N, n_features_out_) float32 descriptors; several layers side by
+        side, in the order given."""
         check_is_fitted(self, "extractor_")
-        return np.asarray(self.extractor_(X))
+        rows = self.extractor_(X)
+        return np.hstack([rows[n] for n in self.extractor_.layers]) if isinstance(rows, dict) else rows
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """One name per output column, showing its block: ``{net}_{layer}_q{Q}_{i}`` when the
+        scales are stacked (``D_fc7_q256_0``), ``{net}_{layer}_{i}`` otherwise; fused nets
+        each have their own block (``D_fc7_0`` ... ``E_fc7_0`` ...), numbered (``D0``, ``D1``)
+        when the same config is fused twice."""
         check_is_fitted(self, "extractor_")
-        return np.array([f"vgg_{self.layer}_{i}" for i in range(self.n_features_out_)], dtype=object)
+        ext = self.extractor_
+        nets = [m.config for m in ext.models]
+        if len(set(nets)) < len(nets):
+            nets = [f"{c}{k}" for k, c in enumerate(nets)]
+        qs = [f"_q{q}" for q in ext.scales] if ext.aggregate == "stack" else [""]
+        names = [
+            f"{net}_{layer}{q}_{i}"
+            for layer in ext.layers
+            for net, width in zip(nets, ext.widths[layer])
+            for q in qs
+            for i in range(width // len(qs))
+        ]
+        return np.array(names, dtype=object)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         tags.input_tags.two_d_array = False  # images, not a feature matrix

@@ -127,8 +127,11 @@ def test_several_layers_give_a_column_each():
         )
 
 
-def test_plain_map_recipe_with_an_extractor():
+def test_plain_map_recipe_with_an_extractor(tmp_path):
     arrays, net = pixels(4, seed=6), tiny_net()
+    Image.fromarray(arrays[0]).save(tmp_path / "a.png")  # a batch of one column named "path"
+    by_path = vggfeat.Extractor(net, **KW)({"path": [str(tmp_path / "a.png")]})
+    np.testing.assert_allclose(by_path["features"], ref(arrays[:1], net), atol=1e-6)
     ds = image_ds(arrays, label=[0, 1, 0, 1])
     out = ds.map(vggfeat.Extractor(net, **KW), batched=True, batch_size=3)
     assert out.column_names == ["image", "label", "features"]

@@ -338,8 +338,11 @@ def feature_columns(ext: Extractor, rows, column: str = "features") -> dict:
 
 
 def _is_batch(images) -> bool:
-    """A ``Dataset.map(batched=True)`` batch: a mapping of columns (not one undecoded image)."""
-    return isinstance(images, Mapping) and not {"bytes", "path"} >= set(images)
+    """A ``Dataset.map(batched=True)`` batch: a mapping of columns, each a list of values (not
+    one undecoded image, ``{"bytes": ..., "path": ...}``)."""
+    if not isinstance(images, Mapping):
+        return False
+    return not set(images) <= {"bytes", "path"} or isinstance(next(iter(images.values()), None), list)
 
 
 def _on_main(state, fn):

@@ -1,0 +1,167 @@
+"""What the paper in miniature measures: posteriors of every net on the source val split (Tables
+3-6, Sec. 3.2 and 4) and the appendix-B transfer to the toy VOC target (Table 11), each result
+with what its noise estimate needs (per-image top-1 misses, per-image test scores)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .. import toy
+from ..models import paper_scales
+from .runs import MiniatureConfig, Net, kind, sha256
+
+log = logging.getLogger("vggfeat")
+MULTICROP = ("D", "E")  # Table 5's nets (jittered): multi-crop and dense & multi-crop
+
+
+def eval_scales(cfg: MiniatureConfig, net: Net) -> tuple[tuple[int, ...], int]:
+    """Sec. 4.1-4.2: (multi-scale Q, single Q). Fixed S: {S-32, S, S+32} and S; jittered
+    S in [Smin, Smax]: {Smin, mid, Smax} and mid; all in the paper's ratios to the crop."""
+    qs = paper_scales(cfg.crop, (256, 384, 512) if net.jitter else (224, 256, 288))
+    return qs, qs[1]
+
+
+def _per_scale_posteriors(t):
+    """(S, F, V, K) class scores of one image -> (S * K,): per Q the softmax averaged over flips
+    and views (evaluate.posteriors averages these over Q too)."""
+    import torch
+
+    return torch.softmax(t, dim=-1).mean(dim=(1, 2)).flatten()
+
+
+def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) -> np.ndarray:
+    """(N, len(scales), K) posteriors of the net ``weights`` per Q, dense (``views="full"``) or
+    multi-crop (``"grid"``: 5x5 crops of the net's own crop size, Sec. 3.2), in one pass over
+    the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the weights' hash."""
+    from ..dense import DenseEngine, process_state
+    from ..weights import vgg
+
+    path = cfg.out / "posteriors" / f"{weights.parent.name}-{views}.npz"
+    key = f"{sha256(weights)}-{len(images)}-{list(scales)}"
+    if path.exists() and not cfg.fresh:
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                return z["P"]
+    log.info("%s: %s posteriors at Q = %s", weights.parent.name, views, list(scales))
+    model = vgg(None, weights=str(weights))
+    batch = 8 if views == "grid" else None  # grid: 8 images = 400 crops per forward (2x faster than 1)
+    engine = DenseEngine(
+        model,
+        scales=scales,
+        views=views,
+        batch_size=batch,
+        progress=cfg.progress,
+        num_workers=cfg.num_workers,
+    )
+    k = model.num_classes
+    P = engine.run(images, _per_scale_posteriors, len(scales) * k).rows.reshape(len(images), len(scales), k)
+    if process_state().is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, key=key, P=P)
+    return P
+
+
+def protocols(cfg: MiniatureConfig, net: Net, weights: Path, images) -> dict:
+    """Tables 3-5 for one net: protocol -> (N, K) posteriors. Every net gets ``single`` (dense,
+    one Q) and ``multi`` (dense, three Q); jittered D and E also ``multicrop`` (three Q) and
+    ``both`` (Sec. 4.3: the mean of the multi-scale dense and multi-crop posteriors)."""
+    qs, single = eval_scales(cfg, net)
+    dense = posteriors(cfg, weights, images, "full", qs)
+    table = {"single": dense[:, qs.index(single)], "multi": dense.mean(axis=1)}
+    if net.jitter and net.config in MULTICROP:
+        table["multicrop"] = posteriors(cfg, weights, images, "grid", qs).mean(axis=1)
+        table["both"] = (table["multi"] + table["multicrop"]) / 2
+    return table
+
+
+def wrong(P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(N,) bool: top-1 misses (the first of tied maxima wins, as :func:`evaluate.topk_error`)."""
+    return np.argmax(P, axis=1) != y
+
+
+def bootstrap_se(a: np.ndarray, b: np.ndarray, *, n: int, seed: int = 0) -> float:
+    """Standard error (points) of mean(a) - mean(b) over paired resamples of the images; ``a``,
+    ``b`` are per-image losses (e.g. top-1 misses) of two systems on the same images."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n, len(d)))
+    return float(100 * d[idx].mean(axis=1).std(ddof=1))
+
+
+def map_bootstrap_se(a: list, b: list, labels: np.ndarray, *, n: int, seed: int = 0) -> float:
+    """Standard error (points) of the mean over seeds of mAP(a) - mAP(b) (VOC07 11-point AP) over
+    paired resamples of the test images; ``a``, ``b``: per-seed (N, K) test scores."""
+    from .. import svm
+
+    def m(scores, idx):
+        return svm.mean_ap(svm.average_precisions(scores[idx], labels[idx], warn=False), warn=False)
+
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(labels), len(labels))
+        diffs.append(np.mean([m(s, idx) for s in a]) - np.mean([m(s, idx) for s in b]))
+    return float(100 * np.nanstd(diffs, ddof=1))
+
+
+def _result(P: np.ndarray, y: np.ndarray) -> dict:
+    from ..evaluate import topk_error
+
+    return dict(P=P, wrong=wrong(P, y), value=100 * topk_error(P, y, 1), top5=100 * topk_error(P, y, 5))
+
+
+def classification(cfg: MiniatureConfig, nets: list[Net], weights: dict, images, y) -> dict:
+    """``{(net kind, protocol): [result per seed]}`` on the val split (Tables 3-6), plus derived
+    systems: ``best-of`` (the better of multi-scale dense and multi-crop), the ``fusion`` of D
+    and E (their ``both`` posteriors, Sec. 4.4) and ``best-single`` (the better of those two)."""
+    from ..evaluate import fuse
+
+    systems: dict = {}
+    for net in nets:
+        for proto, P in protocols(cfg, net, weights[net.name], images).items():
+            systems.setdefault((kind(net.name), proto), []).append(_result(P, y))
+
+    def best(*keys):
+        return systems[min(keys, key=lambda k: np.mean([r["value"] for r in systems[k]]))]
+
+    for c in MULTICROP:
+        if (f"{c}-jitter", "both") in systems:
+            systems[(f"{c}-jitter", "best-of")] = best((f"{c}-jitter", "multi"), (f"{c}-jitter", "multicrop"))
+    if all((f"{c}-jitter", "both") in systems for c in "DE"):
+        pairs = zip(systems[("D-jitter", "both")], systems[("E-jitter", "both")])
+        systems[("D&E-jitter", "fusion")] = [_result(fuse([d["P"], e["P"]]), y) for d, e in pairs]
+        systems[("D&E-jitter", "best-single")] = best(("D-jitter", "both"), ("E-jitter", "both"))
+    return systems
+
+
+def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, np.ndarray, tuple]:
+    """Table 11 on the toy VOC2007 target: ``{(net, "transfer"): [result per deep seed]}`` for A
+    (fixed S, the shallow reference), D and E (jittered) and D & E (descriptors stacked); the
+    test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
+    appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
+    from .. import demo, svm, voc
+
+    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    proto = voc.protocol(data)
+    systems: dict = {}
+
+    def add(name, X):
+        res = svm.voc_classification(
+            X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
+        )
+        systems.setdefault((name, "transfer"), []).append(dict(scores=res.scores, value=100 * res.map))
+
+    for s in cfg.deep_seeds:
+        X = {}
+        for name, run in (("A", f"A-fixed-s{s}"), ("D", f"D-jitter-s{s}"), ("E", f"E-jitter-s{s}")):
+            store = cfg.out / "features" / run  # a feature store holds one net's rows
+            D, _ = demo.per_scale_descriptors(weights[run], data.images, store, cfg.progress)
+            X[name] = demo.l2(D.mean(axis=1))
+            add(name, X[name])
+        add("D&E", demo.l2(np.hstack([X["D"], X["E"]])))  # appendix B: late fusion by stacking
+    d_or_e = max("DE", key=lambda n: np.mean([r["value"] for r in systems[(n, "transfer")]]))
+    systems[("best-of-D-E", "transfer")] = systems[(d_or_e, "transfer")]
+    chance = demo.chance_map(data.labels[proto.test], permutations=cfg.permutations)
+    return systems, data.labels[proto.test], chance

@@ -1,0 +1,179 @@
+"""The plan of runs of the paper in miniature: its options, the nets in training order, the data
+and the training of each net (stamped, reused, resumed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .. import toy
+from ..models import paper_scale
+
+log = logging.getLogger("vggfeat")
+STAMP = "miniature-config.json"
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class MiniatureConfig:
+    """Every option of a run (``benchmarks/paper_in_miniature.py`` derives its flags from these
+    fields); the defaults are the full run, :data:`QUICK` the smoke test."""
+
+    out: Path = _opt(Path("runs/miniature"), "run folder")
+    width: float = _opt(1 / 8, "width factor of every net (GPUs: 0.25 ... 1)")
+    fc_dim: int = _opt(256, "width of fc6 and fc7")
+    crop: int = _opt(64, "training crop c (multiple of 32); S and Q keep the paper's ratios to c")
+    seeds: tuple[int, ...] = _opt((0, 1), "seeds of the cheap nets A, A-LRN, B, B-5x5")
+    deep_seeds: tuple[int, ...] = _opt((0,), "seeds of the C, D, E chains")
+    epochs: int = _opt(6, "epochs of A and A-LRN from random init (B-5x5: epochs + deep_epochs)")
+    deep_epochs: int = _opt(4, "epochs of B, C, D, E initialised from A")
+    jitter_epochs: int = _opt(3, "epochs of the fine-tuning from the fixed-S nets")
+    lr: float = _opt(0.02, "learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
+    batch_size: int = _opt(32, "global batch")
+    source_train: int = _opt(60, "source training images per class")
+    source_val: int = _opt(30, "source val images per class: every verdict is measured here")
+    source_holdout: int = _opt(10, "images per class the plateau schedule reads (not val)")
+    target_train: int = _opt(200, "toy VOC train images")
+    target_val: int = _opt(200, "toy VOC val images")
+    target_test: int = _opt(400, "toy VOC test images")
+    bootstrap: int = _opt(1000, "bootstrap resamples of the val / test images")
+    permutations: int = _opt(200, "permutations for the chance mAP")
+    num_workers: int = _opt(2, "data loader workers of the trainer")
+    fresh: bool = _opt(False, "retrain and re-evaluate everything (the data is reused)")
+    progress: bool = _opt(True, "progress bars")
+
+    def fixed_s(self) -> int:
+        return paper_scale(self.crop, 256)  # Sec. 3.1: S = 256 at crop 224
+
+    def jitter(self) -> tuple[int, int]:
+        return paper_scale(self.crop, 256), paper_scale(self.crop, 512)
+
+
+QUICK = MiniatureConfig(
+    width=1 / 16, fc_dim=32, crop=32, seeds=(0,), epochs=1, deep_epochs=1, jitter_epochs=1,
+    source_train=2, source_val=1, source_holdout=1, target_train=12, target_val=12, target_test=16,
+    bootstrap=50, permutations=20, num_workers=0,
+)  # fmt: skip
+
+
+# --- the plan of runs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Net:
+    """One training run: ``start`` names the net whose final weights initialise it (None:
+    random init); a start of another architecture gives Sec. 3.1's layer copy, the same one
+    every layer."""
+
+    name: str
+    config: str
+    seed: int
+    jitter: bool
+    epochs: int
+    lr: float
+    start: str | None = None
+
+
+def plan(cfg: MiniatureConfig) -> list[Net]:
+    """The nets in training order (every start before the nets it initialises)."""
+    nets, ft = [], cfg.lr / 10  # Sec. 3.1: fine-tuning at 1e-3 after 1e-2
+    for s in sorted(set(cfg.seeds) | set(cfg.deep_seeds)):
+        nets.append(Net(f"A-fixed-s{s}", "A", s, False, cfg.epochs, cfg.lr))
+    for s in cfg.seeds:
+        nets += [
+            Net(f"A-LRN-fixed-s{s}", "A-LRN", s, False, cfg.epochs, cfg.lr),
+            Net(f"B-fixed-s{s}", "B", s, False, cfg.deep_epochs, cfg.lr, f"A-fixed-s{s}"),
+            Net(f"B-5x5-fixed-s{s}", "B-5x5", s, False, cfg.epochs + cfg.deep_epochs, cfg.lr),
+        ]
+    for s in cfg.deep_seeds:
+        nets += [Net(f"{c}-fixed-s{s}", c, s, False, cfg.deep_epochs, cfg.lr, f"A-fixed-s{s}") for c in "CDE"]
+        nets += [Net(f"{c}-jitter-s{s}", c, s, True, cfg.jitter_epochs, ft, f"{c}-fixed-s{s}") for c in "CDE"]
+        nets.append(Net(f"D-fixedft-s{s}", "D", s, False, cfg.jitter_epochs, ft, f"D-fixed-s{s}"))
+    return nets
+
+
+def kind(net_name: str) -> str:
+    """ "D-jitter-s0" -> "D-jitter": the net without its seed."""
+    return net_name.rsplit("-s", 1)[0]
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+def prepare_data(cfg: MiniatureConfig) -> tuple[Path, Path]:
+    """Toy data under ``<out>/data``; ``<out>/source`` holds train/, val/ and holdout/ (the first
+    ``source_holdout`` generated val images of each class) as links. Returns (source, devkit)."""
+    data = toy.ToyConfig(
+        source_train=cfg.source_train, source_val=cfg.source_val + cfg.source_holdout,
+        target_train=cfg.target_train, target_val=cfg.target_val, target_test=cfg.target_test,
+    )  # fmt: skip
+    gen, devkit = toy.generate(cfg.out / "data", data, progress=cfg.progress)
+    source = cfg.out / "source"
+    marker = source / "toy.json"
+    if marker.exists() and marker.read_text() == (gen.parent / toy.MARKER).read_text():
+        return source, devkit
+    shutil.rmtree(source, ignore_errors=True)
+    for cls in sorted(p.name for p in (gen / "val").iterdir()):
+        files = sorted((gen / "val" / cls).iterdir())
+        for split, part in (("holdout", files[: cfg.source_holdout]), ("val", files[cfg.source_holdout :])):
+            (source / split / cls).mkdir(parents=True)
+            for f in part:
+                (source / split / cls / f.name).symlink_to(f.resolve())
+    (source / "train").symlink_to((gen / "train").resolve(), target_is_directory=True)
+    shutil.copyfile(gen.parent / toy.MARKER, marker)  # last: marks the links complete
+    return source, devkit
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_config(cfg: MiniatureConfig, net: Net, source: Path):
+    """The trainer's options for ``net``: batch norm, no dropout (a narrow net trains in a few
+    epochs only so), the plateau schedule on ``holdout/``."""
+    from ..train import TrainConfig
+
+    nets = cfg.out / "nets"
+    return TrainConfig(
+        name=net.name, data=str(source), output_dir=str(nets), val_split="holdout",
+        config=net.config, width=cfg.width, fc_dim=cfg.fc_dim, dropout=0.0, batch_norm=True,
+        init_from=str(nets / net.start / "final.safetensors") if net.start else None,
+        epochs=net.epochs, batch_size=cfg.batch_size, lr=net.lr, lr_patience=1,
+        crop_size=cfg.crop, scale=None if net.jitter else cfg.fixed_s(),
+        scale_jitter=cfg.jitter() if net.jitter else None, seed=net.seed,
+        num_workers=cfg.num_workers, progress=cfg.progress,
+    )  # fmt: skip
+
+
+def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> Path:
+    """Train ``net`` unless its run folder already holds final weights made by the same options
+    from the same start weights; a folder with matching options but no final weights (an
+    interrupted run) is resumed from its newest checkpoint. Returns the final weights."""
+    from ..dense import process_state
+    from ..train import train
+
+    tc = train_config(cfg, net, source)
+    run, state = tc.run_dir(), process_state()
+    want = {**asdict(replace(tc, progress=True)), "start_sha256": tc.init_from and sha256(tc.init_from)}
+    want = json.loads(json.dumps(want, default=str))
+    same = (run / STAMP).exists() and json.loads((run / STAMP).read_text()) == want and not cfg.fresh
+    if same and (run / "final.safetensors").exists():
+        log.info("%s: reusing %s", net.name, run / "final.safetensors")
+        return run / "final.safetensors"
+    if state.is_main_process and not same:
+        shutil.rmtree(run, ignore_errors=True)  # other options: start clean
+        run.mkdir(parents=True)
+        (run / STAMP).write_text(json.dumps(want, indent=1))
+    state.wait_for_everyone()
+    log.info("%s: training (%s)", net.name, "resuming" if same else "from the start")
+    return train(replace(tc, resume=True))  # no checkpoint yet: starts from scratch

@@ -1,4 +1,5 @@
-"""``make demo`` end to end at toy sizes: the real trainer and benchmark scripts in subprocesses."""
+"""``make demo`` end to end at toy sizes: the real trainer in subprocesses, the VOC protocol, the
+report and its summary; the baselines and the chance level against independent computations."""
 
 import json
 import math
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.svm import LinearSVC
 
@@ -23,42 +25,115 @@ def quick(tmp_path_factory):
     return cfg, demo.run(cfg)
 
 
-def test_quick_demo_writes_report(quick):
+ROWS = {"transfer-multiscale", "scratch", "random", "pixels"}
+
+
+def test_quick_demo_writes_summary_report_and_chart(quick):
     cfg, res = quick
-    assert set(res["maps"]) == {"multi-scale", "single-scale", "random weights", "raw pixels"}
-    assert all(0 <= m <= 1 for m in res["maps"].values())
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    assert summary == res["summary"]
+    names = [r["name"] for r in summary["rows"]]
+    qs = list(vggfeat.paper_scales(64))  # the demo net's crop: the paper's Q at crop 64
+    assert set(names) == ROWS | {f"transfer-q{q}" for q in qs}
+    for row in summary["rows"]:
+        assert 0 <= row["map"] <= 100 and row["std"] >= 0 and isinstance(row["q"], list)
+    by_name = {r["name"]: r for r in summary["rows"]}
+    assert by_name["transfer-multiscale"]["q"] == qs and by_name["transfer-q110"]["q"] == [110]
+    assert 0 < summary["chance_map"] < 100
     md = (cfg.out / "report.md").read_text()
-    for label, m in res["maps"].items():
-        assert f"| {label} |" in md and f"{100 * m:.1f}" in md
-    for png in ("map.png", "train/curves.png", "multi_scale/ap_per_class.png"):
+    for row in summary["rows"]:
+        assert f"| {row['name']} |" in md and f"{row['map']:.1f} ± {row['std']:.1f}" in md
+    assert "| chance |" in md and "verdict" in md
+    for png in ("map.png", "source-s0/curves.png"):
         with Image.open(cfg.out / png) as img:
             assert img.size[0] > 100
-    # the source error comes from the trainer's own log
-    last = json.loads((cfg.out / "train" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert res["source"]["val_top1_err"] == last["val_top1_err"]
-    # each benchmark ran with the weights and scales the report names
-    multi = json.loads((cfg.out / "multi_scale" / "results.json").read_text())
-    assert multi["config"]["scales"] == list(cfg.scales)
-    (numbers,) = multi["results"].values()
-    assert numbers["map"] == pytest.approx(res["maps"]["multi-scale"])
 
 
-def test_random_baseline_is_the_trained_architecture(quick):
+def test_quick_demo_is_deterministic(quick, tmp_path):
+    """Two fresh runs into different folders give identical summaries (the rerun above reuses
+    nothing of the first: data, trained nets and descriptors are all made again)."""
+    cfg, res = quick
+    again = demo.run(replace(cfg, out=tmp_path / "again"))
+    assert again["summary"] == res["summary"]
+
+
+def test_nets_have_the_papers_geometry_and_the_random_baseline_their_architecture(quick):
     cfg, _ = quick
-    trained = vggfeat.vgg(None, weights=str(cfg.out / "train" / "final.safetensors"))
-    rand = vggfeat.vgg(None, weights=str(cfg.out / "random.safetensors"))
+    trained = vggfeat.vgg(None, weights=str(cfg.out / "source-s0" / "final.safetensors"))
+    assert trained.crop == 64 and trained.kernel == 2  # fc6 covers the 2x2 pool5 map of a 64 crop
+    assert isinstance(trained.avgpool, torch.nn.Identity)
+    scratch = vggfeat.vgg(None, weights=str(cfg.out / "scratch-s0" / "final.safetensors"))
+    classes = [p for p in (cfg.out / "target_imagefolder" / "train").iterdir() if p.is_dir()]
+    assert scratch.arch == {**trained.arch, "num_classes": len(classes)}
+    rand = vggfeat.vgg(None, weights=str(cfg.out / "random-s0.safetensors"))
     assert rand.arch == trained.arch and rand.preprocess == trained.preprocess
     assert vggfeat.fingerprint(rand) != vggfeat.fingerprint(trained)
-    again = demo.random_weights(cfg.out / "train" / "final.safetensors", cfg.out / "r2.safetensors", seed=0)
+    again = demo.random_weights(
+        cfg.out / "source-s0" / "final.safetensors", cfg.out / "r2.safetensors", seed=0
+    )
     assert vggfeat.fingerprint(vggfeat.vgg(None, weights=str(again))) == vggfeat.fingerprint(rand)
 
 
-def test_rerun_reuses_every_step_and_gives_the_same_numbers(quick):
-    cfg, first = quick
-    stamp = (cfg.out / "train" / "final.safetensors").stat().st_mtime_ns
-    second = demo.run(cfg)
-    assert second["maps"] == first["maps"]
-    assert (cfg.out / "train" / "final.safetensors").stat().st_mtime_ns == stamp
+def test_scratch_budget_matches_the_source_in_sgd_steps(quick):
+    cfg, _ = quick
+    src = json.loads((cfg.out / "source-s0" / "config.json").read_text())
+    scr = json.loads((cfg.out / "scratch-s0" / "config.json").read_text())
+    n_src = sum(1 for _ in (cfg.out / "data" / "source" / "train").rglob("*.jpg"))
+    n_scr = sum(1 for _ in (cfg.out / "target_imagefolder" / "train").rglob("*.jpg"))
+    steps = lambda c, n: c["epochs"] * math.ceil(n / c["batch_size"])  # noqa: E731
+    assert abs(steps(scr, n_scr) - steps(src, n_src)) <= math.ceil(n_scr / scr["batch_size"])
+
+
+def test_target_imagefolder_has_each_trainval_image_under_each_class_it_shows(tmp_path):
+    _, devkit = toy.generate(
+        tmp_path / "data",
+        toy.ToyConfig(source_train=1, source_val=1, target_train=8, target_val=6, target_test=2),
+    )
+    root, n = demo.target_imagefolder(devkit, tmp_path / "folder")
+    main = devkit / "VOC2007" / "ImageSets" / "Main"
+    for folder, split in (("train", "trainval"), ("val", "val")):
+        want = set()
+        for c in toy.TARGET_CLASSES:
+            for line in (main / f"{c}_{split}.txt").read_text().splitlines():
+                image_id, label = line.split()
+                if label == "1":
+                    want.add(f"{c}/{image_id}.jpg")
+        got = {str(p.relative_to(root / folder)) for p in (root / folder).rglob("*.jpg")}
+        assert got == want
+    assert n == len(list((root / "train").rglob("*.jpg")))
+
+
+def test_chance_level_matches_random_scores_scored_naively():
+    rng = np.random.default_rng(1)
+    labels = rng.choice([1, -1, -1, -1, 0], size=(60, 4))
+    mean, std = demo.chance_map(labels, permutations=300, seed=0)
+    naive = [np.mean([naive_voc07_ap(rng.random(60), labels[:, k]) for k in range(4)]) for _ in range(300)]
+    assert abs(mean - np.mean(naive)) < 3 * np.std(naive) / np.sqrt(300) + 1e-3
+    assert std == pytest.approx(np.std(naive), rel=0.25)
+
+
+def test_verdicts_on_scripted_numbers():
+    rows = demo.Rows()
+    for name, values in {
+        "transfer-multiscale": [0.60, 0.62, 0.61],
+        "transfer-q73": [0.50, 0.52, 0.51],
+        "transfer-q110": [0.59, 0.63, 0.61],  # the best single Q: the gap is inside the spread
+        "scratch": [0.40, 0.41, 0.39],
+        "random": [0.30, 0.45, 0.38],  # noisy: within the noise of scratch
+        "pixels": [0.20],
+    }.items():
+        for v in values:
+            rows.add(name, v, "w", "d", [])
+    got = {
+        claim.split(" (")[0]: verdict for claim, verdict, _, _ in demo.verdicts(rows, (0.25, 0.01), [73, 110])
+    }
+    assert got == {
+        "transfer beats training from scratch on the target": "holds",
+        "from scratch beats random weights": "within the noise",
+        "random weights beat chance": "holds",
+        "raw pixels beat chance": "does not hold",
+        "multi-scale Q beats the best single Q": "within the noise",
+    }
 
 
 def naive_voc07_ap(scores, labels):
@@ -140,6 +215,6 @@ def test_failed_step_reports_its_log(tmp_path):
 def test_cli_flags():
     cfg = demo.config_from_args(demo.get_args_parser().parse_args(["--quick", "--seed", "5", "--fresh"]))
     assert cfg.data.seed == 5 and cfg.fresh and cfg.data.target_test == demo.QUICK.data.target_test
-    assert demo.config_from_args(demo.get_args_parser().parse_args([])).data == replace(
-        demo.DemoConfig().data, seed=0
-    )
+    full = demo.config_from_args(demo.get_args_parser().parse_args(["--seeds", "3", "4"]))
+    assert full.data == replace(demo.DemoConfig().data, seed=0) and full.seeds == (3, 4)
+    assert demo.DemoConfig().seeds == (0, 1, 2)

@@ -1,24 +1,28 @@
-"""``make demo``: the library's main job, end to end, on data generated on the spot.
+"""``make demo``: the paper's transfer experiment (appendix B) in miniature, with baselines that
+carry signal, the chance level and the spread over seeds.
 
-A fresh machine without internet has no ImageNet, no VOC and no pretrained weights, so the demo
-draws its own (:mod:`vggfeat.toy`) and then does for real what the paper's appendix B does:
+1. generate the toy data (:mod:`vggfeat.toy`): a classification source set (ImageFolder) and a
+   multi-label target set (VOC2007 layout) whose classes are new combinations of the source's
+   parts;
+2. train a narrow VGG-A on the source with the real trainer (``accelerate launch
+   recipes/train_imagenet.py --preset demo``: crop 64 with the paper's geometry, fc6 a 2x2 conv
+   over the 2x2 pool5 map; S jittered in [73, 146], the paper's [256, 512] at crop 64), once
+   per seed;
+3. train the same architecture from scratch on the target's own trainval images with the same
+   recipe and the same number of SGD steps (multi-label images enter once per class present);
+4. describe the target images with the appendix-B descriptor (dense fc7, global average pooling,
+   flip averaging, mean over Q = 73, 110, 146 = the paper's 256, 384, 512 at crop 64, L2) from
+   the transferred nets, the from-scratch nets and random nets of the same architecture; add raw
+   pixels; score each by the VOC2007 protocol (linear SVMs, C chosen train -> val, 11-point AP
+   on test);
+5. write ``<out>/report.md``, ``<out>/summary.json`` and ``<out>/map.png`` with every row as the
+   mean and std over seeds and the chance level of the test split (mAP of permuted scores).
 
-1. generate a source classification set (ImageFolder) and a target set (VOC2007 layout) whose
-   classes differ but share visual primitives;
-2. train a narrow VGG-A on the source with the real trainer
-   (``accelerate launch recipes/train_imagenet.py --preset demo``, scale jitter, Sec. 3.1);
-3. run the real VOC benchmark (``benchmarks/voc_svm.py``: appendix-B descriptors, linear SVMs,
-   VOC2007 11-point mAP) with the trained weights at several scales and at one scale, and with
-   the same architecture at random weights;
-4. add a raw-pixel baseline (32x32 thumbnails, standardised, same SVM protocol) and write
-   ``runs/demo/report.md`` with the table, the training curves and the per-class AP chart.
+Every step is seeded and deterministic; a rerun reuses the data, each trained net whose command
+is unchanged and the stored descriptors (``--fresh`` redoes them).
 
-Transfer is real when the trained net's descriptors beat random weights and raw pixels: the
-target classes are never seen in training. Every step is seeded; a rerun reuses the data and
-every finished step whose command is unchanged (``--fresh`` redoes them).
-
-    python -m vggfeat.demo            # ~10 minutes on 2 CPU cores
-    python -m vggfeat.demo --quick    # a tiny smoke run (about a minute), numbers meaningless
+    python -m vggfeat.demo            # about 10 minutes on 2 CPU cores
+    python -m vggfeat.demo --quick    # a one-minute smoke run, numbers meaningless
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -41,42 +46,47 @@ from . import toy
 log = logging.getLogger("vggfeat")
 REPO = Path(__file__).resolve().parents[1]  # recipes/ and benchmarks/ live beside the package
 STAMP = "demo-step.json"
+PRESET_BATCH = 32  # the trainer's demo preset; the from-scratch budget is counted in its steps
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """Sizes and flags of one demo run. The defaults are ``make demo``; :data:`QUICK` is the
-    smoke-test size. ``train_args`` override the trainer's ``demo`` preset."""
+    smoke-test size. ``train_args`` are added to the trainer's ``demo`` preset."""
 
     out: Path = Path("runs/demo")
     data: toy.ToyConfig = toy.ToyConfig(
-        source_train=80, source_val=15, target_train=150, target_val=150, target_test=300
+        source_train=50, source_val=10, target_train=200, target_val=200, target_test=400
     )
-    # On top of the trainer's demo preset (narrow VGG-A, 64 px crops, S jittered in [64, 96]):
-    # batch norm and no dropout make a 2-core budget of epochs enough to learn the source task.
-    train_args: tuple[str, ...] = ()  # the demo preset as it is
-    # Appendix B averages over several Q; fc7 of the dense net needs Q >= 224 (a 7x7 pool5 map).
-    scales: tuple[int, ...] = (224, 320, 416)
-    single_scale: int = 320
-    batch_size: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (and random-init seeds)
+    train_args: tuple[str, ...] = ()
+    permutations: int = 200  # for the chance level
     fresh: bool = False
     progress: bool = True
 
 
 QUICK = DemoConfig(
-    data=toy.ToyConfig(source_train=6, source_val=2, target_train=10, target_val=10, target_test=14),
+    data=toy.ToyConfig(source_train=4, source_val=2, target_train=12, target_val=12, target_test=16),
+    seeds=(0,),
     train_args=("--epochs", "1"),
-    scales=(224, 256),
-    single_scale=224,
+    permutations=20,
 )
 
 
 @dataclass
-class Step:
-    """Bookkeeping of one run: wall seconds per step and whether it was reused."""
+class Rows:
+    """mAP per seed for each row of the table, and what each row is."""
 
-    seconds: dict[str, float] = field(default_factory=dict)
-    reused: list[str] = field(default_factory=list)
+    maps: dict[str, list[float]] = field(default_factory=dict)
+    about: dict[str, tuple[str, str, list[int]]] = field(default_factory=dict)  # weights, descriptor, Q
+
+    def add(self, name: str, value: float, weights: str, descriptor: str, q: list[int]) -> None:
+        self.maps.setdefault(name, []).append(float(value))
+        self.about[name] = (weights, descriptor, q)
+
+    def mean_std(self, name: str) -> tuple[float, float]:
+        v = np.asarray(self.maps[name])
+        return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
 # --- subprocesses ------------------------------------------------------------------------------
@@ -115,8 +125,7 @@ def _run(
     if _stamped(out, cmd, product, cfg.fresh):
         log.info("%s: reusing %s", desc, product)
         return False
-    # A stale folder would be resumed (trainer) or refused (feature cache): start clean.
-    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)  # a stale run folder would be resumed: start clean
     out.mkdir(parents=True)
     logfile = out.parent / f"{out.name}.log"
     with open(logfile, "w") as f, tqdm(desc=desc, disable=not cfg.progress, unit=unit) as bar:
@@ -132,7 +141,7 @@ def _run(
     return True
 
 
-def _poll_epochs(metrics: Path, total: int):
+def _poll_epochs(metrics: Path, total: int | None):
     def poll(bar):
         bar.total = total
         try:
@@ -144,39 +153,45 @@ def _poll_epochs(metrics: Path, total: int):
     return poll
 
 
-def _poll_images(cache: Path):
-    """Images done so far, read off the extractor's feature cache (``done.npy``)."""
-
-    def poll(bar):
-        try:
-            done = np.load(cache / "done.npy", mmap_mode="r")
-        except (OSError, ValueError):  # not there yet, or being created
-            return
-        bar.total, bar.n = done.shape[0], int(done.all(1).sum())
-        bar.refresh()
-
-    return poll
-
-
 # --- the steps ---------------------------------------------------------------------------------
 
 
-def train(cfg: DemoConfig, source: Path) -> tuple[Path, bool]:
-    """Step 2: the trainer's ``demo`` preset on the source set -> (``<out>/train/final.safetensors``,
-    whether it ran rather than was reused)."""
-    out = cfg.out / "train"
+def train(cfg: DemoConfig, data: Path, name: str, seed: int, extra: tuple[str, ...] = ()) -> Path:
+    """The trainer's ``demo`` preset on the ImageFolder ``data`` -> ``<out>/<name>/final.safetensors``."""
+    out = cfg.out / name
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(_script("recipes", "train_imagenet.py")), "--preset", "demo", "--data", str(source),
-        "--output-dir", str(cfg.out), "--name", "train", "--seed", str(cfg.data.seed), "--no-progress",
-        *cfg.train_args,
+        str(_script("recipes", "train_imagenet.py")), "--preset", "demo", "--data", str(data),
+        "--output-dir", str(cfg.out), "--name", name, "--seed", str(seed), "--no-progress",
+        *cfg.train_args, *extra,
     ]  # fmt: skip
-    flags = list(cfg.train_args)
-    epochs = int(flags[flags.index("--epochs") + 1]) if "--epochs" in flags else None
+    flags = list(cmd)
+    epochs = int(flags[len(flags) - 1 - flags[::-1].index("--epochs") + 1]) if "--epochs" in flags else None
     poll = _poll_epochs(out / "metrics.jsonl", epochs)
-    ran = _run(cmd, out, out / "final.safetensors", desc="train on source", cfg=cfg, poll=poll, unit="epoch")
-    return out / "final.safetensors", ran
+    _run(cmd, out, out / "final.safetensors", desc=f"train {name}", cfg=cfg, poll=poll, unit="epoch")
+    return out / "final.safetensors"
+
+
+def target_imagefolder(devkit: Path, out: Path) -> tuple[Path, int]:
+    """The target's trainval images as an ImageFolder for the from-scratch baseline: ``train/``
+    holds every trainval image once under each class it shows (label 1; multi-label images
+    enter once per class, the usual reduction to single-label training), ``val/`` the val
+    images likewise (they are part of trainval: the trainer's plateau schedule reads them, the
+    test split is never seen). Returns (root, number of training entries)."""
+    from . import voc
+
+    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    shutil.rmtree(out, ignore_errors=True)
+    n_train = 0
+    for folder, split in (("train", "trainval"), ("val", "val")):
+        for row in data.splits[split]:
+            for k in np.flatnonzero(data.labels[row] == 1):
+                dst = out / folder / data.classes[k] / Path(data.images[row]).name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(data.images[row], dst)
+                n_train += folder == "train"
+    return out, n_train
 
 
 def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
@@ -185,8 +200,7 @@ def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
     import torch
 
     from .models import VGG
-    from .weights import vgg
-    from .weights import save_weights
+    from .weights import save_weights, vgg
 
     net = vgg(None, weights=str(trained))
     torch.manual_seed(seed)
@@ -194,32 +208,45 @@ def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
     return save_weights(fresh, path, provenance=f"random init (seed {seed}) of {trained.name}'s architecture")
 
 
-def benchmark(cfg: DemoConfig, devkit: Path, weights: Path, scales, name: str) -> tuple[dict, bool]:
-    """Step 3: ``benchmarks/voc_svm.py`` on the target set -> (its ``results.json``, whether it
-    ran rather than was reused)."""
-    out = cfg.out / name
-    cmd = [
-        sys.executable, str(_script("benchmarks", "voc_svm.py")), "--root", str(devkit), "--year", "2007",
-        "--classes", *toy.TARGET_CLASSES, "--model", "A", "--weights", str(weights),
-        "--scales", *map(str, scales), "--aggregate", "mean", "--out", str(out), "--seed", str(cfg.data.seed),
-    ]  # fmt: skip
-    if cfg.batch_size:
-        cmd += ["--batch-size", str(cfg.batch_size)]
-    poll = _poll_images(out / "features")
-    ran = _run(
-        cmd, out, out / "results.json", desc=f"target descriptors, {name}", cfg=cfg, poll=poll, unit="img"
+def per_scale_descriptors(
+    weights: Path, images: list, store: Path, progress: bool
+) -> tuple[np.ndarray, list]:
+    """Appendix-B descriptors before the last two steps: (N, len(Q), D) flip-averaged global
+    averages of the dense fc7 map at each Q of the paper's ratios to the net's crop."""
+    from .extract import extract
+    from .models import paper_scales
+    from .weights import vgg
+
+    net = vgg(None, weights=str(weights))
+    scales = list(paper_scales(net.crop))
+    X = extract(
+        images, model=net, scales=scales, aggregate="stack", normalize=False, cache=store, progress=progress
     )
-    return json.loads((out / "results.json").read_text()), ran
+    return np.asarray(X).reshape(len(images), len(scales), -1), scales
+
+
+def l2(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def voc_map(X: np.ndarray, data, proto) -> float:
+    """The VOC2007 protocol of ``benchmarks/voc_svm.py`` on descriptors ``X`` -> test mAP in [0, 1]."""
+    from . import svm
+
+    res = svm.voc_classification(
+        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
+    )
+    return res.map
 
 
 def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
-    """Step 4: raw pixels as the descriptor (``side`` x ``side`` RGB thumbnail, flattened,
-    standardised on the SVM training images, L2-normalised like the VGG descriptor), through the
-    same VOC2007 protocol as the benchmark; returns the test mAP."""
+    """Raw pixels as the descriptor (``side`` x ``side`` RGB thumbnail, flattened, standardised
+    on the SVM training images, L2-normalised like the VGG descriptor), through the same VOC2007
+    protocol; returns the test mAP."""
     from PIL import Image
-    from sklearn.preprocessing import StandardScaler, normalize
+    from sklearn.preprocessing import StandardScaler
 
-    from . import svm, voc
+    from . import voc
     from .data import open_image
 
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
@@ -230,61 +257,117 @@ def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
             for p in data.images
         ]
     )
-    X = normalize(StandardScaler().fit(X[proto.fit]).transform(X))
-    res = svm.voc_classification(
-        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
-    )
-    return res.map
+    return voc_map(l2(StandardScaler().fit(X[proto.fit]).transform(X)), data, proto)
+
+
+def chance_map(labels: np.ndarray, *, permutations: int, seed: int = 0) -> tuple[float, float]:
+    """The chance level of a test split: mean and std over random permutations of the scores of
+    the test mAP (11-point AP), i.e. what a descriptor without information scores."""
+    from . import svm
+
+    rng = np.random.default_rng(seed)
+    maps = []
+    for _ in range(permutations):
+        scores = rng.permuted(np.tile(np.arange(len(labels), dtype=float)[:, None], labels.shape[1]), axis=0)
+        maps.append(svm.mean_ap(svm.average_precisions(scores, labels, warn=False), warn=False))
+    return float(np.mean(maps)), float(np.std(maps, ddof=1))
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
-def _map_of(results: dict) -> float:
-    (numbers,) = results["results"].values()  # one net per benchmark run
-    return float(numbers["map"])
+def _exceeds(rows: Rows, a: str, b: str | tuple[float, float]) -> tuple[str, float, float]:
+    """Does row ``a`` beat ``b`` (a row name or a (mean, std) pair) by more than the seed
+    spread, the sum of the two stds? -> (verdict, gap, spread) in mAP points."""
+    ma, sa = rows.mean_std(a)
+    mb, sb = rows.mean_std(b) if isinstance(b, str) else b
+    gap, spread = 100 * (ma - mb), 100 * (sa + sb)
+    verdict = "holds" if gap > spread else ("does not hold" if gap < -spread else "within the noise")
+    return verdict, gap, spread
 
 
-def _last_metrics(metrics: Path) -> dict:
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return rows[-1]
+def verdicts(rows: Rows, chance: tuple[float, float], qs: list[int]) -> list[tuple[str, str, float, float]]:
+    """The comparisons the demo is designed to show: (claim, verdict, gap, spread)."""
+    best_q = max((f"transfer-q{q}" for q in qs), key=lambda n: rows.mean_std(n)[0])
+    pairs = [
+        ("transfer beats training from scratch on the target", "transfer-multiscale", "scratch"),
+        ("from scratch beats random weights", "scratch", "random"),
+        ("random weights beat chance", "random", chance),
+        ("raw pixels beat chance", "pixels", chance),
+        (f"multi-scale Q beats the best single Q ({best_q[10:]})", "transfer-multiscale", best_q),
+    ]
+    return [(claim, *_exceeds(rows, a, b)) for claim, a, b in pairs]
 
 
-def report(cfg: DemoConfig, maps: dict[str, tuple[str, str, float]], source_err: dict, steps: Step) -> str:
-    """Write ``<out>/report.md`` and ``<out>/map.png``; returns the markdown.
-
-    ``maps``: row label -> (weights, scales, mAP in [0, 1])."""
+def report(cfg: DemoConfig, rows: Rows, chance: tuple[float, float], qs, source_err, seconds) -> str:
+    """Write ``<out>/report.md``, ``<out>/summary.json`` and ``<out>/map.png``; returns the markdown."""
     from . import plots
 
-    rows = [[label, w, q, 100 * m] for label, (w, q, m) in maps.items()]
-    trained, random_, pixels = (maps[k][2] for k in ("multi-scale", "random weights", "raw pixels"))
-    md = "# vggfeat demo: transfer from a toy source task to a toy VOC2007 target\n\n"
-    md += plots.markdown_table(["descriptor", "weights", "scales Q", "target mAP (%)"], rows) + "\n"
-    md += (
-        f"- Trained multi-scale descriptor over random weights: **{100 * (trained - random_):+.1f}** mAP "
-        f"points; over raw pixels: **{100 * (trained - pixels):+.1f}**.\n"
-        f"- Source task (24 shape-texture classes), validation top-1 / top-5 error: "
-        f"{100 * source_err['val_top1_err']:.1f}% / {100 * source_err['val_top5_err']:.1f}% "
-        f"after {source_err['epoch'] + 1} epochs.\n"
-        f"- Target: {len(toy.TARGET_CLASSES)} classes ({', '.join(toy.TARGET_CLASSES)}), none of them a "
-        "source class; VOC2007 protocol (C chosen train -> val, SVMs refit on trainval, 11-point AP "
-        "on test).\n"
-        f"- Wall time per step (s): "
-        + ", ".join(
-            f"{k} {v:.0f}" + (" (reused)" if k in steps.reused else "") for k, v in steps.seconds.items()
+    table = []
+    for name in rows.maps:
+        m, s = rows.mean_std(name)
+        weights, descriptor, q = rows.about[name]
+        n = len(rows.maps[name])
+        table.append(
+            [name, weights, descriptor, ", ".join(map(str, q)) or "-", f"{100 * m:.1f} ± {100 * s:.1f}", n]
         )
-        + ".\n\n"
-        "![target mAP](map.png)\n\n"
-        "Training curves (source): ![curves](train/curves.png)\n\n"
-        "Per-class AP, trained net, multi-scale: ![AP](multi_scale/ap_per_class.png)\n\n"
-        "Details: [training](train/), [multi-scale](multi_scale/report.md), "
-        "[single-scale](single_scale/report.md), [random weights](random_weights/report.md).\n"
+    table.append(
+        [
+            "chance",
+            "-",
+            "permuted test scores",
+            "-",
+            f"{100 * chance[0]:.1f} ± {100 * chance[1]:.1f}",
+            cfg.permutations,
+        ]
+    )
+    md = "# vggfeat demo: appendix B in miniature (toy source -> toy VOC2007 target)\n\n"
+    md += plots.markdown_table(
+        ["row", "weights", "descriptor", "Q", "test mAP (%) mean ± std", "seeds"], table
+    )
+    md += (
+        f"\nmAP over the {len(toy.TARGET_CLASSES)} target classes (VOC2007 protocol: C chosen train -> val, "
+        "SVMs refit on trainval, 11-point AP on test). ± is the std over training seeds (random-init "
+        "seeds for `random`; `pixels` has no seed), and over permutations for `chance`. A gap counts "
+        "when it exceeds the sum of the two rows' std.\n\n"
+    )
+    md += plots.markdown_table(
+        ["claim", "verdict", "gap (mAP points)", "seed spread"],
+        [[c, v, f"{g:+.1f}", f"{s:.1f}"] for c, v, g, s in verdicts(rows, chance, qs)],
+    )
+    k = len(toy.SOURCE_CLASSES)
+    md += (
+        f"\n- Source task ({k} shape-texture classes): validation top-1 error "
+        f"{100 * np.mean(source_err):.1f}% (mean over seeds; chance {100 * (1 - 1 / k):.1f}%).\n"
+        "- Wall time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".\n\n"
+        "![target mAP](map.png)\n\nTraining curves (source, seed "
+        f"{cfg.seeds[0]}): ![curves](source-s{cfg.seeds[0]}/curves.png)\n"
     )
     (cfg.out / "report.md").write_text(md)
+    summary = {
+        "chance_map": 100 * chance[0],
+        "chance_std": 100 * chance[1],
+        "rows": [
+            {
+                "name": n,
+                "map": 100 * rows.mean_std(n)[0],
+                "std": 100 * rows.mean_std(n)[1],
+                "q": rows.about[n][2],
+            }
+            for n in rows.maps
+        ],
+        "verdicts": [
+            {"claim": c, "verdict": v, "gap": g, "spread": s} for c, v, g, s in verdicts(rows, chance, qs)
+        ],
+        "seeds": list(cfg.seeds),
+    }
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plots.bar_chart(
         cfg.out / "map.png",
-        {label: m for label, (_, _, m) in maps.items()},
-        title="target mAP by descriptor",
+        {n: rows.mean_std(n)[0] for n in rows.maps},
+        errors={n: rows.mean_std(n)[1] for n in rows.maps},
+        references={"chance": chance[0]},
+        title="target mAP (mean ± std over seeds)",
         ylabel="mAP (%)",
     )
     return md
@@ -293,49 +376,90 @@ def report(cfg: DemoConfig, maps: dict[str, tuple[str, str, float]], source_err:
 # --- the whole run -----------------------------------------------------------------------------
 
 
+def _steps_per_epoch(n: int) -> int:
+    return math.ceil(n / PRESET_BATCH)
+
+
+def _source_result(run: Path) -> tuple[int, float]:
+    """(epochs trained, last validation top-1 error) from the trainer's own files."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return len(rows), float(rows[-1]["val_top1_err"])
+
+
 def run(cfg: DemoConfig = DemoConfig()) -> dict:
-    """Every step in order; returns the numbers of the report (mAPs in [0, 1])."""
-    steps = Step()
-    # Subprocesses run in the repository root: hand them absolute paths.
-    cfg = replace(cfg, out=Path(cfg.out).resolve())
+    """Every step in order; returns the summary (mAPs in percent) and the markdown."""
+    from . import voc
+
+    cfg = replace(cfg, out=Path(cfg.out).resolve())  # subprocesses run in the repository root
+    seconds: dict[str, float] = {}
 
     def timed(name, fn, *args, **kw):
         t = time.time()
         out = fn(*args, **kw)
-        steps.seconds[name] = time.time() - t
+        seconds[name] = seconds.get(name, 0.0) + time.time() - t
         return out
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     source, devkit = timed("data", toy.generate, cfg.out / "data", cfg.data, progress=cfg.progress)
-    weights, ran = timed("train", train, cfg, source)
-    steps.reused += [] if ran else ["train"]
-    rand = random_weights(weights, cfg.out / "random.safetensors", seed=cfg.data.seed)
-    multi, single = cfg.scales, (cfg.single_scale,)
-    q = lambda s: ", ".join(map(str, s))
-    maps = {}
-    for label, name, w, scales, wname in (
-        ("multi-scale", "multi_scale", weights, multi, "trained on source"),
-        ("single-scale", "single_scale", weights, single, "trained on source"),
-        ("random weights", "random_weights", rand, multi, "random (same architecture)"),
-    ):
-        res, ran = timed(name, benchmark, cfg, devkit, w, scales, name)
-        steps.reused += [] if ran else [name]
-        maps[label] = (wname, q(scales), _map_of(res))
-    maps["raw pixels"] = ("none (32x32 RGB)", "-", timed("pixels", pixel_baseline, devkit))
-    steps.reused = [
-        k for k in ("train", "multi_scale", "single_scale", "random_weights") if steps.seconds[k] < 2
-    ]
-    source_err = _last_metrics(cfg.out / "train" / "metrics.jsonl")
-    md = report(cfg, maps, source_err, steps)
-    return dict(
-        maps={k: v[2] for k, v in maps.items()}, source=source_err, markdown=md, seconds=steps.seconds
-    )
+    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    proto = voc.protocol(data)
+    folder, n_scratch = target_imagefolder(devkit, cfg.out / "target_imagefolder")
+    rows, source_err, qs = Rows(), [], []
+    for seed in cfg.seeds:
+        src = timed("train source", train, cfg, source, f"source-s{seed}", seed)
+        epochs, err = _source_result(src.parent)
+        source_err.append(err)
+        # the same number of SGD steps as the source net, on the target's trainval images
+        steps = epochs * _steps_per_epoch(cfg.data.source_train * len(toy.SOURCE_CLASSES))
+        scratch_epochs = max(1, round(steps / _steps_per_epoch(n_scratch)))
+        scratch = timed(
+            "train scratch", train, cfg, folder, f"scratch-s{seed}", seed, ("--epochs", str(scratch_epochs))
+        )
+        rand = random_weights(src, cfg.out / f"random-s{seed}.safetensors", seed=seed)
+        for kind, weights, label in (
+            ("transfer", src, "trained on source"),
+            ("scratch", scratch, "trained on target trainval"),
+            ("random", rand, "random (same architecture)"),
+        ):
+            X, qs = timed(
+                "descriptors",
+                per_scale_descriptors,
+                weights,
+                data.images,
+                cfg.out / "features" / f"{kind}-s{seed}",
+                cfg.progress,
+            )
+            rows.add(
+                kind if kind != "transfer" else "transfer-multiscale",
+                timed("svm", voc_map, l2(X.mean(1)), data, proto),
+                label,
+                "fc7, mean over Q",
+                qs,
+            )
+            if kind == "transfer":
+                for i, q in enumerate(qs):
+                    rows.add(
+                        f"transfer-q{q}",
+                        timed("svm", voc_map, l2(X[:, i]), data, proto),
+                        label,
+                        "fc7, one Q",
+                        [q],
+                    )
+    rows.add("pixels", timed("pixels", pixel_baseline, devkit), "none (32x32 RGB)", "raw pixels", [])
+    chance = chance_map(data.labels[proto.test], permutations=cfg.permutations)
+    order = ["transfer-multiscale", *(f"transfer-q{q}" for q in qs), "scratch", "random", "pixels"]
+    rows.maps = {n: rows.maps[n] for n in order}
+    md = report(cfg, rows, chance, qs, source_err, seconds)
+    return dict(summary=json.loads((cfg.out / "summary.json").read_text()), markdown=md, seconds=seconds)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DemoConfig.out, help="run folder (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0, help="data, training and random-weights seed")
+    p.add_argument("--seed", type=int, default=0, help="data seed (training seeds are --seeds)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2; quick: 0)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, numbers meaningless")
     p.add_argument("--fresh", action="store_true", help="redo every step (the data is reused if identical)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -345,7 +469,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> DemoConfig:
     base = QUICK if args.quick else DemoConfig()
     return replace(
-        base, out=args.out, data=replace(base.data, seed=args.seed), fresh=args.fresh, progress=args.progress
+        base,
+        out=args.out,
+        data=replace(base.data, seed=args.seed),
+        seeds=tuple(args.seeds) if args.seeds else base.seeds,
+        fresh=args.fresh,
+        progress=args.progress,
     )
 
 

@@ -8,7 +8,7 @@ train and evaluate on data drawn here. The design serves what the paper measures
   checker) in random colours, on clutter. The class is the shape-texture pair; colour never is.
   Telling a dotted from a checkered square needs the texture (fine detail, a few pixels) *and*
   the outline (the whole object): features that need depth and a receptive field as large as
-  the object, which is what deeper nets add. Object sides are log-uniform over a factor of 4
+  the object, which is what deeper nets add. Object sides are log-uniform over a factor of 3
   (:data:`SOURCE_OBJECT`, a fraction of the image's smaller side), so random crops of a fixed
   training scale S see each class at many sizes and scale jittering (S in [Smin, 2 Smin])
   widens that further, as Sec. 3.1 argues.
@@ -89,7 +89,7 @@ CONTEXT_P = 0.5  # share of target images whose background takes a present class
 # VOC-like: a few distinct (width, height) sizes, landscape more often than portrait.
 TARGET_SIZES = ((192, 144), (192, 128), (160, 160), (144, 192), (176, 144))
 SOURCE_SIZES = ((128, 128), (144, 128), (128, 144))
-SOURCE_OBJECT = (0.22, 0.88)  # object side as a fraction of the smaller image side, log-uniform
+SOURCE_OBJECT = (0.3, 0.9)  # object side as a fraction of the smaller image side, log-uniform
 TARGET_UNIT = (7.0, 56.0)  # px: side of one part of a composition (the object is ~2 parts), log-uniform
 DIFFICULT_SIDE = 14  # px: objects whose longer visible side is smaller are "difficult"
 DIFFICULT_VISIBLE = 0.4  # objects with less of their box inside the image are "difficult"
@@ -221,7 +221,7 @@ def render_source(
     side = _log_uniform(rng, *SOURCE_OBJECT) * min(w, h)
     ow, oh = side * rng.uniform(0.85, 1.15), side * rng.uniform(0.85, 1.15)
     # Near the centre, as photographed objects are: training crops (Sec. 3.1) then still see it.
-    x0, y0 = (w - ow) / 2 + rng.uniform(-0.25, 0.25) * w, (h - oh) / 2 + rng.uniform(-0.25, 0.25) * h
+    x0, y0 = (w - ow) / 2 + rng.uniform(-0.1, 0.1) * w, (h - oh) / 2 + rng.uniform(-0.1, 0.1) * h
     x0, y0 = min(max(x0, -0.1 * ow), w - 0.9 * ow), min(max(y0, -0.1 * oh), h - 0.9 * oh)
     draw_part(canvas, rng, shape, texture, (x0, y0, ow, oh))
     return _finish(canvas), (x0, y0, ow, oh)

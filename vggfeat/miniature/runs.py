@@ -82,20 +82,25 @@ class Net:
 
 
 def plan(cfg: MiniatureConfig) -> list[Net]:
-    """The nets in training order (every start before the nets it initialises)."""
+    """The nets in training order: every start before the nets it initialises, and seed by seed,
+    so that an interrupted run already holds every net of the first seed (``--seeds 0`` then
+    reports on them)."""
     nets, ft = [], cfg.lr / 10  # Sec. 3.1: fine-tuning at 1e-3 after 1e-2
     for s in sorted(set(cfg.seeds) | set(cfg.deep_seeds)):
-        nets.append(Net(f"A-fixed-s{s}", "A", s, False, cfg.epochs, cfg.lr))
-    for s in cfg.seeds:
-        nets += [
-            Net(f"A-LRN-fixed-s{s}", "A-LRN", s, False, cfg.epochs, cfg.lr),
-            Net(f"B-fixed-s{s}", "B", s, False, cfg.deep_epochs, cfg.lr, f"A-fixed-s{s}"),
-            Net(f"B-5x5-fixed-s{s}", "B-5x5", s, False, cfg.epochs + cfg.deep_epochs, cfg.lr),
-        ]
-    for s in cfg.deep_seeds:
-        nets += [Net(f"{c}-fixed-s{s}", c, s, False, cfg.deep_epochs, cfg.lr, f"A-fixed-s{s}") for c in "CDE"]
-        nets += [Net(f"{c}-jitter-s{s}", c, s, True, cfg.jitter_epochs, ft, f"{c}-fixed-s{s}") for c in "CDE"]
-        nets.append(Net(f"D-fixedft-s{s}", "D", s, False, cfg.jitter_epochs, ft, f"D-fixed-s{s}"))
+        a = f"A-fixed-s{s}"
+        nets.append(Net(a, "A", s, False, cfg.epochs, cfg.lr))
+        if s in cfg.seeds:
+            nets += [
+                Net(f"A-LRN-fixed-s{s}", "A-LRN", s, False, cfg.epochs, cfg.lr),
+                Net(f"B-fixed-s{s}", "B", s, False, cfg.deep_epochs, cfg.lr, a),
+                Net(f"B-5x5-fixed-s{s}", "B-5x5", s, False, cfg.epochs + cfg.deep_epochs, cfg.lr),
+            ]
+        if s in cfg.deep_seeds:
+            nets += [Net(f"{c}-fixed-s{s}", c, s, False, cfg.deep_epochs, cfg.lr, a) for c in "CDE"]
+            nets += [
+                Net(f"{c}-jitter-s{s}", c, s, True, cfg.jitter_epochs, ft, f"{c}-fixed-s{s}") for c in "CDE"
+            ]
+            nets.append(Net(f"D-fixedft-s{s}", "D", s, False, cfg.jitter_epochs, ft, f"D-fixed-s{s}"))
     return nets
 
 

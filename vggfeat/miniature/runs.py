@@ -32,13 +32,13 @@ class MiniatureConfig:
     crop: int = _opt(64, "training crop c (multiple of 32); S and Q keep the paper's ratios to c")
     seeds: tuple[int, ...] = _opt((0, 1), "seeds of the cheap nets A, A-LRN, B, B-5x5")
     deep_seeds: tuple[int, ...] = _opt((0,), "seeds of the C, D, E chains")
-    epochs: int = _opt(6, "epochs of A and A-LRN from random init (B-5x5: epochs + deep_epochs)")
-    deep_epochs: int = _opt(4, "epochs of B, C, D, E initialised from A")
-    jitter_epochs: int = _opt(3, "epochs of the fine-tuning from the fixed-S nets")
+    epochs: int = _opt(12, "epochs of A and A-LRN from random init (B-5x5: epochs + deep_epochs)")
+    deep_epochs: int = _opt(8, "epochs of B, C, D, E initialised from A")
+    jitter_epochs: int = _opt(5, "epochs of the fine-tuning from the fixed-S nets")
     lr: float = _opt(0.02, "learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
     batch_size: int = _opt(32, "global batch")
-    source_train: int = _opt(60, "source training images per class")
-    source_val: int = _opt(30, "source val images per class: every verdict is measured here")
+    source_train: int = _opt(80, "source training images per class")
+    source_val: int = _opt(40, "source val images per class: every verdict is measured here")
     source_holdout: int = _opt(10, "images per class the plateau schedule reads (not val)")
     target_train: int = _opt(200, "toy VOC train images")
     target_val: int = _opt(200, "toy VOC val images")
@@ -153,7 +153,7 @@ def train_config(cfg: MiniatureConfig, net: Net, source: Path):
         name=net.name, data=str(source), output_dir=str(nets), val_split="holdout",
         config=net.config, width=cfg.width, fc_dim=cfg.fc_dim, dropout=0.0, batch_norm=True,
         init_from=str(nets / net.start / "final.safetensors") if net.start else None,
-        epochs=net.epochs, batch_size=cfg.batch_size, lr=net.lr, lr_patience=1,
+        epochs=net.epochs, batch_size=cfg.batch_size, lr=net.lr, lr_patience=2,
         crop_size=cfg.crop, scale=None if net.jitter else cfg.fixed_s(),
         scale_jitter=cfg.jitter() if net.jitter else None, seed=net.seed,
         num_workers=cfg.num_workers, progress=cfg.progress,

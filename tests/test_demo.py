@@ -101,6 +101,12 @@ def test_target_imagefolder_has_each_trainval_image_under_each_class_it_shows(tm
         got = {str(p.relative_to(root / folder)) for p in (root / folder).rglob("*.jpg")}
         assert got == want
     assert n == len(list((root / "train").rglob("*.jpg")))
+    root2, n2 = demo.target_imagefolder(devkit, tmp_path / "twice", repeat=2)
+    assert n2 == 2 * n and len(list((root2 / "val").rglob("*.jpg"))) == len(
+        list((root / "val").rglob("*.jpg"))
+    )
+    first = next((root2 / "train").rglob("*-0.jpg"))
+    assert first.stat().st_ino == first.with_name(first.name.replace("-0", "-1")).stat().st_ino  # linked
 
 
 def test_chance_level_matches_random_scores_scored_naively():
@@ -218,3 +224,17 @@ def test_cli_flags():
     full = demo.config_from_args(demo.get_args_parser().parse_args(["--seeds", "3", "4"]))
     assert full.data == replace(demo.DemoConfig().data, seed=0) and full.seeds == (3, 4)
     assert demo.DemoConfig().seeds == (0, 1, 2)
+
+
+def test_a_step_reruns_only_when_its_command_or_inputs_change(tmp_path):
+    cfg = replace(demo.QUICK, out=tmp_path, progress=False)
+    product = tmp_path / "step" / "made.txt"
+    cmd = [sys.executable, "-c", f"open({str(product)!r}, 'a').write('x')"]
+    run = lambda c, inputs: demo._run(c, tmp_path / "step", product, desc="s", cfg=cfg, inputs=inputs)  # noqa: E731
+    assert run(cmd, "data v1") is True
+    assert run(cmd, "data v1") is False and product.read_text() == "x"  # reused
+    assert run(cmd, "data v2") is True  # other data: made again
+    assert run([*cmd, "# other flags"], "data v2") is True
+    assert run(cmd, "data v2") is True and demo._run(
+        cmd, tmp_path / "step", product, desc="s", cfg=replace(cfg, fresh=True), inputs="data v2"
+    )

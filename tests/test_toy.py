@@ -175,7 +175,7 @@ def test_vggfeat_voc_loader_reads_the_target(data):
 
 def test_objects_spread_over_scales_within_every_class():
     """Sec. 3.1/appendix B need scale to matter: within each source class object sides span the
-    designed factor of 3, and target compositions of each class a factor of 8 (log-uniform)."""
+    designed factor of 3, and target compositions of each class a factor of 4 (log-uniform)."""
     lo, hi = toy.SOURCE_OBJECT
     for label in range(len(toy.SOURCE_CLASSES)):
         fracs = []
@@ -196,11 +196,11 @@ def test_objects_spread_over_scales_within_every_class():
                 sides[o["name"]].append(max(x1 - x0, y1 - y0) + 1)
     for name, found in sides.items():
         assert len(found) >= 10, name
-        assert np.percentile(found, 90) / np.percentile(found, 10) > 3, name
+        assert np.percentile(found, 90) / np.percentile(found, 10) > 2, name
 
 
 def test_context_colour_tells_a_little_about_the_classes():
-    """Half the target backgrounds take a present class's context colour (module docstring):
+    """30% of the target backgrounds take a present class's context colour (module docstring):
     an image's mean colour is then nearer its first object's context colour than another's,
     but far from always (the signal is weak by design)."""
     names = list(toy.TARGET_CLASSES)

@@ -56,7 +56,7 @@ class DemoConfig:
 
     out: Path = Path("runs/demo")
     data: toy.ToyConfig = toy.ToyConfig(
-        source_train=50, source_val=10, target_train=200, target_val=200, target_test=400
+        source_train=50, source_val=10, target_train=100, target_val=100, target_test=400
     )
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (and random-init seeds)
     train_args: tuple[str, ...] = ()
@@ -109,20 +109,30 @@ def _script(*parts: str) -> Path:
     return path
 
 
-def _stamped(out: Path, cmd: list[str], product: Path, fresh: bool) -> bool:
-    """True if ``out`` already holds ``product`` made by exactly ``cmd``."""
+def _stamped(out: Path, key: list[str], product: Path, fresh: bool) -> bool:
+    """True if ``out`` already holds ``product`` made by exactly ``key`` (command and inputs)."""
     stamp = out / STAMP
-    return not fresh and product.exists() and stamp.exists() and json.loads(stamp.read_text()) == cmd
+    return not fresh and product.exists() and stamp.exists() and json.loads(stamp.read_text()) == key
 
 
 def _run(
-    cmd: list[str], out: Path, product: Path, *, desc: str, cfg: DemoConfig, poll=None, unit: str = "it"
+    cmd: list[str],
+    out: Path,
+    product: Path,
+    *,
+    desc: str,
+    cfg: DemoConfig,
+    poll=None,
+    unit: str = "it",
+    inputs: str = "",
 ) -> bool:
-    """Run ``cmd`` (output to ``<out>.log``) unless its product is already there; returns True
-    if it ran. ``poll(bar)`` updates a progress bar while the command runs."""
+    """Run ``cmd`` (output to ``<out>.log``) unless its product is already there, made by the same
+    command from the same ``inputs`` (e.g. the data's marker); returns True if it ran.
+    ``poll(bar)`` updates a progress bar while the command runs."""
     from tqdm.auto import tqdm
 
-    if _stamped(out, cmd, product, cfg.fresh):
+    key = [*cmd, inputs]
+    if _stamped(out, key, product, cfg.fresh):
         log.info("%s: reusing %s", desc, product)
         return False
     shutil.rmtree(out, ignore_errors=True)  # a stale run folder would be resumed: start clean
@@ -137,7 +147,7 @@ def _run(
     if proc.returncode != 0 or not product.exists():
         tail = "".join(logfile.read_text(errors="replace").splitlines(True)[-25:])
         raise RuntimeError(f"{desc} failed (exit code {proc.returncode}); see {logfile}. Its end:\n{tail}")
-    (out / STAMP).write_text(json.dumps(cmd))
+    (out / STAMP).write_text(json.dumps(key))
     return True
 
 
@@ -169,28 +179,45 @@ def train(cfg: DemoConfig, data: Path, name: str, seed: int, extra: tuple[str, .
     flags = list(cmd)
     epochs = int(flags[len(flags) - 1 - flags[::-1].index("--epochs") + 1]) if "--epochs" in flags else None
     poll = _poll_epochs(out / "metrics.jsonl", epochs)
-    _run(cmd, out, out / "final.safetensors", desc=f"train {name}", cfg=cfg, poll=poll, unit="epoch")
+    marker = (cfg.out / "data" / toy.MARKER).read_text()  # other data: train again
+    _run(
+        cmd,
+        out,
+        out / "final.safetensors",
+        desc=f"train {name}",
+        cfg=cfg,
+        poll=poll,
+        unit="epoch",
+        inputs=marker,
+    )
     return out / "final.safetensors"
 
 
-def target_imagefolder(devkit: Path, out: Path) -> tuple[Path, int]:
+def target_imagefolder(devkit: Path, out: Path, *, repeat: int = 1) -> tuple[Path, int]:
     """The target's trainval images as an ImageFolder for the from-scratch baseline: ``train/``
-    holds every trainval image once under each class it shows (label 1; multi-label images
-    enter once per class, the usual reduction to single-label training), ``val/`` the val
-    images likewise (they are part of trainval: the trainer's plateau schedule reads them, the
-    test split is never seen). Returns (root, number of training entries)."""
+    holds every trainval image under each class it shows (label 1; multi-label images enter once
+    per class, the usual reduction to single-label training), ``repeat`` times (hard links, so
+    that an epoch is as long as the source's and per-epoch costs stay equal), ``val/`` the val
+    images once (they are part of trainval: the trainer's plateau schedule reads them; the test
+    split is never seen). Returns (root, number of training entries)."""
     from . import voc
 
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
     shutil.rmtree(out, ignore_errors=True)
     n_train = 0
-    for folder, split in (("train", "trainval"), ("val", "val")):
+    for folder, split, copies in (("train", "trainval", repeat), ("val", "val", 1)):
         for row in data.splits[split]:
+            src = Path(data.images[row])
             for k in np.flatnonzero(data.labels[row] == 1):
-                dst = out / folder / data.classes[k] / Path(data.images[row]).name
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(data.images[row], dst)
-                n_train += folder == "train"
+                for j in range(copies):
+                    name = src.name if copies == 1 else f"{src.stem}-{j}{src.suffix}"
+                    dst = out / folder / data.classes[k] / name
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(src, dst)
+                    except OSError:  # another file system: a copy
+                        shutil.copyfile(src, dst)
+                    n_train += folder == "train"
     return out, n_train
 
 
@@ -403,14 +430,18 @@ def run(cfg: DemoConfig = DemoConfig()) -> dict:
     source, devkit = timed("data", toy.generate, cfg.out / "data", cfg.data, progress=cfg.progress)
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
     proto = voc.protocol(data)
-    folder, n_scratch = target_imagefolder(devkit, cfg.out / "target_imagefolder")
+    n_source = cfg.data.source_train * len(toy.SOURCE_CLASSES)
+    n_entries = int((data.labels[data.splits["trainval"]] == 1).sum())
+    folder, n_scratch = target_imagefolder(
+        devkit, cfg.out / "target_imagefolder", repeat=max(1, round(n_source / max(n_entries, 1)))
+    )
     rows, source_err, qs = Rows(), [], []
     for seed in cfg.seeds:
         src = timed("train source", train, cfg, source, f"source-s{seed}", seed)
         epochs, err = _source_result(src.parent)
         source_err.append(err)
         # the same number of SGD steps as the source net, on the target's trainval images
-        steps = epochs * _steps_per_epoch(cfg.data.source_train * len(toy.SOURCE_CLASSES))
+        steps = epochs * _steps_per_epoch(n_source)
         scratch_epochs = max(1, round(steps / _steps_per_epoch(n_scratch)))
         scratch = timed(
             "train scratch", train, cfg, folder, f"scratch-s{seed}", seed, ("--epochs", str(scratch_epochs))

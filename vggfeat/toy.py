@@ -17,11 +17,11 @@ train and evaluate on data drawn here. The design serves what the paper measures
   checkered square) among single-primitive distractors of the same vocabulary. Target classes
   are not source classes and a distractor pair is a negative, so the source's parts help only
   through new combinations, which is what appendix B's frozen features must carry over.
-  Composition sizes spread over a factor of 8 (:data:`TARGET_UNIT`, px): at any one test scale Q
-  part of them is smaller or larger than anything the source net saw, so averaging descriptors
-  over several Q (appendix B) has something to add. Tiny and heavily truncated objects are
+  Composition sizes spread over a factor of 4 (:data:`TARGET_UNIT`, px), so that at any one
+  test scale Q part of them is smaller or larger than the source objects the net learnt, and
+  averaging descriptors over several Q (appendix B) has something to add. Tiny and heavily truncated objects are
   marked difficult, as VOC does.
-- **context**, as in VOC (aeroplanes on sky, boats on water): in half of the target images the
+- **context**, as in VOC (aeroplanes on sky, boats on water): in 30% of the target images the
   background is tinted with the colour of one present class (:data:`CONTEXT`). Low-level
   statistics thus carry a little signal, as they do in real photographs, so that raw pixels and
   random features sit measurably above chance and below what learned parts give.
@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("vggfeat")
 
-VERSION = 2  # bump when drawing changes, so stale generated data is regenerated
+VERSION = 3  # bump when drawing changes, so stale generated data is regenerated
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star")
 TEXTURES = ("solid", "stripes", "dots", "checker")
 SOURCE_CLASSES = tuple(f"{t}-{s}" for s in SHAPES for t in TEXTURES)
@@ -85,13 +85,13 @@ CONTEXT = {
     name: tuple(int(255 * v) for v in colorsys.hsv_to_rgb(k / len(TARGET_CLASSES), 0.55, 0.8))
     for k, name in enumerate(TARGET_CLASSES)
 }
-CONTEXT_P = 0.5  # share of target images whose background takes a present class's colour
+CONTEXT_P = 0.3  # share of target images whose background takes a present class's colour
 # VOC-like: a few distinct (width, height) sizes, landscape more often than portrait.
 TARGET_SIZES = ((192, 144), (192, 128), (160, 160), (144, 192), (176, 144))
 SOURCE_SIZES = ((128, 128), (144, 128), (128, 144))
 SOURCE_OBJECT = (0.3, 0.9)  # object side as a fraction of the smaller image side, log-uniform
-TARGET_UNIT = (7.0, 56.0)  # px: side of one part of a composition (the object is ~2 parts), log-uniform
-DIFFICULT_SIDE = 14  # px: objects whose longer visible side is smaller are "difficult"
+TARGET_UNIT = (16.0, 64.0)  # px: side of one part of a composition (the object is ~2 parts), log-uniform
+DIFFICULT_SIDE = 20  # px: objects whose longer visible side is smaller are "difficult"
 DIFFICULT_VISIBLE = 0.4  # objects with less of their box inside the image are "difficult"
 SPLITS = ("train", "val", "test")
 
@@ -183,10 +183,10 @@ def draw_part(canvas: np.ndarray, rng: np.random.Generator, shape: str, texture:
 def clutter(rng: np.random.Generator, w: int, h: int, tint=None) -> np.ndarray:
     """A cluttered background (H, W, 3 uint8): smooth colour variation, pixel noise and random
     line segments in the objects' colours, so colour and edges alone do not find the objects.
-    ``tint`` (an RGB colour) pulls the smooth part halfway towards it (context)."""
+    ``tint`` (an RGB colour) pulls the smooth part a third of the way towards it (context)."""
     low = rng.integers(60, 200, size=(4, 4, 3), dtype=np.uint8)
     if tint is not None:
-        low = ((low.astype(np.int16) + np.array(tint, np.int16)) // 2).astype(np.uint8)
+        low = ((2 * low.astype(np.int16) + np.array(tint, np.int16)) // 3).astype(np.uint8)
     base = np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR), dtype=np.int16)
     base = base + rng.integers(-18, 19, size=(h, w, 3), dtype=np.int16)
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
@@ -268,7 +268,7 @@ def render_target(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Imag
     canvas = clutter(rng, w, h, tint)
     # Distractors first (behind): single primitives of the same vocabulary as the objects.
     for _ in range(int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))):
-        s = _log_uniform(rng, TARGET_UNIT[0], 1.6 * TARGET_UNIT[1])
+        s = _log_uniform(rng, *TARGET_UNIT)
         shape, texture = SHAPES[rng.integers(len(SHAPES))], TEXTURES[rng.integers(len(TEXTURES))]
         draw_part(
             canvas,
@@ -279,7 +279,7 @@ def render_target(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Imag
         )
     objects = []
     for name in present:
-        # Scales spread over a factor of 8 (log-uniform), as objects in photographs are: no
+        # Scales spread over a factor of 4 (log-uniform), as objects in photographs are: no
         # single Q suits them all, which is why appendix B averages descriptors over several.
         s = _log_uniform(rng, *TARGET_UNIT)
         x0, y0 = rng.uniform(-0.6 * s, w - 1.4 * s), rng.uniform(-0.6 * s, h - 1.4 * s)

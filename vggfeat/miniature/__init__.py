@@ -48,7 +48,8 @@ def run(cfg: MiniatureConfig | None = None) -> dict:
     cfg = replace(cfg, out=Path(cfg.out).resolve())  # the trainer runs with paths of its own
     seconds: dict[str, float] = {}
     t = time.time()
-    source, devkit = prepare_data(cfg)
+    with process_state().main_process_first():  # one rank writes the data, the others reuse it
+        source, devkit = prepare_data(cfg)
     seconds["data"] = time.time() - t
     nets, weights = plan(cfg), {}
     for net in nets:

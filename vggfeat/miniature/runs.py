@@ -175,6 +175,7 @@ def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> Path:
     if same and (run / "final.safetensors").exists():
         log.info("%s: reusing %s", net.name, run / "final.safetensors")
         return run / "final.safetensors"
+    state.wait_for_everyone()  # every rank has read the stamp before the main one replaces it
     if state.is_main_process and not same:
         shutil.rmtree(run, ignore_errors=True)  # other options: start clean
         run.mkdir(parents=True)

@@ -4,6 +4,7 @@ with what its noise estimate needs (per-image top-1 misses, per-image test score
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -35,12 +36,14 @@ def _per_scale_posteriors(t):
 def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) -> np.ndarray:
     """(N, len(scales), K) posteriors of the net ``weights`` per Q, dense (``views="full"``) or
     multi-crop (``"grid"``: 5x5 crops of the net's own crop size, Sec. 3.2), in one pass over
-    the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the weights' hash."""
+    the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the hashes of the weights
+    and of the image list."""
     from ..dense import DenseEngine, process_state
     from ..weights import vgg
 
     path = cfg.out / "posteriors" / f"{weights.parent.name}-{views}.npz"
-    key = f"{sha256(weights)}-{len(images)}-{list(scales)}"
+    names = hashlib.sha256("\n".join(map(str, images)).encode()).hexdigest()
+    key = f"{sha256(weights)}-{names}-{list(scales)}"
     if path.exists() and not cfg.fresh:
         with np.load(path) as z:
             if str(z["key"]) == key:

@@ -105,7 +105,7 @@ def plan(cfg: MiniatureConfig) -> list[Net]:
 
 
 def kind(net_name: str) -> str:
-    """ "D-jitter-s0" -> "D-jitter": the net without its seed."""
+    """The net's kind, its name without the seed: D-jitter-s0 -> D-jitter."""
     return net_name.rsplit("-s", 1)[0]
 
 
@@ -120,9 +120,9 @@ def prepare_data(cfg: MiniatureConfig) -> tuple[Path, Path]:
         target_train=cfg.target_train, target_val=cfg.target_val, target_test=cfg.target_test,
     )  # fmt: skip
     gen, devkit = toy.generate(cfg.out / "data", data, progress=cfg.progress)
-    source = cfg.out / "source"
-    marker = source / "toy.json"
-    if marker.exists() and marker.read_text() == (gen.parent / toy.MARKER).read_text():
+    source, marker = cfg.out / "source", cfg.out / "source" / "splits.json"
+    want = {"toy": json.loads((gen.parent / toy.MARKER).read_text()), "holdout": cfg.source_holdout}
+    if marker.exists() and json.loads(marker.read_text()) == want:
         return source, devkit
     shutil.rmtree(source, ignore_errors=True)
     for cls in sorted(p.name for p in (gen / "val").iterdir()):
@@ -132,7 +132,7 @@ def prepare_data(cfg: MiniatureConfig) -> tuple[Path, Path]:
             for f in part:
                 (source / split / cls / f.name).symlink_to(f.resolve())
     (source / "train").symlink_to((gen / "train").resolve(), target_is_directory=True)
-    shutil.copyfile(gen.parent / toy.MARKER, marker)  # last: marks the links complete
+    marker.write_text(json.dumps(want))  # last: marks the links complete
     return source, devkit
 
 

@@ -5,7 +5,7 @@ the toy data (see vggfeat/miniature for the plan of runs and benchmarks/README.m
     python benchmarks/paper_in_miniature.py --quick --out /tmp/mini     # smoke test, numbers meaningless
     accelerate launch benchmarks/paper_in_miniature.py --width 0.5 --fc-dim 1024   # GPUs
 
-Writes <out>/report.md, results.json, table3.png, protocols.png, transfer.png; a rerun reuses
+Writes <out>/report.md, results.json, claims.png, table3.png, protocols.png, transfer.png; a rerun reuses
 every trained net, posterior and descriptor whose inputs are unchanged.
 """
 

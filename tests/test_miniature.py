@@ -154,7 +154,7 @@ def test_quick_writes_the_report_the_results_and_the_plots(quick):
     assert (t3["D-jitter"]["S"], t3["D-jitter"]["Q"]) == ([37, 73], 55)  # crop 32: S in [256, 512] * 32/224
     assert t3["A-fixed"]["paper"] == [29.6, 10.4]
     assert [r["net"] for r in results["tables"]["table11"]] == ["A", "D", "E", "D&E"]
-    for png in ("table3.png", "protocols.png", "transfer.png"):
+    for png in ("claims.png", "table3.png", "protocols.png", "transfer.png"):
         assert (quick / png).read_bytes()[:4] == b"\x89PNG"
 
 

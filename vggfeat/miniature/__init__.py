@@ -6,13 +6,14 @@ data and judged against the paper's numbers.
    and the toy VOC2007 target;
 2. train (in this process, through :func:`vggfeat.train.train`, so ``accelerate launch`` spreads
    it over GPUs) narrow nets of one width at crop c, with the paper's geometry and scale ratios
-   (S = 256c/224 fixed, or S in [256, 512]c/224): A and A-LRN from random init; B, C, D, E from A
-   by Sec. 3.1's layer copy; C, D, E jittered by fine-tuning all layers of their fixed-S net at
-   lr/10 (and D fine-tuned for as long at fixed S, the control that separates jittering from
-   more training); B-5x5 from random init for as many epochs as A and B together (its 5x5
-   convs cannot take A's 3x3 ones);
-3. evaluate on ``val/``: Table 3 (dense, one Q), Table 4 (dense, three Q), Table 5 (dense vs
-   multi-crop at the net's own crop vs both), Table 6 (fusion of D and E); then Table 11: the
+   (S = 256c/224 fixed, or S in [256, 512]c/224): A and A-LRN from random init (as the
+   trainer's A-LRN-256 preset: A's weights would add A's training to the LRN comparison);
+   B, C, D, E from A by Sec. 3.1's layer copy; C, D, E jittered by fine-tuning all layers of
+   their fixed-S net at lr/10 (and D fine-tuned for as long at fixed S, the control that
+   separates jittering from more training); B-5x5 from random init for as many epochs as A
+   and B together (its 5x5 convs cannot take A's 3x3 ones);
+3. evaluate on ``val/``: Table 3 (dense, one Q), Table 4 (dense, three Q), Table 5 (jittered D
+   and E: dense vs multi-crop at the net's own crop vs both), Table 6 (fusion of D and E); then Table 11: the
    appendix-B descriptors of D, E, D & E (and A, the shallow reference) on the toy VOC target;
 4. judge each claim (:data:`verdicts.CLAIMS`) by :func:`verdicts.verdict` against the noise
    (:func:`verdicts.spread`) and write ``report.md``, ``results.json`` and PNG plots.

@@ -236,15 +236,17 @@ def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
 
 
 def per_scale_descriptors(
-    weights: Path, images: list, store: Path, progress: bool
+    weights: Path, images: list, stores: Path | None, progress: bool
 ) -> tuple[np.ndarray, list]:
     """Appendix-B descriptors before the last two steps: (N, len(Q), D) flip-averaged global
-    averages of the dense fc7 map at each Q of the paper's ratios to the net's crop."""
+    averages of the dense fc7 map at each Q of the paper's ratios to the net's crop. Rows are
+    kept in a feature store under ``stores``, one per weights (a retrained net gets its own)."""
     from .extract import extract
     from .models import paper_scales
-    from .weights import vgg
+    from .weights import fingerprint, vgg
 
     net = vgg(None, weights=str(weights))
+    store = None if stores is None else Path(stores) / fingerprint(net)
     scales = list(paper_scales(net.crop))
     X = extract(
         images, model=net, scales=scales, aggregate="stack", normalize=False, cache=store, progress=progress
@@ -457,7 +459,7 @@ def run(cfg: DemoConfig = DemoConfig()) -> dict:
                 per_scale_descriptors,
                 weights,
                 data.images,
-                cfg.out / "features" / f"{kind}-s{seed}",
+                cfg.out / "features",
                 cfg.progress,
             )
             rows.add(

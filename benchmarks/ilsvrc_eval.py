@@ -19,11 +19,12 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vggfeat import evaluate, plots
-from vggfeat.cli import add_model_args, build_nets, is_main_process, models_and_weights, run_script
+from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script
+from vggfeat.options import add_options, from_args, option
 
 LAYOUT = """expected one of:
   an ImageFolder tree   VAL/<class>/<image>.JPEG   (ILSVRC2012 val sorted into class folders,
@@ -32,30 +33,34 @@ LAYOUT = """expected one of:
 Nothing is downloaded: ImageNet requires registration at image-net.org."""
 
 
-@dataclass
-class Config:
-    data: str
-    models: list[str] = field(default_factory=lambda: ["D"])
-    weights: list[str | None] = field(default_factory=lambda: ["default"])
-    protocols: tuple[str, ...] = evaluate.PROTOCOLS
-    jitter: tuple[int, int] = (256, 512)
-    split: str = "validation"
-    max_images: int | None = None
-    batch_size: int | None = None
-    device: str | None = None
-    out: Path | None = None
+def _protocols(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+@dataclass(kw_only=True)
+class Config(NetOptions):
+    data: str  # ImageFolder val tree or saved HF dataset
+    protocols: tuple[str, ...] = option(
+        evaluate.PROTOCOLS,
+        type=_protocols,
+        nargs=None,
+        help="comma-separated subset",
+        show=",".join(evaluate.PROTOCOLS),
+    )
+    jitter: tuple[int, int] = (256, 512)  # training scale range (sets Q)
+    split: str = "validation"  # split of a saved DatasetDict
+    max_images: int | None = None  # first N images only: quick run, not comparable
+    out: Path | None = None  # output folder (default: runs/ilsvrc_<models>)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="ImageFolder val tree or saved HF dataset")
-    add_model_args(p, scales=None)
-    p.add_argument("--protocols", default=",".join(evaluate.PROTOCOLS), help="comma-separated subset")
-    p.add_argument("--jitter", type=int, nargs=2, default=[256, 512], help="training scale range (sets Q)")
-    p.add_argument("--split", default="validation", help="split of a saved DatasetDict")
-    p.add_argument("--max-images", type=int, help="first N images only: quick run, not comparable")
-    p.add_argument("--out", type=Path, help="output folder (default runs/ilsvrc_<models>)")
+    add_options(p, Config)
     return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return from_args(Config, args)
 
 
 def load_data(cfg: Config):
@@ -107,10 +112,8 @@ def report(cfg: Config, rows: list[dict], not_comparable: list[str]) -> str:
 
 def main(cfg: Config) -> list[dict] | None:
     names = cfg.models
-    if len(cfg.weights) != len(names):
-        raise SystemExit(f"error: {len(names)} --model but {len(cfg.weights)} --weights; give one per model")
     images, labels = load_data(cfg)
-    nets = build_nets(names, cfg.weights)
+    nets = build_nets(names, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
     rows = evaluate.run_protocols(
         dict(zip(names, nets)),
         images,
@@ -148,19 +151,5 @@ def not_comparable(cfg: Config, nets) -> list[str]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    a = get_args_parser().parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    models, weights = models_and_weights(a, default=("D",))
-    cfg = Config(
-        data=a.data,
-        models=models,
-        weights=weights,
-        protocols=tuple(p.strip() for p in a.protocols.split(",") if p.strip()),
-        jitter=tuple(a.jitter),
-        split=a.split,
-        max_images=a.max_images,
-        batch_size=a.batch_size,
-        device=a.device,
-        out=a.out,
-    )
-    run_script(main, cfg)
+    run_script(main, config_from_args(get_args_parser().parse_args()))

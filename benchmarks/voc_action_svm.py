@@ -17,66 +17,41 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 import vggfeat
 from vggfeat import plots, svm, voc
-from vggfeat.cli import (
-    add_model_args,
-    build_nets,
-    is_main_process,
-    models_and_weights,
-    on_main_process,
-    run_script,
-)
+from vggfeat.cli import SVMOptions, build_nets, is_main_process, on_main_process, run_script
+from vggfeat.options import add_options, from_args
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B
 PAPER_NETS = "VGG Net-D & Net-E"  # Table 12 stacks the descriptors of D and E
 
 
-@dataclass
-class Config:
-    root: Path
-    models: list[str] = field(default_factory=lambda: ["D", "E"])  # Table 12 uses D & E stacked
-    weights: list[str | None] = field(default_factory=list)
+@dataclass(kw_only=True)
+class Config(SVMOptions):
+    DEFAULT_MODELS = ("D", "E")  # Table 12 stacks the descriptors of D and E
+
+    root: Path  # VOCdevkit (or its parent, or VOC2012)
     scales: tuple[int, ...] = PAPER_SCALES
-    aggregate: str = "mean"
-    width: float | None = None  # None: what the weights hold
-    fc_dim: int | None = None
-    c_grid: tuple[float, ...] = svm.C_GRID
-    max_images: int | None = None
-    out: Path | None = None
-    device: str | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    download: bool = False
-    cache: bool = True
+    max_images: int | None = None  # first N persons per split: quick run, not comparable
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.out = self.out or Path("runs") / f"voc2012_action_{'+'.join(map(str, self.models))}"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, required=True, help="VOCdevkit (or its parent, or VOC2012)")
-    add_model_args(p, scales=Config.scales, aggregate="mean", default_models=("D", "E"))
-    p.add_argument("--c-grid", type=float, nargs="+", default=list(svm.C_GRID))
-    p.add_argument("--max-images", type=int, help="first N persons per split: quick run, not comparable")
-    p.add_argument("--out", type=Path, help="output folder (default runs/voc2012_action_<models>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--download", action="store_true", help="fetch VOC2012 with torchvision first (online)")
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache features")
+    add_options(p, Config)
     return p
 
 
-def config_from_args(args) -> Config:
-    models, weights = models_and_weights(args, default=("D", "E"))
-    return Config(
-        root=args.root, models=models, weights=weights, scales=tuple(args.scales), aggregate=args.aggregate,
-        width=args.width, fc_dim=args.fc_dim, c_grid=tuple(args.c_grid), max_images=args.max_images,
-        out=args.out or Path("runs") / f"voc2012_action_{'+'.join(models)}", device=args.device,
-        batch_size=args.batch_size, seed=args.seed, download=args.download, cache=args.cache,
-    )  # fmt: skip
+def config_from_args(args: argparse.Namespace) -> Config:
+    return from_args(Config, args)
 
 
 def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
@@ -85,8 +60,13 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
     if cfg.download:
         on_main_process(voc.download, cfg.root, 2012)
     data = voc.load_voc_actions(cfg.root, max_images=cfg.max_images)
-    opts = dict(model=nets if len(nets) > 1 else nets[0], scales=cfg.scales, aggregate=cfg.aggregate,
-                device=cfg.device, batch_size=cfg.batch_size)  # fmt: skip
+    opts = dict(
+        model=nets if len(nets) > 1 else nets[0],
+        scales=cfg.scales,
+        aggregate=cfg.aggregate,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+    )
     cache = (lambda name: cfg.out / name) if cfg.cache else (lambda name: None)
     # Each image is described once, however many persons it holds.
     images, which = np.unique([str(p) for p in data.images], return_inverse=True)
@@ -112,15 +92,23 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
     ]
     name = plots.paper_name([n.config for n in nets])
     md = plots.ap_report(
-        cfg.out, title=f"VOC2012 action classification: linear SVMs on {name} descriptors", notes=notes,
-        classes=data.actions, results=results, labels=data.labels[val], column="VOC-2012 action mAP (%)",
-        paper=voc.PAPER_TABLE12, paper_row="whole image + person box" if name == PAPER_NETS else "",
-        not_comparable=not_comparable(cfg, nets), payload=dict(
-            config=asdict(cfg), quick_run=cfg.max_images,
+        cfg.out,
+        title=f"VOC2012 action classification: linear SVMs on {name} descriptors",
+        notes=notes,
+        classes=data.actions,
+        results=results,
+        labels=data.labels[val],
+        column="VOC-2012 action mAP (%)",
+        paper=voc.PAPER_TABLE12,
+        paper_row="whole image + person box" if name == PAPER_NETS else "",
+        not_comparable=not_comparable(cfg, nets),
+        payload=dict(
+            config=asdict(cfg),
+            quick_run=cfg.max_images,
             n_persons={k: len(v) for k, v in data.splits.items()},
             dim={"whole image": whole.shape[1], "person box": box.shape[1]},
         ),
-    )  # fmt: skip
+    )
     print(md)
     print(f"wrote {cfg.out}")
     return results
@@ -129,9 +117,14 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
 def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's action protocol (Table 12); empty when it does not."""
     reasons = plots.deviations(
-        nets, cfg.weights, rows=[PAPER_NETS], scales=cfg.scales, paper_scales=PAPER_SCALES,
-        aggregate=cfg.aggregate, paper_aggregate="mean",
-    )  # fmt: skip
+        nets,
+        cfg.weights,
+        rows=[PAPER_NETS],
+        scales=cfg.scales,
+        paper_scales=PAPER_SCALES,
+        aggregate=cfg.aggregate,
+        paper_aggregate="mean",
+    )
     if cfg.max_images:
         reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")
     return reasons

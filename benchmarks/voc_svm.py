@@ -16,73 +16,39 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import vggfeat
 from vggfeat import plots, svm, voc
-from vggfeat.cli import (
-    add_model_args,
-    build_nets,
-    is_main_process,
-    models_and_weights,
-    on_main_process,
-    run_script,
-)
+from vggfeat.cli import SVMOptions, build_nets, is_main_process, on_main_process, run_script
+from vggfeat.options import add_options, from_args
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales
 
 
-@dataclass
-class Config:
-    root: Path
-    year: int = 2007
-    models: list[str] = field(default_factory=lambda: ["D"])
-    weights: list[str | None] = field(default_factory=list)
+@dataclass(kw_only=True)
+class Config(SVMOptions):
+    root: Path  # VOCdevkit (or its parent, or VOC<year>)
+    year: Literal[2007, 2008, 2009, 2010, 2011, 2012] = 2007
     scales: tuple[int, ...] = PAPER_SCALES
-    aggregate: str = "mean"
-    width: float | None = None  # None: what the weights hold
-    fc_dim: int | None = None
-    c_grid: tuple[float, ...] = svm.C_GRID
-    max_images: int | None = None
-    out: Path | None = None
-    device: str | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    download: bool = False
-    cache: bool = True  # features under <out>/features, computed once and reused by later runs
-    classes: tuple[str, ...] = voc.VOC_CLASSES  # other class lists for VOC-layout datasets of your own
+    max_images: int | None = None  # first N images per split: quick run, not comparable
+    classes: tuple[str, ...] = voc.VOC_CLASSES  # class names of a VOC-layout dataset of your own
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.out = self.out or Path("runs") / f"voc{self.year}_{'+'.join(map(str, self.models))}"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, required=True, help="VOCdevkit (or its parent, or VOC<year>)")
-    p.add_argument("--year", type=int, default=2007, choices=(2007, 2008, 2009, 2010, 2011, 2012))
-    add_model_args(p, scales=Config.scales, aggregate="mean")
-    p.add_argument("--c-grid", type=float, nargs="+", default=list(svm.C_GRID))
-    p.add_argument("--max-images", type=int, help="first N images per split: quick run, not comparable")
-    p.add_argument("--out", type=Path, help="output folder (default runs/voc<year>_<models>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--download", action="store_true", help="fetch VOC with torchvision first (online)")
-    p.add_argument(
-        "--classes",
-        nargs="+",
-        default=list(voc.VOC_CLASSES),
-        help="class names of a VOC-layout dataset of your own (default: VOC's 20)",
-    )
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache features")
+    add_options(p, Config)
     return p
 
 
-def config_from_args(args) -> Config:
-    models, weights = models_and_weights(args, default=("D",))
-    out = args.out or Path("runs") / f"voc{args.year}_{'+'.join(models)}"
-    return Config(
-        root=args.root, year=args.year, models=models, weights=weights, scales=tuple(args.scales),
-        aggregate=args.aggregate, width=args.width, fc_dim=args.fc_dim, c_grid=tuple(args.c_grid),
-        max_images=args.max_images, out=out, device=args.device, batch_size=args.batch_size,
-        seed=args.seed, download=args.download, cache=args.cache, classes=tuple(args.classes),
-    )  # fmt: skip
+def config_from_args(args: argparse.Namespace) -> Config:
+    return from_args(Config, args)
 
 
 def main(cfg: Config) -> svm.VOCResult | None:
@@ -93,9 +59,14 @@ def main(cfg: Config) -> svm.VOCResult | None:
     data = voc.load_voc(cfg.root, cfg.year, max_images=cfg.max_images, classes=cfg.classes)
     proto = voc.protocol(data, seed=cfg.seed)
     X = vggfeat.extract(
-        data.images, model=nets if len(nets) > 1 else nets[0], scales=cfg.scales, aggregate=cfg.aggregate,
-        cache=cfg.out / "features" if cfg.cache else None, device=cfg.device, batch_size=cfg.batch_size,
-    )  # fmt: skip
+        data.images,
+        model=nets if len(nets) > 1 else nets[0],
+        scales=cfg.scales,
+        aggregate=cfg.aggregate,
+        cache=cfg.out / "features" if cfg.cache else None,
+        device=cfg.device,
+        batch_size=cfg.batch_size,
+    )
     if not is_main_process():
         return None
     res = svm.voc_classification(
@@ -105,9 +76,11 @@ def main(cfg: Config) -> svm.VOCResult | None:
         model = svm.MultiLabelSVC(C=res.C).fit(X[proto.submit[0]], data.labels[proto.submit[0]])
         ids = [data.ids[i] for i in proto.submit[1]]
         voc.write_results(
-            cfg.out / "results" / f"VOC{cfg.year}" / "Main", ids, model.decision_function(X[proto.submit[1]]),
+            cfg.out / "results" / f"VOC{cfg.year}" / "Main",
+            ids,
+            model.decision_function(X[proto.submit[1]]),
             comp=voc.competition(cfg.weights),
-        )  # fmt: skip
+        )
 
     notes = [
         proto.description,
@@ -118,14 +91,24 @@ def main(cfg: Config) -> svm.VOCResult | None:
     custom = cfg.classes != voc.VOC_CLASSES
     paper = {k: v[cfg.year] for k, v in voc.PAPER_TABLE11.items() if cfg.year in v and not custom}
     md = plots.ap_report(
-        cfg.out, title=f"VOC{cfg.year} classification: linear SVMs on {name} descriptors", notes=notes,
-        classes=data.classes, results={name: res}, labels=data.labels[proto.test],
-        column=f"VOC-{cfg.year} mAP (%)", paper=paper, paper_row=name,
-        not_comparable=not_comparable(cfg, nets), payload=dict(
-            config=asdict(cfg), quick_run=cfg.max_images, protocol=proto.description,
-            n_images={k: len(v) for k, v in data.splits.items()}, dim=X.shape[1],
+        cfg.out,
+        title=f"VOC{cfg.year} classification: linear SVMs on {name} descriptors",
+        notes=notes,
+        classes=data.classes,
+        results={name: res},
+        labels=data.labels[proto.test],
+        column=f"VOC-{cfg.year} mAP (%)",
+        paper=paper,
+        paper_row=name,
+        not_comparable=not_comparable(cfg, nets),
+        payload=dict(
+            config=asdict(cfg),
+            quick_run=cfg.max_images,
+            protocol=proto.description,
+            n_images={k: len(v) for k, v in data.splits.items()},
+            dim=X.shape[1],
         ),
-    )  # fmt: skip
+    )
     print(md)
     print(f"wrote {cfg.out}")
     return res
@@ -135,9 +118,14 @@ def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's VOC protocol (Table 11); empty when it does not."""
     rows = [k for k in voc.PAPER_TABLE11 if k.startswith("VGG")]
     reasons = plots.deviations(
-        nets, cfg.weights, rows=rows, scales=cfg.scales, paper_scales=PAPER_SCALES,
-        aggregate=cfg.aggregate, paper_aggregate="mean",
-    )  # fmt: skip
+        nets,
+        cfg.weights,
+        rows=rows,
+        scales=cfg.scales,
+        paper_scales=PAPER_SCALES,
+        aggregate=cfg.aggregate,
+        paper_aggregate="mean",
+    )
     if cfg.year not in (2007, 2012):
         reasons.append(f"VOC{cfg.year}: the paper reports VOC2007 and VOC2012")
     if cfg.classes != voc.VOC_CLASSES:

@@ -14,11 +14,11 @@ import argparse
 import logging
 import os
 import sys
-import types
-import typing
-from dataclasses import fields, replace
+from dataclasses import replace
 
+from vggfeat import options
 from vggfeat.imagefolder import DataError
+from vggfeat.options import add_options
 from vggfeat.train import ConfigError, RunLocked, TrainConfig, check_config, train
 
 PAPER = TrainConfig()  # the defaults are Sec. 3.1's: batch 256, lr 1e-2, momentum 0.9, wd 5e-4, 74 epochs
@@ -63,28 +63,12 @@ PRESETS: dict[str, TrainConfig] = {
         batch_norm=True,  # a plain narrow A does not leave ln(classes) loss in a few epochs
         dropout=0.0,
         batch_size=32,
-        epochs=20,
+        epochs=14,
         lr=0.02,
         lr_patience=2,
         num_workers=2,
     ),
 }
-
-
-def _option(hint) -> dict:
-    """argparse keywords for a TrainConfig field's type (``X | None`` is X, defaulting to None)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if isinstance(hint, types.UnionType):
-        hint = args[0]
-        args = list(typing.get_args(hint))
-    if hint is bool:
-        return dict(action=argparse.BooleanOptionalAction)
-    if typing.get_origin(hint) is tuple:
-        inner = args[0]
-        if typing.get_origin(inner) is tuple:  # eigvec: 3 rows of 3, given row-major
-            return dict(nargs=9, type=typing.get_args(inner)[0], metavar="V")
-        return dict(nargs=len(args) if Ellipsis not in args else "+", type=inner)
-    return dict(type=hint)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -95,30 +79,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only compute the training set's mean RGB, cached as DATA/mean_rgb.json (or in the run dir)",
     )
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        default = getattr(PAPER, f.name)
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            default=None,
-            help=f"default {default!r}",
-            **_option(hints[f.name]),
-        )
+    add_options(p, TrainConfig, base=PAPER)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = PRESETS[args.preset] if args.preset else PAPER
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    if "eigvec" in given:
-        v = given["eigvec"]
-        given["eigvec"] = (tuple(v[0:3]), tuple(v[3:6]), tuple(v[6:9]))
-    for key in ("scale_jitter", "eigval"):
-        if key in given:
-            given[key] = tuple(given[key])
+    given = options.given(TrainConfig, args)
     if "init_from" in given:  # a weights file on the command line replaces the preset's start run
         given.setdefault("init_from_run", None)
-    return replace(cfg, **given)
+    return replace(PRESETS[args.preset] if args.preset else PAPER, **given)
 
 
 def compute_mean_rgb(cfg: TrainConfig) -> None:

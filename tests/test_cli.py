@@ -63,12 +63,7 @@ def test_missing_imagenet_weights_are_one_line(torch_home, folder, tmp_path, cap
     for name in SCRIPTS:  # the SVM scripts fail before reading their (here absent) data
         mod = script(name)
         where = ["--data", str(val.parent)] if name == "ilsvrc_eval" else ["--root", str(tmp_path)]
-        if name == "ilsvrc_eval":
-            args = mod.get_args_parser().parse_args(where)
-            models, weights = cli.models_and_weights(args)
-            cfg = mod.Config(data=args.data, models=models, weights=weights)
-        else:
-            cfg = mod.config_from_args(mod.get_args_parser().parse_args(where))
+        cfg = mod.config_from_args(mod.get_args_parser().parse_args(where))
         with pytest.raises(SystemExit) as e:
             cli.run_script(mod.main, cfg)
         assert e.value.code == 2, name

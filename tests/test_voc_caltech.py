@@ -431,4 +431,6 @@ def test_action_comparable_only_for_the_paper_protocol(tmp_path):
     paper = mod.Config(root=tmp_path, weights=["default", "default"])
     assert mod.not_comparable(paper, meta_nets("D", "E")) == []
     _one_reason(mod.not_comparable, replace(paper, max_images=4), meta_nets("D", "E"), "--max-images 4")
-    _one_reason(mod.not_comparable, replace(paper, models=["D"]), meta_nets("D"), "no such nets")
+    _one_reason(
+        mod.not_comparable, replace(paper, models=["D"], weights=["default"]), meta_nets("D"), "no such nets"
+    )

@@ -6,53 +6,91 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from . import __version__
+from .options import add_options, from_args, option
+from .svm import C_GRID
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
 
 
-def add_model_args(
-    p: argparse.ArgumentParser, *, scales=(256, 384, 512), aggregate: str | None = None, default_models=("D",)
-) -> None:
-    """The network and protocol options every vggfeat command and benchmark script shares:
-    ``--model``/``--weights`` (repeat for late fusion), ``--width``/``--fc-dim`` for random-init
-    test nets, ``--scales``, ``--aggregate`` (when given a default), ``--batch-size``, ``--device``."""
-    p.add_argument(
-        "--model",
-        dest="models",
-        action="append",
-        help=f"configuration (A, A-LRN, B, C, D, E, B-5x5, or vgg16, vgg19_bn, ...); repeat for late "
-        f"fusion (default {' '.join(default_models)}, or what --weights files say)",
+MODEL_HELP = "configuration (A, A-LRN, B, C, D, E, B-5x5, or vgg16, vgg19_bn, ...); repeat for late fusion"
+WEIGHTS_HELP = (
+    "one per --model (one 'default' or 'none' serves them all): 'default' (ImageNet weights, "
+    "torchvision's IMAGENET1K_V1 for A/B/D/E; no public weights exist for A-LRN, C, B-5x5), 'none' "
+    "(RANDOM weights: a plumbing check, features of an untrained net), a torchvision name such as "
+    "IMAGENET1K_V1, or a .pth/.safetensors/.caffemodel file"
+)
+
+
+def _default_models(cls) -> str:
+    files = ", or what the --weights files hold" if cls.FROM_FILES else ""
+    return " ".join(cls.DEFAULT_MODELS) + files
+
+
+@dataclass(kw_only=True)
+class NetOptions:
+    """The network options every vggfeat command and benchmark script shares. ``models`` and
+    ``weights`` are resolved on construction: one weights source per model, None for random."""
+
+    DEFAULT_MODELS: ClassVar[tuple[str, ...]] = ("D",)
+    FROM_FILES: ClassVar[bool] = False  # without --model: what each --weights file says it holds
+
+    models: list[str | None] | None = option(
+        None, flag="--model", action="append", metavar="NAME", help=MODEL_HELP, show=_default_models
     )
-    p.add_argument(
-        "--weights",
-        action="append",
-        help="one per --model (one 'default' or 'none' serves them all): 'default' (the default: "
-        "ImageNet weights, torchvision's IMAGENET1K_V1 for A/B/D/E; no public weights exist for "
-        "A-LRN, C, B-5x5), 'none' (RANDOM weights: a plumbing check, features of an untrained "
-        "net), a torchvision name such as IMAGENET1K_V1, or a .pth/.safetensors/.caffemodel file",
+    weights: list[str | None] | None = option(
+        None, action="append", metavar="SOURCE", help=WEIGHTS_HELP, show="default"
     )
-    p.add_argument("--width", type=float, help="channel multiplier (default: what the weights hold, else 1)")
-    p.add_argument("--fc-dim", type=int, help="fc6/fc7 width (default: what the weights hold, else 4096)")
-    if scales is not None:
-        p.add_argument("--scales", type=int, nargs="+", default=list(scales), help="smallest sides Q")
-    if aggregate is not None:
-        p.add_argument("--aggregate", default=aggregate, choices=["mean", "stack", "max"])
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: accelerate's)")
+    width: float | None = None  # channel multiplier (default: what the weights hold, else 1)
+    fc_dim: int | None = None  # fc6/fc7 width (default: what the weights hold, else 4096)
+    batch_size: int | None = None  # images per network run (default: sized to fit)
+    device: str | None = None  # cpu, cuda, cuda:1 ... (default: accelerate's choice)
+
+    def __post_init__(self):
+        self.models, self.weights = models_and_weights(
+            self, default=self.DEFAULT_MODELS, from_files=self.FROM_FILES
+        )
+
+
+@dataclass(kw_only=True)
+class FeatureOptions(NetOptions):
+    """``NetOptions`` and the descriptor's protocol (Appendix B)."""
+
+    scales: tuple[int, ...] = (256, 384, 512)  # smallest sides Q
+    aggregate: Literal["mean", "stack", "max"] = "mean"  # over the scales
+
+
+@dataclass(kw_only=True)
+class SVMOptions(FeatureOptions):
+    """``FeatureOptions`` and the options the linear-SVM benchmarks share."""
+
+    c_grid: tuple[float, ...] = option(C_GRID, help="SVM C values tried on the held-out split")
+    out: Path | None = None  # output folder (default: runs/<dataset>_<models>)
+    seed: int = 0  # splits, held-out sets and random weights
+    download: bool = False  # fetch the dataset with torchvision first (online)
+    cache: bool = True  # features under <out>/features, computed once and reused by later runs
+
+
+def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
+    """The options of the dataclass ``options`` (``NetOptions`` or a subclass) on ``p``."""
+    add_options(p, options)
 
 
 def models_and_weights(args, default=("D",), from_files: bool = False) -> tuple[list, list]:
     """(configs, weights), one weights source per model: "default" without ``--weights``, None
     for ``--weights none`` (random). Without ``--model``: the ``default`` configs, or with
     ``from_files`` and ``--weights`` None each (each file says what it holds)."""
-    weights = [None if str(w).lower() == RANDOM else w for w in args.weights or []]
-    models = args.models or ([None] * len(weights) if weights and from_files else list(default))
+    weights = [None if str(w).lower() == RANDOM else w for w in getattr(args, "weights", None) or []]
+    models = getattr(args, "models", None) or (
+        [None] * len(weights) if weights and from_files else list(default)
+    )
     if not weights or (len(weights) == 1 and weights[0] in (None, "default")):
         weights = (weights or ["default"]) * len(models)
     if len(weights) != len(models):
@@ -121,38 +159,39 @@ def run_script(main, *args):
         sys.exit(2)
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    add_model_args(p)
-    p.add_argument(
-        "--preprocess",
-        default=None,
-        choices=["imagenet", "caffe"],
-        help="override the weights' preprocessing (e.g. caffe for converted Caffe state dicts)",
+@dataclass(kw_only=True)
+class CommandOptions(FeatureOptions):
+    """The network and protocol options of ``vggfeat extract`` and ``vggfeat evaluate``."""
+
+    FROM_FILES = True
+
+    preprocess: Literal["imagenet", "caffe"] | None = option(
+        None, help="override the weights' preprocessing (caffe: converted Caffe state dicts)"
     )
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--no-flip", action="store_true", help="do not average with the flipped image")
+    num_workers: int | None = None  # image-decoding processes (default: by CPU count)
+    flip: bool = True  # average with the horizontally flipped image
 
 
-def _models(args):
-    models, weights = models_and_weights(args, from_files=True)
-    return build_nets(models, weights, width=args.width, fc_dim=args.fc_dim, preprocess=args.preprocess)
+def _models(o: CommandOptions):
+    return build_nets(o.models, o.weights, width=o.width, fc_dim=o.fc_dim, preprocess=o.preprocess)
 
 
 def cmd_extract(args) -> None:
     import vggfeat
     from vggfeat.data import as_source
 
+    o = from_args(CommandOptions, args)
     inputs = args.images[0] if len(args.images) == 1 else args.images
     source = as_source(inputs)
     ext = vggfeat.Extractor(
-        tuple(_models(args)),
-        scales=args.scales,
-        flip=not args.no_flip,
-        aggregate=args.aggregate,
+        tuple(_models(o)),
+        scales=o.scales,
+        flip=o.flip,
+        aggregate=o.aggregate,
         layer=args.layer,
-        batch_size=args.batch_size,
-        device=args.device,
-        num_workers=args.num_workers,
+        batch_size=o.batch_size,
+        device=o.device,
+        num_workers=o.num_workers,
         cache=args.cache,
         on_error=args.on_error,
         progress=not args.quiet,
@@ -176,19 +215,20 @@ def cmd_extract(args) -> None:
 def cmd_evaluate(args) -> None:
     from vggfeat import evaluate
 
+    o = from_args(CommandOptions, args)
     images, labels, _ = evaluate.labels_of(args.data)
     Ps = [
         evaluate.posteriors(
             m,
             images,
-            scales=args.scales,
+            scales=o.scales,
             mode=args.mode,
-            flip=not args.no_flip,
-            batch_size=args.batch_size,
-            device=args.device,
-            num_workers=args.num_workers,
+            flip=o.flip,
+            batch_size=o.batch_size,
+            device=o.device,
+            num_workers=o.num_workers,
         )
-        for m in _models(args)
+        for m in _models(o)
     ]
     P = evaluate.fuse(Ps)
     if not is_main_process():
@@ -249,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="appendix-B descriptors of images -> .npy + .json sidecar")
     e.add_argument("images", nargs="+", help="image files or one directory (searched recursively)")
     e.add_argument("--out", required=True, help="output .npy path")
-    _add_model_args(e)
-    e.add_argument("--aggregate", default="mean", choices=["mean", "stack", "max"])
+    add_options(e, CommandOptions)
     e.add_argument("--layer", default="fc7")
     e.add_argument("--cache", default=None, help="folder for a resumable cache")
     e.add_argument("--on-error", default="raise", choices=["raise", "skip"])
@@ -259,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
     v.add_argument("data", help="ImageFolder tree ROOT/<class>/<image>")
-    _add_model_args(v)
+    add_options(v, CommandOptions, exclude=("aggregate",))
     v.add_argument("--mode", default="dense", choices=["dense", "multicrop", "both"])
     v.set_defaults(func=cmd_evaluate)
 

@@ -1,0 +1,172 @@
+"""Command-line options declared once, as the fields of a config dataclass.
+
+Each field is one option: its name gives the flag (``batch_size`` -> ``--batch-size``), its type
+hint the parsing, its default the value shown in ``--help`` (unless the help says ``default: ...``
+itself), and its help is either ``option(help=...)`` or the comment that ends the field's line::
+
+    @dataclass
+    class Config:
+        root: Path  # no default: a required option
+        scales: tuple[int, ...] = (256, 384, 512)  # smallest sides Q
+        cache: bool = True  # --cache / --no-cache
+        aggregate: Literal["mean", "stack"] = "mean"  # choices from the Literal
+
+    p = argparse.ArgumentParser()
+    add_options(p, Config)
+    cfg = from_args(Config, p.parse_args())
+
+Options left off the command line keep the default (or the value of ``base``, e.g. a preset):
+the parser stores only what was given (``argparse.SUPPRESS``), so a preset's value is never
+overwritten by a flag's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import inspect
+import io
+import tokenize
+import types
+import typing
+
+__all__ = ["option", "add_options", "given", "from_args", "field_comments"]
+
+
+def option(default=dataclasses.MISSING, *, help=None, show=None, **argparse_kw) -> dataclasses.Field:
+    """A dataclass field with command-line metadata: ``help``; ``show``, the default as ``--help``
+    states it when the value itself is not telling (a string, or a function of the dataclass);
+    and argparse keywords (``flag="--model"``, ``action="append"``, ``type=parse``, ``choices=``)
+    that replace what the type hint implies.
+    Mutable defaults (lists) are copied per instance."""
+    meta = {"help": help, "show": show, **argparse_kw}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=functools.partial(type(default), default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@functools.cache
+def field_comments(cls) -> dict[str, str]:
+    """``{field: comment}`` from the trailing comments of ``cls``'s field lines (``x: int = 1  # why``)."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out, line = {}, []
+    for tok in tokenize.generate_tokens(io.StringIO(inspect.cleandoc("\n" + src) + "\n").readline):
+        if tok.type == tokenize.NEWLINE:  # the end of a logical line (NL: one inside brackets)
+            line = []
+        elif tok.type == tokenize.COMMENT:
+            if len(line) >= 2 and line[0].type == tokenize.NAME and line[1].string == ":":
+                out.setdefault(line[0].string, tok.string.lstrip("#").strip())
+        elif tok.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NL):
+            line.append(tok)
+    return out
+
+
+def _help(cls, f: dataclasses.Field, default) -> str:
+    text = f.metadata.get("help")
+    for klass in cls.__mro__:  # a field redeclared with a new default keeps its parent's help
+        if text:
+            break
+        text = field_comments(klass).get(f.name) if dataclasses.is_dataclass(klass) else None
+    show = f.metadata.get("show")
+    if default is dataclasses.MISSING:
+        text = f"{text or ''} (required)"
+    elif "default:" not in (text or ""):  # a help that states its default keeps its own words
+        shown = (show(cls) if callable(show) else show) or (
+            " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        )
+        text = f"{text or ''} (default: {shown})"
+    text = text.strip()
+    return text.replace("%", "%%")
+
+
+def _strip_optional(hint):
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _parse_kw(hint) -> dict:
+    """argparse keywords for a type hint: bools as ``--x/--no-x``, tuples and lists as ``nargs``
+    (a fixed-length tuple takes exactly that many values), ``Literal`` as choices."""
+    hint = _strip_optional(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        return dict(action=argparse.BooleanOptionalAction)
+    if origin is typing.Literal:
+        return dict(choices=list(args), type=type(args[0]))
+    if origin in (tuple, list):
+        inner = _strip_optional(args[0]) if args else str
+        if typing.get_origin(inner) is tuple:  # a matrix, given row-major
+            return dict(nargs="+", type=typing.get_args(inner)[0], metavar="V")
+        fixed = origin is tuple and Ellipsis not in args
+        return dict(nargs=len(args) if fixed else "+", type=inner)
+    return dict(type=hint)
+
+
+def _default(f: dataclasses.Field, base):
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def add_options(parser: argparse.ArgumentParser, cls, base=None, *, exclude=()) -> None:
+    """One flag per field of the dataclass ``cls`` (except ``exclude``); ``base``, an instance,
+    supplies the defaults ``--help`` shows. A field without a default is a required option."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        default = _default(f, base)
+        kw = _parse_kw(hints[f.name])
+        kw.update({k: v for k, v in f.metadata.items() if k not in ("help", "show", "flag")})
+        if kw.get("action") not in (None, "store", argparse.BooleanOptionalAction):
+            kw.pop("nargs", None)
+        required = default is dataclasses.MISSING
+        parser.add_argument(
+            f.metadata.get("flag") or "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            required=required,
+            help=_help(cls, f, default),
+            **kw,
+        )
+
+
+def _convert(hint, value, like):
+    """A parsed value in the field's type: tuples as tuples, a matrix reshaped as ``like`` is."""
+    hint = _strip_optional(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and isinstance(value, list):
+        if args and typing.get_origin(_strip_optional(args[0])) is tuple:
+            n = len(like[0]) if like else len(value)
+            if len(value) % n:
+                raise SystemExit(f"error: expected a multiple of {n} values (rows of {n}), got {len(value)}")
+            return tuple(tuple(value[i : i + n]) for i in range(0, len(value), n))
+        return tuple(value)
+    return value
+
+
+def given(cls, args: argparse.Namespace) -> dict:
+    """The fields of ``cls`` given on the command line, converted to their types."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: _convert(hints[f.name], getattr(args, f.name), _default(f, None))
+        for f in dataclasses.fields(cls)
+        if hasattr(args, f.name)
+    }
+
+
+def from_args(cls, args: argparse.Namespace, base=None):
+    """An instance of ``cls``: ``base`` (or the defaults) with the options given on the command line."""
+    values = given(cls, args)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)

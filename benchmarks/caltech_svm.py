@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import vggfeat
 from vggfeat import caltech, plots, svm
-from vggfeat.cli import SVMOptions, build_nets, is_main_process, on_main_process, run_script
+from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
 from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512)
@@ -63,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(cfg: Config) -> svm.CaltechResult | None:
     # the nets first: a missing weights file fails before any data is read
-    nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim, seed=cfg.seed)
+    nets = cfg.build_nets()
     if cfg.download:
         on_main_process(caltech.download, cfg.root, cfg.dataset)
     data = caltech.load_caltech(
@@ -76,15 +75,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
         n_splits=cfg.splits,
         seed=cfg.seed,
     )
-    X = vggfeat.extract(
-        data.images,
-        model=nets if len(nets) > 1 else nets[0],
-        scales=cfg.scales,
-        aggregate=cfg.aggregate,
-        cache=cfg.out / "features" if cfg.cache else None,
-        device=cfg.device,
-        batch_size=cfg.batch_size,
-    )
+    X = cfg.extract(data.images, nets)
     if not is_main_process():
         return None
     res = svm.caltech_classification(X, data.labels, splits, grid=cfg.c_grid, seed=cfg.seed)
@@ -124,15 +115,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
 def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's Caltech protocol (Table 11); empty when it does not."""
     rows = [k for k in caltech.PAPER_TABLE11[cfg.dataset] if k.startswith("VGG")]
-    reasons = plots.deviations(
-        nets,
-        cfg.weights,
-        rows=rows,
-        scales=cfg.scales,
-        paper_scales=PAPER_SCALES,
-        aggregate=cfg.aggregate,
-        paper_aggregate="stack",
-    )
+    reasons = cfg.deviations(nets, rows=rows, paper_scales=PAPER_SCALES, paper_aggregate="stack")
     if not cfg.background:
         reasons.append("--no-background (the paper counts the background/clutter class: 102 / 257 classes)")
     if cfg.splits != PAPER_SPLITS:

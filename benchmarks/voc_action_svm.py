@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-import vggfeat
 from vggfeat import plots, svm, voc
-from vggfeat.cli import SVMOptions, build_nets, is_main_process, on_main_process, run_script
+from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
 from vggfeat.options import add_options, from_args
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B
@@ -56,22 +55,14 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
     # the nets first: a missing weights file fails before any data is read
-    nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim, seed=cfg.seed)
+    nets = cfg.build_nets()
     if cfg.download:
         on_main_process(voc.download, cfg.root, 2012)
     data = voc.load_voc_actions(cfg.root, max_images=cfg.max_images)
-    opts = dict(
-        model=nets if len(nets) > 1 else nets[0],
-        scales=cfg.scales,
-        aggregate=cfg.aggregate,
-        device=cfg.device,
-        batch_size=cfg.batch_size,
-    )
-    cache = (lambda name: cfg.out / name) if cfg.cache else (lambda name: None)
     # Each image is described once, however many persons it holds.
     images, which = np.unique([str(p) for p in data.images], return_inverse=True)
-    whole = vggfeat.extract(list(images), cache=cache("features_whole"), **opts)[which]
-    box = vggfeat.extract(voc.person_crops(data), cache=cache("features_box"), **opts)
+    whole = cfg.extract(list(images), nets, folder="features_whole")[which]
+    box = cfg.extract(voc.person_crops(data), nets, folder="features_box")
     if not is_main_process():
         return None
     train, val = data.splits["train"], data.splits["val"]
@@ -116,15 +107,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
 
 def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's action protocol (Table 12); empty when it does not."""
-    reasons = plots.deviations(
-        nets,
-        cfg.weights,
-        rows=[PAPER_NETS],
-        scales=cfg.scales,
-        paper_scales=PAPER_SCALES,
-        aggregate=cfg.aggregate,
-        paper_aggregate="mean",
-    )
+    reasons = cfg.deviations(nets, rows=[PAPER_NETS], paper_scales=PAPER_SCALES, paper_aggregate="mean")
     if cfg.max_images:
         reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")
     return reasons

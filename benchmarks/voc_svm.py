@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import vggfeat
 from vggfeat import plots, svm, voc
-from vggfeat.cli import SVMOptions, build_nets, is_main_process, on_main_process, run_script
+from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
 from vggfeat.options import add_options, from_args
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales
@@ -53,20 +52,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(cfg: Config) -> svm.VOCResult | None:
     # the nets first: a missing weights file fails before any data is read
-    nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim, seed=cfg.seed)
+    nets = cfg.build_nets()
     if cfg.download:
         on_main_process(voc.download, cfg.root, cfg.year)
     data = voc.load_voc(cfg.root, cfg.year, max_images=cfg.max_images, classes=cfg.classes)
     proto = voc.protocol(data, seed=cfg.seed)
-    X = vggfeat.extract(
-        data.images,
-        model=nets if len(nets) > 1 else nets[0],
-        scales=cfg.scales,
-        aggregate=cfg.aggregate,
-        cache=cfg.out / "features" if cfg.cache else None,
-        device=cfg.device,
-        batch_size=cfg.batch_size,
-    )
+    X = cfg.extract(data.images, nets)
     if not is_main_process():
         return None
     res = svm.voc_classification(
@@ -117,15 +108,7 @@ def main(cfg: Config) -> svm.VOCResult | None:
 def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's VOC protocol (Table 11); empty when it does not."""
     rows = [k for k in voc.PAPER_TABLE11 if k.startswith("VGG")]
-    reasons = plots.deviations(
-        nets,
-        cfg.weights,
-        rows=rows,
-        scales=cfg.scales,
-        paper_scales=PAPER_SCALES,
-        aggregate=cfg.aggregate,
-        paper_aggregate="mean",
-    )
+    reasons = cfg.deviations(nets, rows=rows, paper_scales=PAPER_SCALES, paper_aggregate="mean")
     if cfg.year not in (2007, 2012):
         reasons.append(f"VOC{cfg.year}: the paper reports VOC2007 and VOC2012")
     if cfg.classes != voc.VOC_CLASSES:

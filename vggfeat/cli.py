@@ -77,6 +77,38 @@ class SVMOptions(FeatureOptions):
     download: bool = False  # fetch the dataset with torchvision first (online)
     cache: bool = True  # features under <out>/features, computed once and reused by later runs
 
+    def build_nets(self) -> list:
+        """The networks, built before any data is read, so a missing weights file fails first."""
+        return build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
+
+    def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
+        """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
+        from .plots import deviations
+
+        return deviations(
+            nets,
+            self.weights,
+            rows=rows,
+            scales=self.scales,
+            paper_scales=paper_scales,
+            aggregate=self.aggregate,
+            paper_aggregate=paper_aggregate,
+        )
+
+    def extract(self, images, nets, *, folder: str = "features"):
+        """Appendix-B descriptors of ``images`` with these options, cached under ``out/folder``."""
+        import vggfeat
+
+        return vggfeat.extract(
+            images,
+            model=nets if len(nets) > 1 else nets[0],
+            scales=self.scales,
+            aggregate=self.aggregate,
+            cache=self.out / folder if self.cache else None,
+            device=self.device,
+            batch_size=self.batch_size,
+        )
+
 
 def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
     """The options of the dataclass ``options`` (``NetOptions`` or a subclass) on ``p``."""

@@ -121,3 +121,44 @@ def test_ilsvrc_comparable_only_for_the_paper_protocol():
     ]:
         (reason,) = mod.not_comparable(cfg, nets)
         assert why in reason
+
+
+def test_both_and_fusion_reuse_the_posteriors_the_run_already_computed(tmp_path, tiny, monkeypatch):
+    """--protocols multi,multicrop,both,fusion: one dense and one multi-crop engine run per net
+    (not four), and every protocol's posteriors equal those of its separate computation."""
+    mod = script("ilsvrc_eval")
+    images = []
+    for i, (h, w) in enumerate([(230, 250), (250, 230), (240, 240)]):
+        random_image(h, w, seed=i).save(tmp_path / f"{i}.png")
+        images.append(tmp_path / f"{i}.png")
+    labels = np.array([0, 1, 0])
+    nets = {"D": tiny("D", seed=1, num_classes=2), "E": tiny("E", seed=2, num_classes=2)}
+    runs = []
+    engine_run = evaluate.DenseEngine.run
+
+    def spy(self, *a, **kw):
+        runs.append(self.views)
+        return engine_run(self, *a, **kw)
+
+    monkeypatch.setattr(evaluate.DenseEngine, "run", spy)
+    protocols = ("multi", "multicrop", "both", "fusion")
+    rows, P = mod.evaluate_protocols(
+        nets, images, labels, protocols=protocols, jitter=(224, 256), progress=False
+    )
+    assert runs == ["full", "grid"] * 2  # dense + multi-crop per net; the old loop ran both's two again
+    monkeypatch.setattr(evaluate.DenseEngine, "run", engine_run)
+
+    q = (224, 240, 256)
+    separate = {
+        (n, proto): evaluate.posteriors(m, images, scales=q, mode=mode, progress=False)
+        for n, m in nets.items()
+        for proto, mode in (("multi", "dense"), ("multicrop", "multicrop"), ("both", "both"))
+    }
+    for key, ref in separate.items():
+        np.testing.assert_allclose(P[key], ref, rtol=1e-6, atol=1e-7, err_msg=str(key))
+    np.testing.assert_allclose(
+        P["D&E", "fusion"], evaluate.fuse([separate["D", "both"], separate["E", "both"]]), atol=1e-7
+    )
+    assert not np.allclose(P["D", "both"], P["D", "multi"])  # "both" is not one of its parts
+    secs = {(r["model"], r["protocol"]): r["seconds_per_image"] for r in rows}
+    assert secs["D", "both"] == secs["D", "multi"] + secs["D", "multicrop"]

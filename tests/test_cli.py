@@ -4,9 +4,12 @@ written once when several ranks run the command."""
 
 import argparse
 import json
+import re
+from dataclasses import fields
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_image, script, torchrun
 
 import vggfeat
@@ -96,3 +99,103 @@ def test_downloads_run_on_the_main_process():
     calls = []
     cli.on_main_process(calls.append, "VOC2007")  # one process: it is the main one
     assert calls == ["VOC2007"] and cli.is_main_process()
+
+
+# -- vggfeat extract: help, inputs, outputs ---------------------------------------------------
+def test_extract_help_shows_every_default_the_cost_and_examples(capsys):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vggfeat.cli_extract import ExtractOptions, protocol_cost
+
+    with pytest.raises(SystemExit):
+        cli.main(["extract", "--help"])
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    entries = {
+        e.split()[0].rstrip(","): " ".join(e.split())
+        for e in re.split(r"\n  (?=-)", text.split("options:")[1])
+        if e.strip()
+    }
+    for f in fields(ExtractOptions):
+        entry = entries["--model" if f.name == "models" else "--" + f.name.replace("_", "-")]
+        assert "default:" in entry or (f.name == "out" and "(required)" in entry), entry
+    assert text.count("vggfeat extract ") >= 2 and "--no-normalize" in text and "--list" in text
+
+    # the cost, counted independently: torch's flop counter over the dense net, on the meta device
+    def flops(h, w):
+        with torch.device("meta"), FlopCounterMode(display=False) as fc:
+            vggfeat.vgg("D").dense()(torch.empty(1, 3, h, w), "fc7")
+        return fc.get_total_flops()
+
+    square = 2 * sum(flops(q, q) for q in (256, 384, 512)) / flops(224, 224)
+    assert protocol_cost() == pytest.approx(square) and 20 < square < 22
+    assert f"{square:.0f}x the network cost of one 224 x 224 crop" in flat
+    assert f"{protocol_cost(aspect=4 / 3):.0f}x for a 4:3 one" in flat
+
+
+def test_extract_reads_folders_and_a_list_and_writes_parquet_with_the_paths(folder, tmp_path):
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other"
+    other.mkdir()
+    random_image(260, 230, seed=7).save(other / "x.png")
+    (tmp_path / "files.txt").write_text(f"# two of them\nimgs/1.png\n\n{folder / '0.png'}\n")
+    out = tmp_path / "f.parquet"
+    argv = ["extract", str(folder), str(other), "--list", str(tmp_path / "files.txt"), "--weights", "none"]
+    assert cli.main([*argv, *TINY, "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    order = [
+        folder / "0.png",
+        folder / "1.png",
+        folder / "2.png",
+        other / "x.png",
+        folder / "1.png",
+        folder / "0.png",
+    ]
+    assert table.column("id").to_pylist() == [str(p) for p in order]
+    X = np.stack(table.column("features").to_numpy(zero_copy_only=False))
+    torch.manual_seed(0)  # what --weights none builds for the first net
+    net = vggfeat.vgg("D", weights=None, width=0.0625, fc_dim=32)
+    ref = vggfeat.extract([str(p) for p in order], model=net, scales=(224,), progress=False)
+    np.testing.assert_allclose(X, ref, atol=1e-5)
+    assert json.loads(out.with_suffix(".json").read_text())["rows"] == [str(p) for p in order]
+
+
+def test_extract_no_normalize_and_a_saved_hf_dataset_with_its_image_column(tmp_path):
+    import datasets
+
+    pics = [random_image(230 + 10 * i, 250, seed=i) for i in range(3)]
+    ds = datasets.Dataset.from_dict({"label": [0, 1, 0], "img": pics}).cast_column("img", datasets.Image())
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "ds"))
+    out = tmp_path / "raw.npy"
+    argv = ["extract", str(tmp_path / "ds"), "--image-column", "img", "--no-normalize", "--weights", "none"]
+    assert cli.main([*argv, *TINY, "--out", str(out)]) == 0
+    X = np.load(out)
+    torch.manual_seed(0)
+    net = vggfeat.vgg("D", weights=None, width=0.0625, fc_dim=32)
+    ref = vggfeat.extract(pics, model=net, scales=(224,), normalize=False, progress=False)
+    np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.linalg.norm(X, axis=1), 1)  # not L2-normalised
+    assert json.loads(out.with_suffix(".json").read_text())["rows"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["missing_dir"], "missing_dir: no such image file or folder"),
+        (["--list", "nolist.txt"], "--list nolist.txt: no such file"),
+        ([], "no images"),
+    ],
+)
+def test_extract_input_errors_are_one_line(argv, words, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["extract", *argv, "--out", "x.npy", "--weights", "none", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_extract_refuses_other_suffixes_before_any_work(folder, tmp_path, capsys):
+    assert (
+        cli.main(["extract", str(folder), "--out", str(tmp_path / "x.csv"), "--weights", "none", *TINY]) == 2
+    )
+    assert "write .npy or .parquet" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

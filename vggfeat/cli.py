@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import numpy as np
-
 from . import __version__
 from .options import add_options, from_args, option
 from .svm import C_GRID
@@ -208,42 +206,6 @@ def _models(o: CommandOptions):
     return build_nets(o.models, o.weights, width=o.width, fc_dim=o.fc_dim, preprocess=o.preprocess)
 
 
-def cmd_extract(args) -> None:
-    import vggfeat
-    from vggfeat.data import as_source
-
-    o = from_args(CommandOptions, args)
-    inputs = args.images[0] if len(args.images) == 1 else args.images
-    source = as_source(inputs)
-    ext = vggfeat.Extractor(
-        tuple(_models(o)),
-        scales=o.scales,
-        flip=o.flip,
-        aggregate=o.aggregate,
-        layer=args.layer,
-        batch_size=o.batch_size,
-        device=o.device,
-        num_workers=o.num_workers,
-        cache=args.cache,
-        on_error=args.on_error,
-        progress=not args.quiet,
-    )
-    X = ext(source)
-    if not is_main_process():
-        return
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, np.asarray(X))
-    side = {
-        "rows": source.paths() or [source.name(i) for i in range(len(source))],
-        "shape": list(X.shape),
-        "failures": [{"index": i, "name": n, "reason": r} for i, n, r in ext.failures_],
-        **ext.protocol(),
-    }
-    out.with_suffix(".json").write_text(json.dumps(side, indent=1))
-    print(f"wrote {out} {tuple(X.shape)} and {out.with_suffix('.json')}")
-
-
 def cmd_evaluate(args) -> None:
     from vggfeat import evaluate
 
@@ -318,15 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("extract", help="appendix-B descriptors of images -> .npy + .json sidecar")
-    e.add_argument("images", nargs="+", help="image files or one directory (searched recursively)")
-    e.add_argument("--out", required=True, help="output .npy path")
-    add_options(e, CommandOptions)
-    e.add_argument("--layer", default="fc7")
-    e.add_argument("--cache", default=None, help="folder for a resumable cache")
-    e.add_argument("--on-error", default="raise", choices=["raise", "skip"])
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.set_defaults(func=cmd_extract)
+    from .cli_extract import add_extract_parser
+
+    add_extract_parser(sub)
 
     v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
     v.add_argument("data", help="ImageFolder tree ROOT/<class>/<image>")

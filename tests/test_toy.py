@@ -200,7 +200,7 @@ def test_objects_spread_over_scales_within_every_class():
 
 
 def test_context_colour_tells_a_little_about_the_classes():
-    """30% of the target backgrounds take a present class's context colour (module docstring):
+    """40% of the target backgrounds take a present class's context colour (module docstring):
     an image's mean colour is then nearer its first object's context colour than another's,
     but far from always (the signal is weak by design)."""
     names = list(toy.TARGET_CLASSES)

@@ -95,6 +95,9 @@ class Rows:
 def _env() -> dict:
     # The scripts must import this very vggfeat (the checkout the demo runs from), offline.
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    # One compute thread beside the trainer's two decoding workers: on 2 cores, two OpenMP
+    # threads that wait for each other while the workers hold a core made an epoch 8x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 

@@ -21,7 +21,7 @@ train and evaluate on data drawn here. The design serves what the paper measures
   test scale Q part of them is smaller or larger than the source objects the net learnt, and
   averaging descriptors over several Q (appendix B) has something to add. Tiny and heavily truncated objects are
   marked difficult, as VOC does.
-- **context**, as in VOC (aeroplanes on sky, boats on water): in 30% of the target images the
+- **context**, as in VOC (aeroplanes on sky, boats on water): in 40% of the target images the
   background is tinted with the colour of one present class (:data:`CONTEXT`). Low-level
   statistics thus carry a little signal, as they do in real photographs, so that raw pixels and
   random features sit measurably above chance and below what learned parts give.
@@ -85,12 +85,12 @@ CONTEXT = {
     name: tuple(int(255 * v) for v in colorsys.hsv_to_rgb(k / len(TARGET_CLASSES), 0.55, 0.8))
     for k, name in enumerate(TARGET_CLASSES)
 }
-CONTEXT_P = 0.3  # share of target images whose background takes a present class's colour
+CONTEXT_P = 0.4  # share of target images whose background takes a present class's colour
 # VOC-like: a few distinct (width, height) sizes, landscape more often than portrait.
 TARGET_SIZES = ((192, 144), (192, 128), (160, 160), (144, 192), (176, 144))
 SOURCE_SIZES = ((128, 128), (144, 128), (128, 144))
 SOURCE_OBJECT = (0.3, 0.9)  # object side as a fraction of the smaller image side, log-uniform
-TARGET_UNIT = (16.0, 64.0)  # px: side of one part of a composition (the object is ~2 parts), log-uniform
+TARGET_UNIT = (20.0, 80.0)  # px: side of one part of a composition (the object is ~2 parts), log-uniform
 DIFFICULT_SIDE = 20  # px: objects whose longer visible side is smaller are "difficult"
 DIFFICULT_VISIBLE = 0.4  # objects with less of their box inside the image are "difficult"
 SPLITS = ("train", "val", "test")

@@ -199,3 +199,21 @@ def test_extract_refuses_other_suffixes_before_any_work(folder, tmp_path, capsys
         cli.main(["extract", str(folder), "--out", str(tmp_path / "x.csv"), "--weights", "none", *TINY]) == 2
     )
     assert "write .npy or .parquet" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+def test_evaluate_command_reports_the_libraries_errors(tiny, tmp_path, capsys):
+    from vggfeat import evaluate
+
+    val = tmp_path / "val"
+    for c in range(2):
+        (val / f"n0{c}").mkdir(parents=True)
+        for i in range(2):
+            random_image(230, 240 + 10 * i, seed=10 * c + i).save(val / f"n0{c}" / f"{i}.png")
+    m = tiny("A", num_classes=2)
+    w = vggfeat.save_weights(m, tmp_path / "a.safetensors")
+    argv = ["evaluate", str(val), "--weights", str(w), "--scales", "224", "--no-flip", "--mode", "multicrop"]
+    assert cli.main(argv) == 0
+    images, labels, _ = evaluate.labels_of(val)
+    P = evaluate.posteriors(m, images, scales=(224,), mode="multicrop", flip=False, progress=False)
+    expected = f"top-1 error {100 * evaluate.topk_error(P, labels, 1):.2f}%"
+    assert expected in capsys.readouterr().out

@@ -287,7 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
     v.add_argument("data", help="ImageFolder tree ROOT/<class>/<image>")
     add_options(v, CommandOptions, exclude=("aggregate",))
-    v.add_argument("--mode", default="dense", choices=["dense", "multicrop", "both"])
+    v.add_argument(
+        "--mode",
+        default="dense",
+        choices=["dense", "multicrop", "both"],
+        help="Sec. 3.2 protocol (default: dense)",
+    )
     v.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="the configurations, or what a weights file holds")

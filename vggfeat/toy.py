@@ -17,10 +17,10 @@ train and evaluate on data drawn here. The design serves what the paper measures
   checkered square) among single-primitive distractors of the same vocabulary. Target classes
   are not source classes and a distractor pair is a negative, so the source's parts help only
   through new combinations, which is what appendix B's frozen features must carry over.
-  Composition sizes spread over a factor of 4 (:data:`TARGET_UNIT`, px), so that at any one
-  test scale Q part of them is smaller or larger than the source objects the net learnt, and
-  averaging descriptors over several Q (appendix B) has something to add. Tiny and heavily truncated objects are
-  marked difficult, as VOC does.
+  Composition sizes spread over a factor of 4 (:data:`TARGET_UNIT`, px), so that no one test
+  scale Q suits them all and averaging descriptors over several Q (appendix B) can add something
+  (on this data it does not: larger Q is better throughout, see the README's demo section). Tiny
+  and heavily truncated objects are marked difficult, as VOC does.
 - **context**, as in VOC (aeroplanes on sky, boats on water): in 40% of the target images the
   background is tinted with the colour of one present class (:data:`CONTEXT`). Low-level
   statistics thus carry a little signal, as they do in real photographs, so that raw pixels and

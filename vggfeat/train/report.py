@@ -27,7 +27,7 @@ def plot_metrics(metrics_file, png) -> None:
         ax.plot(epochs, [r[key] for r in rows], marker="o")
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        if key == "lr":
+        if key == "lr" and all(r["lr"] > 0 for r in rows):  # a frozen run's lr 0 has no log
             ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(png, dpi=80)

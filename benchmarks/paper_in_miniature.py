@@ -14,42 +14,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import typing
-from dataclasses import fields, replace
 from pathlib import Path
 
+from vggfeat import options
 from vggfeat.miniature import QUICK, MiniatureConfig, run
-
-
-def _option(hint) -> dict:
-    """argparse keywords for a MiniatureConfig field's type."""
-    if hint is bool:
-        return dict(action=argparse.BooleanOptionalAction)
-    if typing.get_origin(hint) is tuple:
-        return dict(nargs="+", type=typing.get_args(hint)[0])
-    return dict(type=hint)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny data, 1 epoch, width 1/16: a smoke test")
-    hints = typing.get_type_hints(MiniatureConfig)
-    for f in fields(MiniatureConfig):
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            default=None,
-            help=f"{f.metadata['help']} (default {f.default!r}; --quick: {getattr(QUICK, f.name)!r})",
-            **_option(hints[f.name]),
-        )
+    options.add_options(p, MiniatureConfig)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> MiniatureConfig:
-    given = {
-        f.name: getattr(args, f.name) for f in fields(MiniatureConfig) if getattr(args, f.name) is not None
-    }
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
-    return replace(QUICK if args.quick else MiniatureConfig(), **given)
+    return options.from_args(MiniatureConfig, args, QUICK if args.quick else MiniatureConfig())
 
 
 def main(argv=None) -> dict:

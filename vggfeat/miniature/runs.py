@@ -7,18 +7,15 @@ import hashlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .. import toy
 from ..models import paper_scale
+from ..options import option
 
 log = logging.getLogger("vggfeat")
 STAMP = "miniature-config.json"
-
-
-def _opt(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -26,28 +23,28 @@ class MiniatureConfig:
     """Every option of a run (``benchmarks/paper_in_miniature.py`` derives its flags from these
     fields); the defaults are the full run, :data:`QUICK` the smoke test."""
 
-    out: Path = _opt(Path("runs/miniature"), "run folder")
-    width: float = _opt(1 / 8, "width factor of every net (GPUs: 0.25 ... 1)")
-    fc_dim: int = _opt(256, "width of fc6 and fc7")
-    crop: int = _opt(64, "training crop c (multiple of 32); S and Q keep the paper's ratios to c")
-    seeds: tuple[int, ...] = _opt((0, 1), "seeds of the cheap nets A, A-LRN, B, B-5x5")
-    deep_seeds: tuple[int, ...] = _opt((0,), "seeds of the C, D, E chains")
-    epochs: int = _opt(12, "epochs of A and A-LRN from random init (B-5x5: epochs + deep_epochs)")
-    deep_epochs: int = _opt(8, "epochs of B, C, D, E initialised from A")
-    jitter_epochs: int = _opt(5, "epochs of the fine-tuning from the fixed-S nets")
-    lr: float = _opt(0.02, "learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
-    batch_size: int = _opt(32, "global batch")
-    source_train: int = _opt(80, "source training images per class")
-    source_val: int = _opt(40, "source val images per class: every verdict is measured here")
-    source_holdout: int = _opt(10, "images per class the plateau schedule reads (not val)")
-    target_train: int = _opt(200, "toy VOC train images")
-    target_val: int = _opt(200, "toy VOC val images")
-    target_test: int = _opt(400, "toy VOC test images")
-    bootstrap: int = _opt(1000, "bootstrap resamples of the val / test images")
-    permutations: int = _opt(200, "permutations for the chance mAP")
-    num_workers: int = _opt(2, "data loader workers of the trainer")
-    fresh: bool = _opt(False, "retrain and re-evaluate everything (the data is reused)")
-    progress: bool = _opt(True, "progress bars")
+    out: Path = option(Path("runs/miniature"), help="run folder")
+    width: float = option(1 / 8, help="width factor of every net (GPUs: 0.25 ... 1)")
+    fc_dim: int = option(256, help="width of fc6 and fc7")
+    crop: int = option(64, help="training crop c (multiple of 32); S and Q keep the paper's ratios to c")
+    seeds: tuple[int, ...] = option((0, 1), help="seeds of the cheap nets A, A-LRN, B, B-5x5")
+    deep_seeds: tuple[int, ...] = option((0,), help="seeds of the C, D, E chains")
+    epochs: int = option(12, help="epochs of A and A-LRN from random init (B-5x5: epochs + deep_epochs)")
+    deep_epochs: int = option(8, help="epochs of B, C, D, E initialised from A")
+    jitter_epochs: int = option(5, help="epochs of the fine-tuning from the fixed-S nets")
+    lr: float = option(0.02, help="learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
+    batch_size: int = option(32, help="global batch")
+    source_train: int = option(80, help="source training images per class")
+    source_val: int = option(40, help="source val images per class: every verdict is measured here")
+    source_holdout: int = option(10, help="images per class the plateau schedule reads (not val)")
+    target_train: int = option(200, help="toy VOC train images")
+    target_val: int = option(200, help="toy VOC val images")
+    target_test: int = option(400, help="toy VOC test images")
+    bootstrap: int = option(1000, help="bootstrap resamples of the val / test images")
+    permutations: int = option(200, help="permutations for the chance mAP")
+    num_workers: int = option(2, help="data loader workers of the trainer")
+    fresh: bool = option(False, help="retrain and re-evaluate everything (the data is reused)")
+    progress: bool = option(True, help="progress bars")
 
     def fixed_s(self) -> int:
         return paper_scale(self.crop, 256)  # Sec. 3.1: S = 256 at crop 224

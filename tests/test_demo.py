@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.svm import LinearSVC
 
 import vggfeat
-from vggfeat import demo, toy
+from vggfeat import demo, demo_report, toy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,14 +112,14 @@ def test_target_imagefolder_has_each_trainval_image_under_each_class_it_shows(tm
 def test_chance_level_matches_random_scores_scored_naively():
     rng = np.random.default_rng(1)
     labels = rng.choice([1, -1, -1, -1, 0], size=(60, 4))
-    mean, std = demo.chance_map(labels, permutations=300, seed=0)
+    mean, std = demo_report.chance_map(labels, permutations=300, seed=0)
     naive = [np.mean([naive_voc07_ap(rng.random(60), labels[:, k]) for k in range(4)]) for _ in range(300)]
     assert abs(mean - np.mean(naive)) < 3 * np.std(naive) / np.sqrt(300) + 1e-3
     assert std == pytest.approx(np.std(naive), rel=0.25)
 
 
 def test_verdicts_on_scripted_numbers():
-    rows = demo.Rows()
+    rows = demo_report.Rows()
     for name, values in {
         "transfer-multiscale": [0.60, 0.62, 0.61],
         "transfer-q73": [0.50, 0.52, 0.51],
@@ -131,7 +131,8 @@ def test_verdicts_on_scripted_numbers():
         for v in values:
             rows.add(name, v, "w", "d", [])
     got = {
-        claim.split(" (")[0]: verdict for claim, verdict, _, _ in demo.verdicts(rows, (0.25, 0.01), [73, 110])
+        claim.split(" (")[0]: verdict
+        for claim, verdict, _, _ in demo_report.verdicts(rows, (0.25, 0.01), [73, 110])
     }
     assert got == {
         "transfer beats training from scratch on the target": "holds",

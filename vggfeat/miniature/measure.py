@@ -144,7 +144,7 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     (fixed S, the shallow reference), D and E (jittered) and D & E (descriptors stacked); the
     test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
-    from .. import demo, svm, voc
+    from .. import demo, demo_report, svm, voc
 
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
     proto = voc.protocol(data)
@@ -166,5 +166,5 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
         add("D&E", demo.l2(np.hstack([X["D"], X["E"]])))  # appendix B: late fusion by stacking
     d_or_e = max("DE", key=lambda n: np.mean([r["value"] for r in systems[(n, "transfer")]]))
     systems[("best-of-D-E", "transfer")] = systems[(d_or_e, "transfer")]
-    chance = demo.chance_map(data.labels[proto.test], permutations=cfg.permutations)
+    chance = demo_report.chance_map(data.labels[proto.test], permutations=cfg.permutations)
     return systems, data.labels[proto.test], chance

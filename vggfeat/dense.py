@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .data import ImageError, ImageSource, as_source, resize_smallest, to_tensor
-from .models import VGG, DenseVGG
+from .models import VGG
 
 log = logging.getLogger("vggfeat")
 CROP = 224  # Sec. 3.2 multi-crop size: the training crop of the paper's nets
@@ -150,7 +149,7 @@ class DenseEngine:
             x = torch.cat([x, torch.flip(x, dims=[-1])])
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            maps = forward_maps(self.net, x, self.layers)
+            maps = self.net.forward_layers(x, self.layers)
         y = torch.cat([m.float().mean(dim=(-2, -1)) for m in maps], -1)  # spatial average of each map
         f = 2 if self.flip else 1
         return y.view(f, -1, self.views_per_image, y.shape[-1]).transpose(0, 1).cpu()
@@ -316,28 +315,6 @@ class _Batches:
             idx, rows = zip(*self.done)
             self.sink(np.array(idx), np.stack(rows))
             self.done.clear()
-
-
-def forward_maps(net: DenseVGG, x: torch.Tensor, layers: tuple[str, ...]) -> list[torch.Tensor]:
-    """The maps at ``layers`` (in the order given) from one pass of ``net``: the trunk runs up to
-    the deepest one and each map is taken on the way, by the very operations of
-    ``net(x, layer=name)`` for each name alone."""
-    for name in layers:
-        net._where(name)  # an unknown name is refused with the net's list of names
-    stops = {net.layers[n][1]: n for n in layers if net.layers[n][0] == "features"}
-    head = [n for n in ("fc6", "fc7", "fc8") if n in layers]
-    maps, start = {}, 0
-    for idx in sorted(stops):
-        x = maps[stops[idx]] = net.features[start : idx + 1](x)
-        start = idx + 1
-    if head:  # Sec. 3.2: the FC layers as convolutions
-        x = net.features[start:](x)
-        x = maps["fc6"] = F.relu(F.conv2d(x, net._fc6_kernel(x), net.fc6.bias))
-        if head[-1] != "fc6":
-            x = maps["fc7"] = F.relu(F.conv2d(x, net.fc7.weight[:, :, None, None], net.fc7.bias))
-        if head[-1] == "fc8":
-            maps["fc8"] = F.conv2d(x, net.fc8.weight[:, :, None, None], net.fc8.bias)
-    return [maps[n] for n in layers]
 
 
 @contextmanager

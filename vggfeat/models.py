@@ -337,23 +337,33 @@ class DenseVGG(nn.Module):
         return total
 
     def forward(self, x: torch.Tensor, layer: str = "fc8") -> torch.Tensor:
-        part, idx = self._where(layer)
         h, w = x.shape[-2:]
         if min(h, w) < self.min_side(layer):
             raise ValueError(
                 f"input of {h}x{w} is too small for layer {layer!r}: both sides "
                 f"must be at least {self.min_side(layer)} pixels"
             )
-        if part == "features":
-            return self.features[: idx + 1](x)
-        x = self.features(x)
-        x = F.relu(F.conv2d(x, self._fc6_kernel(x), self.fc6.bias))
-        if layer == "fc6":
-            return x
-        x = F.relu(F.conv2d(x, self.fc7.weight[:, :, None, None], self.fc7.bias))
-        if layer == "fc7":
-            return x
-        return F.conv2d(x, self.fc8.weight[:, :, None, None], self.fc8.bias)
+        return self.forward_layers(x, (layer,))[0]
+
+    def forward_layers(self, x: torch.Tensor, layers: tuple[str, ...]) -> list[torch.Tensor]:
+        """The maps at ``layers`` (in the order given) from one pass: the trunk runs up to the
+        deepest one and each map is taken on the way."""
+        for name in layers:
+            self._where(name)  # an unknown name is refused with the net's list of names
+        stops = {self.layers[n][1]: n for n in layers if self.layers[n][0] == "features"}
+        head = [n for n in ("fc6", "fc7", "fc8") if n in layers]
+        maps, start = {}, 0
+        for idx in sorted(stops):
+            x = maps[stops[idx]] = self.features[start : idx + 1](x)
+            start = idx + 1
+        if head:  # Sec. 3.2: the FC layers as convolutions
+            x = self.features[start:](x)
+            x = maps["fc6"] = F.relu(F.conv2d(x, self._fc6_kernel(x), self.fc6.bias))
+            if head[-1] != "fc6":
+                x = maps["fc7"] = F.relu(F.conv2d(x, self.fc7.weight[:, :, None, None], self.fc7.bias))
+            if head[-1] == "fc8":
+                maps["fc8"] = F.conv2d(x, self.fc8.weight[:, :, None, None], self.fc8.bias)
+        return [maps[n] for n in layers]
 
 
 def _init_weights(mod: nn.Module, init: str, std: float) -> None:

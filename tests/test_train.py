@@ -152,6 +152,29 @@ def test_plateau_schedule_drops_after_patience_and_at_most_three_times():
     np.testing.assert_allclose(lrs, expected, rtol=1e-9)
 
 
+def test_annealing_schedules_by_hand_and_through_the_optimiser():
+    from vggfeat.train.schedule import Schedule, lr_factor
+
+    # hand-computed: 8 steps, 2 of warm-up from lr/10; cosine over the 6 others to lr/100
+    cos = [lr_factor(s, kind="cosine", total=8, warmup=2) for s in range(8)]
+    t = np.arange(6) / 5
+    np.testing.assert_allclose(cos, [0.1, 0.55, *(0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t)))])
+    step = [lr_factor(s, kind="step", total=8) for s in range(8)]
+    assert step == [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]  # /10 at half, /100 in the last quarter
+    # through an optimiser, per step, as the trainer drives it: lr/100 at the last step
+    for kind in ("cosine", "step"):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
+        sched = Schedule(opt, kind=kind, lr=0.02, epochs=4, steps_per_epoch=5, warmup_epochs=1)
+        lrs = []
+        for _ in range(20):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.after_step()
+            sched.after_epoch(0.5)  # ignored: these schedules do not read validation
+        assert lrs[0] == pytest.approx(0.002) and lrs[5] == pytest.approx(0.02)
+        assert lrs[-1] == pytest.approx(0.0002)
+
+
 def test_init_from_copies_first_four_convs_and_the_fc_layers(tmp_path):
     torch.manual_seed(0)
     a = vggfeat.vgg("A", num_classes=4, width=1 / 16, fc_dim=16)
@@ -253,10 +276,13 @@ def test_val_dense_equals_the_evaluation_engine_on_the_final_model(tmp_path):
     assert row["val_dense_top5_err"] == evaluate.topk_error(P, labels, 3)
 
 
-def test_resume_after_sigkill_mid_epoch_is_bit_exact(tmp_path):
+@pytest.mark.parametrize(
+    "schedule", [{}, {"schedule": "cosine", "warmup_epochs": 1}, {"schedule": "step"}], ids=str
+)
+def test_resume_after_sigkill_mid_epoch_is_bit_exact(tmp_path, schedule):
     data = write_imagefolder(tmp_path / "d", n_train=6, corrupt=True)  # 18 images + 1 broken
     out = tmp_path / "runs"
-    common = {**{k: v for k, v in TINY.items() if k != "progress"}, "batch_size": 2, "epochs": 2}
+    common = {**{k: v for k, v in TINY.items() if k != "progress"}, "batch_size": 2, "epochs": 2, **schedule}
     # reference: uninterrupted, launched through accelerate
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE)]
@@ -335,6 +361,9 @@ def _bad(**kw):
         (dict(val_scale=30), ["--val-scale 30", "at least 32"]),
         (dict(batch_size=6, per_device_batch_size=4), ["--batch-size 6", "multiple of 1 x --per-device"]),
         (dict(init_from="/nonexistent/w.pth"), ["--init-from /nonexistent/w.pth"]),
+        (dict(schedule="linear"), ["--schedule linear", "plateau, step, cosine"]),
+        (dict(warmup_epochs=1), ["--warmup-epochs", "--schedule step or cosine"]),
+        (dict(schedule="cosine", warmup_epochs=3, epochs=3), ["--warmup-epochs 3", "below --epochs 3"]),
     ],
 )
 def test_options_that_cannot_work_fail_before_any_work_naming_the_option(kw, words):

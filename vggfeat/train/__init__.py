@@ -3,7 +3,8 @@
 Multinomial logistic regression by mini-batch SGD (momentum 0.9, weight decay 5e-4, global batch
 256 = per-device batch x processes x gradient accumulation), dropout 0.5 on fc6/fc7, learning
 rate 1e-2 divided by 10 when the validation accuracy stops improving (3 times at most), 74
-epochs. Augmentation in :mod:`vggfeat.transforms`, data sources in :mod:`vggfeat.imagefolder`,
+epochs; short runs anneal instead (:mod:`vggfeat.train.schedule`: step or cosine to lr/100).
+Augmentation in :mod:`vggfeat.transforms`, data sources in :mod:`vggfeat.imagefolder`,
 atomic checkpoints in :mod:`vggfeat.checkpoint`, the mean RGB in :mod:`vggfeat.train.meanrgb`,
 the run-folder lock in :mod:`vggfeat.train.lock`.
 
@@ -14,15 +15,17 @@ Augmentation draws are a function of (seed, epoch, sample index), and the DataLo
 generators, so neither workers nor iterator creation touch the global RNG that drives dropout.
 """
 
-from .config import ConfigError, TrainConfig, check_config, plateau_schedule
+from .config import ConfigError, TrainConfig, check_config
 from .lock import RunLocked
 from .loop import Trainer, train
 from .report import plot_metrics
+from .schedule import Schedule, plateau_schedule
 from .setup import build_model
 
 __all__ = [
     "ConfigError",
     "RunLocked",
+    "Schedule",
     "TrainConfig",
     "Trainer",
     "build_model",

@@ -1,15 +1,14 @@
-"""The configuration of a training run, its checks, and the Sec. 3.1 learning-rate schedule."""
+"""The configuration of a training run and its checks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..imagefolder import DATA_LAYOUTS
 from ..models import PAPER_CROP, fc6_kernel, paper_scale
 from ..transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+from .schedule import SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -44,8 +43,10 @@ class TrainConfig:
     lr: float = 1e-2
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_patience: int = 2  # epochs without improvement before a drop (not stated in the paper)
-    lr_drops: int = 3
+    schedule: str = "plateau"  # plateau (Sec. 3.1) | step | cosine (both anneal to lr/100)
+    warmup_epochs: int = 0  # linear warm-up from lr/10 (step and cosine schedules)
+    lr_patience: int = 2  # plateau: epochs without improvement before a drop (not in the paper)
+    lr_drops: int = 3  # plateau: at most this many drops
     # data (Sec. 3.1)
     crop_size: int = PAPER_CROP  # a multiple of 32: fc6's kernel is crop/32, saved with the weights
     scale: int | None = None  # fixed S; default 256 at crop 224, in the same ratio to other crops
@@ -105,6 +106,17 @@ def check_config(cfg: TrainConfig) -> None:
     the mean-RGB pass, or at the end of the run); cheap, before any data is read."""
     if not cfg.data:
         raise ConfigError(f"--data is required: {DATA_LAYOUTS}")
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"--schedule {cfg.schedule}: choose one of {', '.join(SCHEDULES)}")
+    if cfg.warmup_epochs and cfg.schedule == "plateau":
+        raise ConfigError(
+            "--warmup-epochs needs --schedule step or cosine: the plateau rule reads the learning "
+            "rate back from the optimiser and would undo the warm-up"
+        )
+    if not 0 <= cfg.warmup_epochs < cfg.epochs:
+        raise ConfigError(
+            f"--warmup-epochs {cfg.warmup_epochs}: must be at least 0 and below --epochs {cfg.epochs}"
+        )
     try:
         fc6_kernel(cfg.crop_size)
     except ValueError as e:
@@ -143,13 +155,3 @@ def split_batch(cfg: TrainConfig, num_processes: int) -> tuple[int, int]:
             f"(at least {n})"
         )
     return per_device, cfg.batch_size // (per_device * n)
-
-
-def plateau_schedule(optimizer, *, lr: float, patience: int, drops: int = 3):
-    """Sec. 3.1: divide the learning rate by 10 when validation accuracy (``step(metric)``, higher
-    is better) stops improving, at most ``drops`` times: the floor ``lr * 0.1**drops`` stops
-    further drops, and ``eps`` below that floor ignores the rounding left after the last one."""
-    floor = lr * 0.1**drops
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=0.1, patience=patience, min_lr=floor, eps=floor * 1e-3
-    )

@@ -1,4 +1,4 @@
-"""The training loop: epochs of SGD, validation, plateau schedule, checkpoints, exact resume."""
+"""The training loop: epochs of SGD, validation, learning-rate schedule, checkpoints, exact resume."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from ..checkpoint import latest_checkpoint, read_state, remove_incomplete, save_
 from ..imagefolder import TrainingSet
 from ..transforms import eval_transform, train_transform
 from ..weights import save_weights
-from .config import ConfigError, TrainConfig, check_config, plateau_schedule
+from .config import ConfigError, TrainConfig, check_config
 from .lock import hold_run_lock
 from .report import MetricsLog, write_resolved_config
+from .schedule import Schedule
 from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
 
 log = logging.getLogger("vggfeat")
@@ -71,8 +72,6 @@ class Trainer:
         opt = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        # Not passed to prepare(): accelerate would step it once per process.
-        self.schedule = plateau_schedule(opt, lr=cfg.lr, patience=cfg.lr_patience, drops=cfg.lr_drops)
         aug = dict(flip=cfg.flip, lighting=cfg.lighting, eigval=cfg.eigval, eigvec=cfg.eigvec)
         self.train_set = TrainingSet(
             train_images,
@@ -84,6 +83,18 @@ class Trainer:
         )
         loaders = make_loaders(cfg, self.train_set, val_set, self.per_device, self.acc.device.type == "cuda")
         self.model, self.opt, self.train_loader, self.val_loader = self.acc.prepare(model, opt, *loaders)
+        # Not passed to prepare(): accelerate would step it once per process. Built on the
+        # prepared loader, whose length is this process's steps per epoch.
+        self.schedule = Schedule(
+            self.opt,
+            kind=cfg.schedule,
+            lr=cfg.lr,
+            epochs=cfg.epochs,
+            steps_per_epoch=len(self.train_loader) // self.acc.gradient_accumulation_steps,
+            warmup_epochs=cfg.warmup_epochs,
+            patience=cfg.lr_patience,
+            drops=cfg.lr_drops,
+        )
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.totals = torch.zeros(3, dtype=torch.float64)  # loss sum, samples, skipped in this epoch
         self.rng_to_reapply = None
@@ -181,6 +192,7 @@ class Trainer:
             if not acc.sync_gradients:
                 continue
             self.step += 1
+            self.schedule.after_step()
             bar.update(1)
             if self.cfg.step_delay:
                 time.sleep(self.cfg.step_delay)
@@ -247,7 +259,6 @@ class Trainer:
             step=self.step,
             totals=totals.tolist(),
             scheduler=self.schedule.state_dict(),
-            best_metric=self.schedule.best,
             num_processes=self.acc.num_processes,
             per_device_batch_size=self.per_device,
             config=vars(self.cfg),
@@ -258,7 +269,7 @@ class Trainer:
         top1, top5, val_skipped = self._validate()
         loss_sum, count, skipped = self.acc.reduce(self.totals.to(self.acc.device), reduction="sum").tolist()
         lr = self.opt.param_groups[0]["lr"]
-        self.schedule.step(1 - top1)  # Sec. 3.1: drop on validation accuracy
+        self.schedule.after_epoch(1 - top1)
         row = dict(
             epoch=epoch,
             step=self.step,

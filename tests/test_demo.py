@@ -4,6 +4,7 @@ report and its summary; the baselines and the chance level against independent c
 import json
 import math
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 from sklearn.svm import LinearSVC
 
 import vggfeat
-from vggfeat import demo, demo_report, toy
+from vggfeat import demo, demo_report, stats, toy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,30 +26,41 @@ def quick(tmp_path_factory):
     return cfg, demo.run(cfg)
 
 
-ROWS = {"transfer-multiscale", "scratch", "random", "pixels"}
+QS = list(vggfeat.paper_scales(64, (256, 384, 512, 640, 768)))  # appendix B's VOC grid at crop 64
+ROWS = {"transfer-multiscale", "transfer-multiscale-l2", "scratch", "random", "pixels"}
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_summary_report_and_chart(quick):
     cfg, res = quick
     summary = json.loads((cfg.out / "summary.json").read_text())
     assert summary == res["summary"]
     names = [r["name"] for r in summary["rows"]]
-    qs = list(vggfeat.paper_scales(64))  # the demo net's crop: the paper's Q at crop 64
-    assert set(names) == ROWS | {f"transfer-q{q}" for q in qs}
+    assert QS == [73, 110, 146, 183, 219]
+    assert set(names) == ROWS | {f"transfer-q{q}" for q in QS}
     for row in summary["rows"]:
         assert 0 <= row["map"] <= 100 and row["std"] >= 0 and isinstance(row["q"], list)
+        assert row["map"] == pytest.approx(np.mean(row["per_seed"])) and len(row["per_seed"]) == len(
+            cfg.seeds
+        )
     by_name = {r["name"]: r for r in summary["rows"]}
-    assert by_name["transfer-multiscale"]["q"] == qs and by_name["transfer-q110"]["q"] == [110]
-    assert 0 < summary["chance_map"] < 100
+    assert by_name["transfer-multiscale"]["q"] == QS and by_name["transfer-q110"]["q"] == [110]
+    assert 0 < summary["chance_map"] < 100 and summary["chance_std"] > 0
+    assert summary["best_single_q"] in QS and len(summary["source"]["val_top1_err"]) == len(cfg.seeds)
+    assert [c["claim"] for c in summary["claims"]] == list(demo_report.CLAIMS)
+    for c in summary["claims"]:
+        assert set(c) == {"claim", "effect", "ci95", "p", "p_holm", "test", "verdict"}
+        assert c["verdict"] in stats.VERDICTS and len(c["ci95"]) == 2
     md = (cfg.out / "report.md").read_text()
     for row in summary["rows"]:
-        assert f"| {row['name']} |" in md and f"{row['map']:.1f} ± {row['std']:.1f}" in md
-    assert "| chance |" in md and "verdict" in md
-    for png in ("map.png", "source-s0/curves.png"):
+        assert f"| {row['name']}" in md and f"{row['map']:.1f} ± {row['std']:.1f}" in md
+    assert "| chance |" in md and "Holm" in md and not list(cfg.out.glob("*.tmp"))
+    for png in ("map.png", "source-s0/curves.png", "scratch-s0/curves.png"):
         with Image.open(cfg.out / png) as img:
             assert img.size[0] > 100
 
 
+@pytest.mark.slow
 def test_quick_demo_is_deterministic(quick, tmp_path):
     """Two fresh runs into different folders give identical summaries (the rerun above reuses
     nothing of the first: data, trained nets and descriptors are all made again)."""
@@ -57,7 +69,8 @@ def test_quick_demo_is_deterministic(quick, tmp_path):
     assert again["summary"] == res["summary"]
 
 
-def test_nets_have_the_papers_geometry_and_the_random_baseline_their_architecture(quick):
+@pytest.mark.slow
+def test_nets_anneal_and_have_the_papers_geometry_and_the_random_baseline_their_architecture(quick):
     cfg, _ = quick
     trained = vggfeat.vgg(None, weights=str(cfg.out / "source-s0" / "final.safetensors"))
     assert trained.crop == 64 and trained.kernel == 2  # fc6 covers the 2x2 pool5 map of a 64 crop
@@ -72,75 +85,123 @@ def test_nets_have_the_papers_geometry_and_the_random_baseline_their_architectur
         cfg.out / "source-s0" / "final.safetensors", cfg.out / "r2.safetensors", seed=0
     )
     assert vggfeat.fingerprint(vggfeat.vgg(None, weights=str(again))) == vggfeat.fingerprint(rand)
+    for run in ("source-s0", "scratch-s0"):  # both annealed: cosine to lr/100
+        config = json.loads((cfg.out / run / "config.json").read_text())
+        assert config["schedule"] == "cosine"
 
 
-def test_scratch_budget_matches_the_source_in_sgd_steps(quick):
-    cfg, _ = quick
-    src = json.loads((cfg.out / "source-s0" / "config.json").read_text())
-    scr = json.loads((cfg.out / "scratch-s0" / "config.json").read_text())
-    n_src = sum(1 for _ in (cfg.out / "data" / "source" / "train").rglob("*.jpg"))
-    n_scr = sum(1 for _ in (cfg.out / "target_imagefolder" / "train").rglob("*.jpg"))
-    steps = lambda c, n: c["epochs"] * math.ceil(n / c["batch_size"])  # noqa: E731
-    assert abs(steps(scr, n_scr) - steps(src, n_src)) <= math.ceil(n_scr / scr["batch_size"])
+def test_demo_preset_anneals():
+    """The preset the demo trains with ends its learning rate at lr/100 (not the plateau rule,
+    which never fires in a short run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_imagenet", REPO / "recipes" / "train_imagenet.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    preset = mod.PRESETS["demo"]
+    assert preset.schedule == "cosine" and preset.epochs == demo.DemoConfig().source_epochs
 
 
-def test_target_imagefolder_has_each_trainval_image_under_each_class_it_shows(tmp_path):
+def _target(tmp_path, train=20, val=6, test=2):
     _, devkit = toy.generate(
         tmp_path / "data",
-        toy.ToyConfig(source_train=1, source_val=1, target_train=8, target_val=6, target_test=2),
+        toy.ToyConfig(source_train=1, source_val=1, target_train=train, target_val=val, target_test=test),
     )
-    root, n = demo.target_imagefolder(devkit, tmp_path / "folder")
+    return devkit
+
+
+def _split_entries(devkit, split):
     main = devkit / "VOC2007" / "ImageSets" / "Main"
-    for folder, split in (("train", "trainval"), ("val", "val")):
-        want = set()
-        for c in toy.TARGET_CLASSES:
-            for line in (main / f"{c}_{split}.txt").read_text().splitlines():
-                image_id, label = line.split()
-                if label == "1":
-                    want.add(f"{c}/{image_id}.jpg")
-        got = {str(p.relative_to(root / folder)) for p in (root / folder).rglob("*.jpg")}
-        assert got == want
-    assert n == len(list((root / "train").rglob("*.jpg")))
-    root2, n2 = demo.target_imagefolder(devkit, tmp_path / "twice", repeat=2)
-    assert n2 == 2 * n and len(list((root2 / "val").rglob("*.jpg"))) == len(
-        list((root / "val").rglob("*.jpg"))
+    want = set()
+    for c in toy.TARGET_CLASSES:
+        for line in (main / f"{c}_{split}.txt").read_text().splitlines():
+            image_id, label = line.split()
+            if label == "1":
+                want.add(f"{c}/{image_id}.jpg")
+    return want
+
+
+def test_scratch_folder_holds_only_train_images_with_a_holdout_of_every_class(tmp_path):
+    """The from-scratch net never sees the target's val or test images: train/ and the holdout
+    val/ split the train images, each image under each class it shows, both sides the same
+    classes."""
+    devkit = _target(tmp_path)
+    root, n = demo.target_imagefolder(devkit, tmp_path / "folder", holdout=0.2, seed=0)
+    got = {f: {str(p.relative_to(root / f)) for p in (root / f).rglob("*.jpg")} for f in ("train", "val")}
+    ids = lambda entries: {e.split("/")[1] for e in entries}  # noqa: E731
+    assert not ids(got["train"]) & ids(got["val"])  # an image is on one side only
+    assert got["train"] | got["val"] <= _split_entries(devkit, "train")
+    assert not ids(got["train"] | got["val"]) & ids(
+        _split_entries(devkit, "val") | _split_entries(devkit, "test")
     )
+    classes = lambda f: sorted(p.name for p in (root / f).iterdir())  # noqa: E731
+    assert classes("train") == classes("val")
+    n_images = len((devkit / "VOC2007/ImageSets/Main/train.txt").read_text().split())
+    assert round(0.2 * n_images) <= len(ids(got["val"])) <= round(0.2 * n_images) + len(toy.TARGET_CLASSES)
+    assert n == len(got["train"])
+    root2, n2 = demo.target_imagefolder(devkit, tmp_path / "twice", holdout=0.2, seed=0, repeat=2)
+    assert n2 == 2 * n and {p.name for p in (root2 / "val").rglob("*.jpg")} == {
+        p.name for p in (root / "val").rglob("*.jpg")
+    }
     first = next((root2 / "train").rglob("*-0.jpg"))
     assert first.stat().st_ino == first.with_name(first.name.replace("-0", "-1")).stat().st_ino  # linked
 
 
-def test_chance_level_matches_random_scores_scored_naively():
-    rng = np.random.default_rng(1)
-    labels = rng.choice([1, -1, -1, -1, 0], size=(60, 4))
-    mean, std = demo_report.chance_map(labels, permutations=300, seed=0)
-    naive = [np.mean([naive_voc07_ap(rng.random(60), labels[:, k]) for k in range(4)]) for _ in range(300)]
-    assert abs(mean - np.mean(naive)) < 3 * np.std(naive) / np.sqrt(300) + 1e-3
-    assert std == pytest.approx(np.std(naive), rel=0.25)
+def _result(test_map, val_map, scores):
+    from vggfeat.svm import VOCResult
+
+    return VOCResult(aps=None, map=test_map, scores=scores, C=1.0, val_scores={1.0: val_map}, model=None)
 
 
-def test_verdicts_on_scripted_numbers():
-    rows = demo_report.Rows()
-    for name, values in {
-        "transfer-multiscale": [0.60, 0.62, 0.61],
-        "transfer-q73": [0.50, 0.52, 0.51],
-        "transfer-q110": [0.59, 0.63, 0.61],  # the best single Q: the gap is inside the spread
-        "scratch": [0.40, 0.41, 0.39],
-        "random": [0.30, 0.45, 0.38],  # noisy: within the noise of scratch
-        "pixels": [0.20],
-    }.items():
-        for v in values:
-            rows.add(name, v, "w", "d", [])
-    got = {
-        claim.split(" (")[0]: verdict
-        for claim, verdict, _, _ in demo_report.verdicts(rows, (0.25, 0.01), [73, 110])
+def test_claims_on_scripted_systems_follow_the_statistics_module():
+    """judge() applies the test each claim names, through vggfeat.stats: Welch for different
+    nets, a permutation test against chance, a paired test for two readings of the same nets;
+    the verdicts are those of the independent scipy tests on the same numbers, and the best
+    single Q is the one with the best validation mAP, whatever the test split says."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice([1, -1, -1, -1], size=(200, 4))
+    good = lambda k: labels + rng.normal(0, 0.3 + 0.01 * k, labels.shape)  # noqa: E731
+    bad = lambda k: rng.normal(0, 1, labels.shape)  # noqa: E731
+    systems = {
+        "transfer-multiscale": demo_report.System("w", "d", [73, 110]),
+        "transfer-q73": demo_report.System("w", "d", [73]),
+        "transfer-q110": demo_report.System("w", "d", [110]),
+        "scratch": demo_report.System("w", "d", []),
+        "random": demo_report.System("w", "d", []),
+        "pixels": demo_report.System("w", "d", []),
     }
-    assert got == {
-        "transfer beats training from scratch on the target": "holds",
-        "from scratch beats random weights": "within the noise",
-        "random weights beat chance": "holds",
-        "raw pixels beat chance": "does not hold",
-        "multi-scale Q beats the best single Q": "within the noise",
+    maps = {
+        "transfer-multiscale": ([0.80, 0.82, 0.81], good),
+        "transfer-q73": ([0.70, 0.71, 0.72], good),  # best on val, worse on test
+        "transfer-q110": ([0.79, 0.83, 0.80], good),
+        "scratch": ([0.40, 0.41, 0.39], bad),
+        "random": ([0.30, 0.45, 0.38], bad),
+        "pixels": ([0.20], bad),
     }
+    for name, (values, make) in maps.items():
+        for k, v in enumerate(values):
+            val = 0.9 if name == "transfer-q73" else 0.5
+            systems[name].add(_result(v, val, make(k)))
+    assert demo.best_single_q(systems, [73, 110]) == 73
+    chance = rng.normal(0.25, 0.02, 500)
+    claims = demo_report.judge(systems, chance, 73, labels, n=200)
+    assert [c.claim for c in claims] == list(demo_report.CLAIMS)
+    by = {c.claim: c for c in claims}
+    t = st.ttest_ind([80, 82, 81], [40, 41, 39], equal_var=False)
+    assert by["transfer > scratch"].verdict == "holds" and t.pvalue < 0.05
+    assert by["transfer > scratch"].effect == pytest.approx(81 - 40)
+    assert by["multi-scale > best single Q"].effect == pytest.approx(81 - 71)
+    assert by["random > chance"].effect == pytest.approx(np.mean([30, 45, 38]) - 100 * chance.mean())
+    assert by["pixels > chance"].verdict == "does not hold"  # 20 < chance 25
+    p = [c.p for c in claims]
+    assert [c.p_holm for c in claims] == pytest.approx(
+        [
+            min(1, max((len(p) - r) * p[j] for r, j in enumerate(np.argsort(p)) if p[j] <= p[i]))
+            for i in range(5)
+        ]
+    )
 
 
 def naive_voc07_ap(scores, labels):
@@ -220,11 +281,43 @@ def test_failed_step_reports_its_log(tmp_path):
 
 
 def test_cli_flags():
-    cfg = demo.config_from_args(demo.get_args_parser().parse_args(["--quick", "--seed", "5", "--fresh"]))
-    assert cfg.data.seed == 5 and cfg.fresh and cfg.data.target_test == demo.QUICK.data.target_test
-    full = demo.config_from_args(demo.get_args_parser().parse_args(["--seeds", "3", "4"]))
-    assert full.data == replace(demo.DemoConfig().data, seed=0) and full.seeds == (3, 4)
-    assert demo.DemoConfig().seeds == (0, 1, 2)
+    parse = lambda *a: demo.config_from_args(demo.get_args_parser().parse_args(list(a)))  # noqa: E731
+    cfg = parse("--quick", "--seed", "5", "--fresh")
+    assert cfg.data().seed == 5 and cfg.fresh and cfg.target_test == demo.QUICK.target_test
+    full = parse("--seeds", "3", "4")
+    assert full.data() == demo.DemoConfig().data() and full.seeds == (3, 4)
+    assert demo.DemoConfig().seeds == (0, 1, 2) and demo.DemoConfig().seed == 0
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--seeds"], "--seeds: expected at least one argument"),
+        (["--seeds", "1", "1"], "--seeds 1 1: give distinct training seeds >= 0"),
+        (["--seeds", "-1"], "--seeds -1: give distinct training seeds >= 0"),
+        (["--epochs", "3"], "unrecognized arguments: --epochs 3"),
+        (["--scratch-holdout", "1.5"], "--scratch-holdout 1.5: a share between 0 and 1"),
+    ],
+)
+def test_bad_options_end_in_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        demo.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert words in err[-1] and err[-1].startswith("usage:") is False
+
+
+def test_a_failing_job_stops_the_ones_beside_it(tmp_path):
+    cfg = replace(demo.QUICK, out=tmp_path, progress=False)
+    slow = demo.Job([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "slow", tmp_path / "x")
+    bad = demo.Job(
+        [sys.executable, "-c", "import sys; print('broke'); sys.exit(4)"], tmp_path / "bad", tmp_path / "y"
+    )
+    started = time.time()
+    with pytest.raises(RuntimeError, match=r"(?s)exit code 4.*broke"):
+        demo.run_jobs([slow, bad], parallel=2, desc="two", cfg=cfg)
+    assert time.time() - started < 30 and slow.proc.poll() is not None  # killed, not waited for
+    assert not (tmp_path / "slow" / demo.STAMP).exists()
 
 
 def test_a_step_reruns_only_when_its_command_or_inputs_change(tmp_path):
@@ -239,3 +332,22 @@ def test_a_step_reruns_only_when_its_command_or_inputs_change(tmp_path):
     assert run(cmd, "data v2") is True and demo._run(
         cmd, tmp_path / "step", product, desc="s", cfg=replace(cfg, fresh=True), inputs="data v2"
     )
+
+
+def test_demo_descriptors_are_the_librarys_appendix_b_aggregation(tmp_path):
+    """Per-scale descriptors aggregated by the demo equal vggfeat.extract's own mean over Q,
+    with one L2 at the end and with L2 per Q (normalize="per_scale"), computed independently."""
+    torch.manual_seed(0)
+    net = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=5, crop=64).eval()
+    path = vggfeat.save_weights(net, tmp_path / "net.safetensors")
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((96, 128), (128, 96))
+    ]
+    X, scales = demo.per_scale_descriptors(path, images, None, False)
+    assert scales == QS and X.shape == (2, 5, 32)
+    for normalize in (True, "per_scale"):
+        want = vggfeat.extract(
+            images, model=net, scales=QS, aggregate="mean", normalize=normalize, progress=False
+        )
+        np.testing.assert_allclose(demo.over_scales(X, normalize=normalize), want, rtol=1e-5, atol=1e-6)

@@ -1,77 +1,92 @@
 """``make demo``: the paper's transfer experiment (appendix B) in miniature, with baselines that
-carry signal, the chance level and the spread over seeds.
+carry signal, the chance level, the spread over seeds and every claim tested.
 
-1. generate the toy data (:mod:`vggfeat.toy`): a classification source set (ImageFolder) and a
-   multi-label target set (VOC2007 layout) whose classes are new combinations of the source's
-   parts;
+1. generate the toy data (:mod:`vggfeat.toy`, whose docstring writes down the scale rules the
+   design follows): a classification source set (ImageFolder) and a multi-label target set
+   (VOC2007 layout) whose classes are new combinations of the source's parts;
 2. train a narrow VGG-A on the source with the real trainer (``accelerate launch
-   recipes/train_imagenet.py --preset demo``: crop 64 with the paper's geometry, fc6 a 2x2 conv
-   over the 2x2 pool5 map; S jittered in [73, 146], the paper's [256, 512] at crop 64), once
-   per seed;
-3. train the same architecture from scratch on the target's own trainval images with the same
-   recipe and the same number of SGD steps (multi-label images enter once per class present);
+   recipes/train_imagenet.py --preset demo``: crop 64 with the paper's geometry, S jittered in
+   [73, 146], a cosine schedule annealed to lr/100 over 40 epochs), once per training seed;
+3. train the same architecture from scratch on the target's ``train`` split with the same
+   recipe (multi-label images enter once per class present), its curve read on a holdout carved
+   out of ``train``: neither the target's ``val`` nor its ``test`` split is ever trained on;
 4. describe the target images with the appendix-B descriptor (dense fc7, global average pooling,
-   flip averaging, mean over Q = 73, 110, 146 = the paper's 256, 384, 512 at crop 64, L2) from
-   the transferred nets, the from-scratch nets and random nets of the same architecture; add raw
-   pixels; score each by the VOC2007 protocol (linear SVMs, C chosen train -> val, 11-point AP
-   on test);
-5. write ``<out>/report.md``, ``<out>/summary.json`` and ``<out>/map.png`` with every row as the
-   mean and std over seeds and the chance level of the test split (mAP of permuted scores).
+   flip averaging, mean over appendix B's VOC scales Q = 73 ... 219 at crop 64, L2) from the
+   transferred nets, the from-scratch nets and random nets of the same architecture, and each
+   single Q of the transferred nets; add raw pixels; score each by the VOC2007 protocol (linear
+   SVMs, C chosen train -> val, 11-point AP on test);
+5. judge the five claims with :mod:`vggfeat.stats` (the best single Q chosen on val) and write
+   ``<out>/report.md``, ``<out>/summary.json`` and ``<out>/map.png``.
 
-Every step is seeded and deterministic; a rerun reuses the data, each trained net whose command
-is unchanged and the stored descriptors (``--fresh`` redoes them).
+Every step is seeded and deterministic on one machine; a rerun reuses the data, each trained net
+whose command is unchanged and the stored descriptors (``--fresh`` redoes them). Numbers differ
+between machines (floating-point order), which is why every claim carries its interval.
 
-    python -m vggfeat.demo            # about 10 minutes on 2 CPU cores
+    python -m vggfeat.demo            # under 10 minutes on 2 CPU cores
     python -m vggfeat.demo --quick    # a one-minute smoke run, numbers meaningless
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import toy
-from .demo_report import Rows, chance_map, report
+from .demo_report import System, judge, report
+from .options import add_options, given, option
 
 log = logging.getLogger("vggfeat")
 REPO = Path(__file__).resolve().parents[1]  # recipes/ and benchmarks/ live beside the package
 STAMP = "demo-step.json"
-PRESET_BATCH = 32  # the trainer's demo preset; the from-scratch budget is counted in its steps
+PRESET_BATCH = 32  # the trainer's demo preset
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes and flags of one demo run. The defaults are ``make demo``; :data:`QUICK` is the
-    smoke-test size. ``train_args`` are added to the trainer's ``demo`` preset."""
+    """Every option of a demo run (the flags of ``python -m vggfeat.demo``); the defaults are
+    ``make demo``, :data:`QUICK` the smoke test."""
 
-    out: Path = Path("runs/demo")
-    data: toy.ToyConfig = toy.ToyConfig(
-        source_train=50, source_val=10, target_train=100, target_val=100, target_test=400
+    out: Path = option(Path("runs/demo"), help="run folder")
+    seed: int = option(0, help="data seed: the report is on 0; the design was judged on 1 only")
+    seeds: tuple[int, ...] = option((0, 1, 2), help="training seeds (also the random nets' seeds)")
+    source_train: int = option(50, help="source training images per class")
+    source_val: int = option(10, help="source val images per class (the source nets' error)")
+    target_train: int = option(100, help="toy VOC train images")
+    target_val: int = option(100, help="toy VOC val images (C and the best single Q are chosen here)")
+    target_test: int = option(400, help="toy VOC test images (every reported mAP)")
+    source_epochs: int = option(40, help="epochs of the source nets (cosine to lr/100)")
+    scratch_epochs: int = option(12, help="epochs of the from-scratch nets (cosine to lr/100)")
+    scratch_holdout: float = option(
+        0.2, help="share of the target train images held out for the scratch curve"
     )
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (and random-init seeds)
-    train_args: tuple[str, ...] = ()
-    permutations: int = 200  # for the chance level
-    fresh: bool = False
-    progress: bool = True
+    jobs: int = option(2, help="trainings side by side (one compute thread each) and extraction threads")
+    permutations: int = option(200, help="permutations of the test scores for the chance level")
+    bootstrap: int = option(1000, help="bootstrap resamples of the test images per comparison")
+    fresh: bool = option(False, help="redo every step (the data is reused if identical)")
+    progress: bool = option(True, help="progress bars")
+
+    def data(self) -> toy.ToyConfig:
+        return toy.ToyConfig(
+            seed=self.seed, source_train=self.source_train, source_val=self.source_val,
+            target_train=self.target_train, target_val=self.target_val, target_test=self.target_test,
+        )  # fmt: skip
 
 
 QUICK = DemoConfig(
-    data=toy.ToyConfig(source_train=4, source_val=2, target_train=12, target_val=12, target_test=16),
-    seeds=(0,),
-    train_args=("--epochs", "1"),
-    permutations=20,
-)
+    seeds=(0,), source_train=4, source_val=2, target_train=12, target_val=12, target_test=16,
+    source_epochs=1, scratch_epochs=1, permutations=20, bootstrap=50,
+)  # fmt: skip
 
 
 # --- subprocesses ------------------------------------------------------------------------------
@@ -80,9 +95,9 @@ QUICK = DemoConfig(
 def _env() -> dict:
     # The scripts must import this very vggfeat (the checkout the demo runs from), offline.
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    # One compute thread beside the trainer's two decoding workers: on 2 cores, two OpenMP
-    # threads that wait for each other while the workers hold a core made an epoch 8x slower.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    # One compute thread per trainer: two trainers side by side fill two cores, where one
+    # trainer's two OpenMP threads beside its decoding workers made an epoch 8x slower.
+    env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
@@ -97,64 +112,94 @@ def _script(*parts: str) -> Path:
     return path
 
 
-def _stamped(out: Path, key: list[str], product: Path, fresh: bool) -> bool:
-    """True if ``out`` already holds ``product`` made by exactly ``key`` (command and inputs)."""
-    stamp = out / STAMP
-    return not fresh and product.exists() and stamp.exists() and json.loads(stamp.read_text()) == key
+@dataclass
+class Job:
+    """One subprocess whose ``product`` is reused when ``out`` holds the stamp of the same
+    command and ``inputs`` (e.g. the data's marker); ``epochs`` sizes the progress bar."""
+
+    cmd: list[str]
+    out: Path
+    product: Path
+    inputs: str = ""
+    epochs: int = 0
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def key(self) -> list[str]:
+        return [*self.cmd, self.inputs]
+
+    def done(self, fresh: bool) -> bool:
+        stamp = self.out / STAMP
+        return (
+            not fresh
+            and self.product.exists()
+            and stamp.exists()
+            and json.loads(stamp.read_text()) == self.key()
+        )
+
+    def start(self) -> None:
+        shutil.rmtree(self.out, ignore_errors=True)  # a stale run folder would be resumed
+        self.out.mkdir(parents=True)
+        with open(self.log, "w") as f:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+
+    @property
+    def log(self) -> Path:
+        return self.out.parent / f"{self.out.name}.log"
+
+    def finish(self, desc: str) -> None:
+        if self.proc.returncode != 0 or not self.product.exists():
+            tail = "".join(self.log.read_text(errors="replace").splitlines(True)[-25:])
+            raise RuntimeError(
+                f"{desc} failed (exit code {self.proc.returncode}); see {self.log}. Its end:\n{tail}"
+            )
+        (self.out / STAMP).write_text(json.dumps(self.key()))
+
+    def epochs_done(self) -> int:
+        try:
+            return len((self.out / "metrics.jsonl").read_text().splitlines())
+        except OSError:
+            return 0
 
 
-def _run(
-    cmd: list[str],
-    out: Path,
-    product: Path,
-    *,
-    desc: str,
-    cfg: DemoConfig,
-    poll=None,
-    unit: str = "it",
-    inputs: str = "",
-) -> bool:
-    """Run ``cmd`` (output to ``<out>.log``) unless its product is already there, made by the same
-    command from the same ``inputs`` (e.g. the data's marker); returns True if it ran.
-    ``poll(bar)`` updates a progress bar while the command runs."""
+def run_jobs(jobs: list[Job], *, parallel: int, desc: str, cfg: DemoConfig) -> int:
+    """Run the jobs whose product is not already there, ``parallel`` at a time (output to
+    ``<out>.log``); a failure stops the others and raises with its log's end. Returns how many ran."""
     from tqdm.auto import tqdm
 
-    key = [*cmd, inputs]
-    if _stamped(out, key, product, cfg.fresh):
-        log.info("%s: reusing %s", desc, product)
-        return False
-    shutil.rmtree(out, ignore_errors=True)  # a stale run folder would be resumed: start clean
-    out.mkdir(parents=True)
-    logfile = out.parent / f"{out.name}.log"
-    with open(logfile, "w") as f, tqdm(desc=desc, disable=not cfg.progress, unit=unit) as bar:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
-        while proc.poll() is None:
-            time.sleep(1.0)
-            if poll:
-                poll(bar)
-    if proc.returncode != 0 or not product.exists():
-        tail = "".join(logfile.read_text(errors="replace").splitlines(True)[-25:])
-        raise RuntimeError(f"{desc} failed (exit code {proc.returncode}); see {logfile}. Its end:\n{tail}")
-    (out / STAMP).write_text(json.dumps(key))
-    return True
+    todo = [j for j in jobs if not j.done(cfg.fresh)]
+    for j in jobs:
+        if j not in todo:
+            log.info("%s: reusing %s", desc, j.product)
+    pending, running = list(todo), []
+    total = sum(j.epochs for j in todo)
+    try:
+        with tqdm(desc=desc, total=total or None, disable=not (cfg.progress and todo), unit="epoch") as bar:
+            while pending or running:
+                while pending and len(running) < parallel:
+                    running.append(pending.pop(0))
+                    running[-1].start()
+                time.sleep(0.5)
+                for j in [j for j in running if j.proc.poll() is not None]:
+                    running.remove(j)
+                    j.finish(desc)
+                bar.n = sum(j.epochs_done() for j in todo if j.proc is not None)
+                bar.refresh()
+    finally:
+        for j in running:
+            j.proc.kill()
+            j.proc.wait()
+    return len(todo)
 
 
-def _poll_epochs(metrics: Path, total: int | None):
-    def poll(bar):
-        bar.total = total
-        try:
-            bar.n = len(metrics.read_text().splitlines())
-        except OSError:
-            return
-        bar.refresh()
-
-    return poll
+def _run(cmd: list[str], out: Path, product: Path, *, desc: str, cfg: DemoConfig, inputs: str = "") -> bool:
+    """One job: True if it ran, False if its product was reused."""
+    return run_jobs([Job(cmd, out, product, inputs)], parallel=1, desc=desc, cfg=cfg) == 1
 
 
 # --- the steps ---------------------------------------------------------------------------------
 
 
-def train(cfg: DemoConfig, data: Path, name: str, seed: int, extra: tuple[str, ...] = ()) -> Path:
+def train_job(cfg: DemoConfig, data: Path, name: str, seed: int, epochs: int) -> Job:
     """The trainer's ``demo`` preset on the ImageFolder ``data`` -> ``<out>/<name>/final.safetensors``."""
     out = cfg.out / name
     cmd = [
@@ -162,41 +207,36 @@ def train(cfg: DemoConfig, data: Path, name: str, seed: int, extra: tuple[str, .
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(_script("recipes", "train_imagenet.py")), "--preset", "demo", "--data", str(data),
         "--output-dir", str(cfg.out), "--name", name, "--seed", str(seed), "--no-progress",
-        *cfg.train_args, *extra,
+        "--epochs", str(epochs), "--warmup-epochs", str(min(1, epochs - 1)),  # one, if it fits
+        # side by side, each trainer decodes in its own process: the toy images take under a
+        # millisecond, and worker processes would take a core from the other trainer
+        *(("--num-workers", "0") if cfg.jobs > 1 else ()),
     ]  # fmt: skip
-    flags = list(cmd)
-    epochs = int(flags[len(flags) - 1 - flags[::-1].index("--epochs") + 1]) if "--epochs" in flags else None
-    poll = _poll_epochs(out / "metrics.jsonl", epochs)
     marker = (cfg.out / "data" / toy.MARKER).read_text()  # other data: train again
-    _run(
-        cmd,
-        out,
-        out / "final.safetensors",
-        desc=f"train {name}",
-        cfg=cfg,
-        poll=poll,
-        unit="epoch",
-        inputs=marker,
-    )
-    return out / "final.safetensors"
+    return Job(cmd, out, out / "final.safetensors", inputs=marker, epochs=epochs)
 
 
-def target_imagefolder(devkit: Path, out: Path, *, repeat: int = 1) -> tuple[Path, int]:
-    """The target's trainval images as an ImageFolder for the from-scratch baseline: ``train/``
-    holds every trainval image under each class it shows (label 1; multi-label images enter once
-    per class, the usual reduction to single-label training), ``repeat`` times (hard links, so
-    that an epoch is as long as the source's and per-epoch costs stay equal), ``val/`` the val
-    images once (they are part of trainval: the trainer's plateau schedule reads them; the test
-    split is never seen). Returns (root, number of training entries)."""
+def target_imagefolder(
+    devkit: Path, out: Path, *, holdout: float, seed: int, repeat: int = 1
+) -> tuple[Path, int]:
+    """The target's ``train`` images as an ImageFolder for the from-scratch baseline: each image
+    under each class it shows (label 1; multi-label images enter once per class, the usual
+    reduction to single-label training); ``val/`` holds a seeded ``holdout`` share of the train
+    images (the curve that shows when the net stopped improving), ``train/`` the others,
+    ``repeat`` times (hard links, so that an epoch is about as long as the source's). The
+    target's val and test splits are never seen. Returns (root, number of training entries)."""
     from . import voc
 
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    fit, held = _holdout_with_every_class(data.labels, data.splits["train"], holdout, seed)
+    # an ImageFolder needs the same classes on both sides: a class too rare to split is left out
+    both = ((data.labels[fit] == 1).any(0)) & ((data.labels[held] == 1).any(0))
     shutil.rmtree(out, ignore_errors=True)
     n_train = 0
-    for folder, split, copies in (("train", "trainval", repeat), ("val", "val", 1)):
-        for row in data.splits[split]:
+    for folder, rows, copies in (("train", fit, repeat), ("val", held, 1)):
+        for row in rows:
             src = Path(data.images[row])
-            for k in np.flatnonzero(data.labels[row] == 1):
+            for k in np.flatnonzero((data.labels[row] == 1) & both):
                 for j in range(copies):
                     name = src.name if copies == 1 else f"{src.stem}-{j}{src.suffix}"
                     dst = out / folder / data.classes[k] / name
@@ -207,6 +247,24 @@ def target_imagefolder(devkit: Path, out: Path, *, repeat: int = 1) -> tuple[Pat
                         shutil.copyfile(src, dst)
                     n_train += folder == "train"
     return out, n_train
+
+
+def _holdout_with_every_class(
+    labels: np.ndarray, rows, share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held out) rows: a seeded random ``share`` of ``rows`` held out, then, for each class
+    of the fit rows missing from the held-out ones, one image showing it moved over while the fit
+    rows keep another."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(np.asarray(rows))
+    n = max(1, int(round(share * len(rows))))
+    held, fit = list(rows[:n]), list(rows[n:])
+    for k in range(labels.shape[1]):
+        showing = [r for r in fit if labels[r, k] == 1]
+        if len(showing) > 1 and not any(labels[r, k] == 1 for r in held):
+            fit.remove(showing[0])
+            held.append(showing[0])
+    return np.sort(fit), np.sort(held)
 
 
 def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
@@ -227,48 +285,57 @@ def per_scale_descriptors(
     weights: Path, images: list, stores: Path | None, progress: bool
 ) -> tuple[np.ndarray, list]:
     """Appendix-B descriptors before the last two steps: (N, len(Q), D) flip-averaged global
-    averages of the dense fc7 map at each Q of the paper's ratios to the net's crop. Rows are
-    kept in a feature store under ``stores``, one per weights (a retrained net gets its own)."""
+    averages of the dense fc7 map at each Q of appendix B's VOC grid in the paper's ratio to the
+    net's crop. Rows are kept in a feature store under ``stores``, one per weights."""
     from .extract import extract
-    from .models import paper_scales
+    from .models import APPENDIX_B_VOC_Q, paper_scales
     from .weights import fingerprint, vgg
 
     net = vgg(None, weights=str(weights))
     store = None if stores is None else Path(stores) / fingerprint(net)
-    scales = list(paper_scales(net.crop))
+    scales = list(paper_scales(net.crop, APPENDIX_B_VOC_Q))
     # The toy images decode in under a millisecond: decoding in this process beats worker
     # processes that take CPU from the network on 2 cores (measured 12 s vs 43 s for 600 images).
     X = extract(
-        images,
-        model=net,
-        scales=scales,
-        aggregate="stack",
-        normalize=False,
-        cache=store,
-        progress=progress,
-        num_workers=0,
-    )
+        images, model=net, scales=scales, aggregate="stack", normalize=False, cache=store,
+        progress=progress, num_workers=0,
+    )  # fmt: skip
     return np.asarray(X).reshape(len(images), len(scales), -1), scales
 
 
 def l2(X: np.ndarray) -> np.ndarray:
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X / np.maximum(np.linalg.norm(X, axis=-1, keepdims=True), 1e-12)
+
+
+def over_scales(X: np.ndarray, *, normalize: bool | str = True) -> np.ndarray:
+    """The library's appendix-B aggregation (:func:`vggfeat.extract.descriptor`, mean over Q)
+    of per-scale descriptors (N, len(Q), D): ``normalize=True`` L2 once at the end (the
+    default of :func:`vggfeat.extract`), ``"per_scale"`` L2 per Q before the mean."""
+    import torch
+
+    from .extract import descriptor
+
+    t = torch.from_numpy(np.ascontiguousarray(X))[:, :, None, None, :]  # (N, S, flips=1, views=1, D)
+    return np.stack([descriptor(x, aggregate="mean", normalize=normalize).numpy() for x in t])
+
+
+def voc_result(X: np.ndarray, data, proto):
+    """The VOC2007 protocol of ``benchmarks/voc_svm.py`` on descriptors ``X`` -> its VOCResult
+    (test mAP in [0, 1], test scores, the validation mAP of each C)."""
+    from . import svm
+
+    return svm.voc_classification(
+        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
+    )
 
 
 def voc_map(X: np.ndarray, data, proto) -> float:
-    """The VOC2007 protocol of ``benchmarks/voc_svm.py`` on descriptors ``X`` -> test mAP in [0, 1]."""
-    from . import svm
-
-    res = svm.voc_classification(
-        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
-    )
-    return res.map
+    return voc_result(X, data, proto).map
 
 
-def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
-    """Raw pixels as the descriptor (``side`` x ``side`` RGB thumbnail, flattened, standardised
-    on the SVM training images, L2-normalised like the VGG descriptor), through the same VOC2007
-    protocol; returns the test mAP."""
+def pixel_features(devkit: Path, *, side: int = 32) -> np.ndarray:
+    """Raw pixels as the descriptor: ``side`` x ``side`` RGB thumbnail, flattened, standardised
+    on the SVM training images, L2-normalised like the VGG descriptor."""
     from PIL import Image
     from sklearn.preprocessing import StandardScaler
 
@@ -283,25 +350,46 @@ def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
             for p in data.images
         ]
     )
-    return voc_map(l2(StandardScaler().fit(X[proto.fit]).transform(X)), data, proto)
+    return l2(StandardScaler().fit(X[proto.fit]).transform(X))
+
+
+def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
+    """The test mAP of :func:`pixel_features` through the same VOC2007 protocol."""
+    from . import voc
+
+    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    return voc_map(pixel_features(devkit, side=side), data, voc.protocol(data))
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- the whole run -----------------------------------------------------------------------------
 
 
-def _steps_per_epoch(n: int) -> int:
-    return math.ceil(n / PRESET_BATCH)
+def best_single_q(systems: dict, qs: list[int]) -> int:
+    """The Q whose single-scale descriptor has the best validation mAP (mean over seeds): chosen
+    on val like C, never on the reported test split."""
+    return max(qs, key=lambda q: np.mean(systems[f"transfer-q{q}"].val_maps()))
 
 
-def _source_result(run: Path) -> tuple[int, float]:
-    """(epochs trained, last validation top-1 error) from the trainer's own files."""
+def _last_val_error(run: Path) -> float:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return len(rows), float(rows[-1]["val_top1_err"])
+    return float(rows[-1]["val_top1_err"])
 
 
 def run(cfg: DemoConfig = DemoConfig()) -> dict:
     """Every step in order; returns the summary (mAPs in percent) and the markdown."""
-    from . import voc
+    from . import stats, voc
 
     cfg = replace(cfg, out=Path(cfg.out).resolve())  # subprocesses run in the repository root
     seconds: dict[str, float] = {}
@@ -313,95 +401,97 @@ def run(cfg: DemoConfig = DemoConfig()) -> dict:
         return out
 
     cfg.out.mkdir(parents=True, exist_ok=True)
-    source, devkit = timed("data", toy.generate, cfg.out / "data", cfg.data, progress=cfg.progress)
+    source, devkit = timed("data", toy.generate, cfg.out / "data", cfg.data(), progress=cfg.progress)
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
     proto = voc.protocol(data)
-    n_source = cfg.data.source_train * len(toy.SOURCE_CLASSES)
-    n_entries = int((data.labels[data.splits["trainval"]] == 1).sum())
-    folder, n_scratch = target_imagefolder(
-        devkit, cfg.out / "target_imagefolder", repeat=max(1, round(n_source / max(n_entries, 1)))
-    )
-    rows, source_err, qs = Rows(), [], []
+    n_source = cfg.source_train * len(toy.SOURCE_CLASSES)
+    n_entries = int((data.labels[data.splits["train"]] == 1).sum() * (1 - cfg.scratch_holdout))
+    folder, _ = target_imagefolder(
+        devkit, cfg.out / "target_imagefolder", holdout=cfg.scratch_holdout, seed=cfg.seed,
+        repeat=max(1, round(n_source / max(n_entries, 1))),
+    )  # fmt: skip
+    jobs = [train_job(cfg, source, f"source-s{s}", s, cfg.source_epochs) for s in cfg.seeds]
+    jobs += [train_job(cfg, folder, f"scratch-s{s}", s, cfg.scratch_epochs) for s in cfg.seeds]
+    timed("train", run_jobs, jobs, parallel=cfg.jobs, desc="train nets", cfg=cfg)
+    source_err = [_last_val_error(cfg.out / f"source-s{s}") for s in cfg.seeds]
+
+    qs = [int(q) for q in toy.TEST_Q]
+    systems = {
+        "transfer-multiscale": System("trained on source", "fc7, mean over Q (appendix B)", qs),
+        "transfer-multiscale-l2": System("trained on source", "fc7, L2 per Q, then mean over Q", qs),
+        **{f"transfer-q{q}": System("trained on source", "fc7, one Q", [q]) for q in qs},
+        "scratch": System("trained on target train", "fc7, mean over Q (appendix B)", qs),
+        "random": System("random (same architecture)", "fc7, mean over Q (appendix B)", qs),
+    }
     for seed in cfg.seeds:
-        src = timed("train source", train, cfg, source, f"source-s{seed}", seed)
-        epochs, err = _source_result(src.parent)
-        source_err.append(err)
-        # the same number of SGD steps as the source net, on the target's trainval images
-        steps = epochs * _steps_per_epoch(n_source)
-        scratch_epochs = max(1, round(steps / _steps_per_epoch(n_scratch)))
-        scratch = timed(
-            "train scratch", train, cfg, folder, f"scratch-s{seed}", seed, ("--epochs", str(scratch_epochs))
-        )
-        rand = random_weights(src, cfg.out / f"random-s{seed}.safetensors", seed=seed)
-        for kind, weights, label in (
-            ("transfer", src, "trained on source"),
-            ("scratch", scratch, "trained on target trainval"),
-            ("random", rand, "random (same architecture)"),
-        ):
-            X, qs = timed(
-                "descriptors",
-                per_scale_descriptors,
-                weights,
-                data.images,
-                cfg.out / "features",
-                cfg.progress,
-            )
-            rows.add(
-                kind if kind != "transfer" else "transfer-multiscale",
-                timed("svm", voc_map, l2(X.mean(1)), data, proto),
-                label,
-                "fc7, mean over Q",
-                qs,
-            )
-            if kind == "transfer":
-                for i, q in enumerate(qs):
-                    rows.add(
-                        f"transfer-q{q}",
-                        timed("svm", voc_map, l2(X[:, i]), data, proto),
-                        label,
-                        "fc7, one Q",
-                        [q],
-                    )
-    rows.add("pixels", timed("pixels", pixel_baseline, devkit), "none (32x32 RGB)", "raw pixels", [])
-    chance = chance_map(data.labels[proto.test], permutations=cfg.permutations)
-    order = ["transfer-multiscale", *(f"transfer-q{q}" for q in qs), "scratch", "random", "pixels"]
-    rows.maps = {n: rows.maps[n] for n in order}
-    md = report(cfg, rows, chance, qs, source_err, seconds)
+        src = cfg.out / f"source-s{seed}" / "final.safetensors"
+        nets = {
+            "transfer": src,
+            "scratch": cfg.out / f"scratch-s{seed}" / "final.safetensors",
+            "random": random_weights(src, cfg.out / f"random-s{seed}.safetensors", seed=seed),
+        }
+        for kind, weights in nets.items():
+            with _threads(cfg.jobs):
+                X, got = timed(
+                    "descriptors",
+                    per_scale_descriptors,
+                    weights,
+                    data.images,
+                    cfg.out / "features",
+                    cfg.progress,
+                )
+            assert got == qs, (got, qs)
+            if kind != "transfer":
+                systems[kind].add(timed("svm", voc_result, over_scales(X), data, proto))
+                continue
+            systems["transfer-multiscale"].add(timed("svm", voc_result, over_scales(X), data, proto))
+            per_q = over_scales(X, normalize="per_scale")
+            systems["transfer-multiscale-l2"].add(timed("svm", voc_result, per_q, data, proto))
+            for i, q in enumerate(qs):
+                systems[f"transfer-q{q}"].add(timed("svm", voc_result, l2(X[:, i]), data, proto))
+    systems["pixels"] = System("none (32x32 RGB)", "raw pixels", [])
+    systems["pixels"].add(timed("pixels", voc_result, pixel_features(devkit), data, proto))
+    chance = stats.chance_map_samples(data.labels[proto.test], permutations=cfg.permutations)
+    best_q = best_single_q(systems, qs)
+    claims = timed("claims", judge, systems, chance, best_q, data.labels[proto.test], n=cfg.bootstrap)
+    md = report(cfg, systems, chance, best_q, claims, source_err, seconds)
     return dict(summary=json.loads((cfg.out / "summary.json").read_text()), markdown=md, seconds=seconds)
+
+
+# --- command line --------------------------------------------------------------------------------
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DemoConfig.out, help="run folder (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0, help="data seed (training seeds are --seeds)")
-    p.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2; quick: 0)"
-    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, numbers meaningless")
-    p.add_argument("--fresh", action="store_true", help="redo every step (the data is reused if identical)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_options(p, DemoConfig)
     return p
 
 
-def config_from_args(args) -> DemoConfig:
-    base = QUICK if args.quick else DemoConfig()
-    return replace(
-        base,
-        out=args.out,
-        data=replace(base.data, seed=args.seed),
-        seeds=tuple(args.seeds) if args.seeds else base.seeds,
-        fresh=args.fresh,
-        progress=args.progress,
-    )
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> DemoConfig:
+    """The config the flags ask for; a bad value ends in ``parser.error`` (one line, exit 2)."""
+    cfg = replace(QUICK if args.quick else DemoConfig(), **given(DemoConfig, args))
+    problems = []
+    if len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0:
+        problems.append(f"--seeds {' '.join(map(str, cfg.seeds))}: give distinct training seeds >= 0")
+    for name in ("source_train", "source_val", "target_train", "target_val", "target_test", "source_epochs",
+                 "scratch_epochs", "jobs", "permutations", "bootstrap"):  # fmt: skip
+        if getattr(cfg, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be at least 1")
+    if not 0 < cfg.scratch_holdout < 1:
+        problems.append(f"--scratch-holdout {cfg.scratch_holdout}: a share between 0 and 1")
+    if problems:
+        (parser or get_args_parser()).error("; ".join(problems))
+    return cfg
 
 
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    if "OMP_NUM_THREADS" not in os.environ:  # the nets are narrow: one thread is not the limit,
-        import torch  # and two spin-waiting threads on a busy 2-core machine are 5x slower
+    import torch  # the nets are narrow: two spin-waiting threads on a busy 2-core machine are 5x slower
 
-        torch.set_num_threads(1)
-    cfg = config_from_args(get_args_parser().parse_args(argv))
+    torch.set_num_threads(1)  # extraction takes cfg.jobs threads while nothing else runs
+    parser = get_args_parser()
+    cfg = config_from_args(parser.parse_args(argv), parser)
     result = run(cfg)
     print("\n" + result["markdown"])
     print(f"report: {cfg.out / 'report.md'}")

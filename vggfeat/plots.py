@@ -68,11 +68,13 @@ def bar_chart(
     ylabel: str = "",
     references: dict | None = None,
     errors: dict | None = None,
+    bands: dict | None = None,
     percent: bool = True,
 ) -> Path:
     """Per-class bars (``values``: name -> value in [0, 1]), with horizontal lines for
-    ``references`` (label -> value in [0, 1], e.g. the run's mean, the paper's, chance) and error
-    bars of +-``errors[name]`` (e.g. the std over seeds)."""
+    ``references`` (label -> value in [0, 1], e.g. the run's mean, the paper's, chance), shaded
+    ``bands`` (label -> (centre, half-width), e.g. chance +- its std) and error bars of
+    +-``errors[name]`` (e.g. the std over seeds)."""
     scale = 100 if percent else 1
     names = list(values)
     fig = _figure(max(8.0, min(40.0, 0.28 * len(names)) + 1.5), 4.0)
@@ -81,7 +83,10 @@ def bar_chart(
     ax.bar(range(len(names)), [scale * values[n] for n in names], yerr=yerr, capsize=3, color="tab:blue")
     for (label, v), colour in zip((references or {}).items(), ("tab:red", "tab:green", "tab:orange", "k")):
         ax.axhline(scale * v, color=colour, ls="--", lw=1, label=f"{label}: {scale * v:.1f}")
-    if references:
+    for (label, (v, half)), colour in zip((bands or {}).items(), ("tab:gray", "tab:purple")):
+        ax.axhspan(scale * (v - half), scale * (v + half), color=colour, alpha=0.3, lw=0)
+        ax.axhline(scale * v, color=colour, lw=1, label=f"{label}: {scale * v:.1f} ± {scale * half:.1f}")
+    if references or bands:
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xticks(
         range(len(names)),

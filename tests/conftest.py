@@ -103,3 +103,13 @@ def fake_vgg16(torch_home):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: torch.full((1,), i / 100).expand(s) for i, (k, s) in enumerate(shapes.items())}, path)
     return path
+
+
+def naive_voc07_ap(scores, labels):
+    """11-point AP written from the devkit's description, independently of vggfeat.svm."""
+    keep = labels != 0
+    s, y = scores[keep], labels[keep] > 0
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(y[order])
+    prec, rec = tp / np.arange(1, len(tp) + 1), tp / max(y.sum(), 1)
+    return np.mean([max([p for p, r in zip(prec, rec) if r >= t] or [0]) for t in np.linspace(0, 1, 11)])

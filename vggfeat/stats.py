@@ -43,6 +43,7 @@ Verdicts (:data:`VERDICTS`)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -93,6 +94,14 @@ def chance_topk(num_classes: int, k: int = 1) -> float:
     return 1.0 - min(k, num_classes) / num_classes
 
 
+def chance_mean_class_recall(num_classes: int) -> float:
+    """Mean class recall (fraction) of a classifier that guesses a class at random, or always
+    the same one: 1 / K (Caltech-101 with background, K = 102: 0.0098)."""
+    if num_classes < 1:
+        raise ValueError(f"chance_mean_class_recall needs num_classes >= 1, got {num_classes}")
+    return 1.0 / num_classes
+
+
 def chance_ap_samples(
     labels, *, permutations: int, seed: int = 0, ap: str | Callable = "voc07"
 ) -> np.ndarray:
@@ -118,9 +127,13 @@ def chance_map_samples(
     """(permutations,) mAP (fraction) of permuted test scores, the null distribution of a
     descriptor without information on this test split: the mean over classes (those with
     positives, as :func:`vggfeat.svm.mean_ap`) of :func:`chance_ap_samples`."""
-    aps = chance_ap_samples(labels, permutations=permutations, seed=seed, ap=ap)
+    return _class_mean(chance_ap_samples(labels, permutations=permutations, seed=seed, ap=ap))
+
+
+def _class_mean(aps: np.ndarray) -> np.ndarray:
+    # the mean over the classes with positives (as svm.mean_ap), per permutation
     ok = ~np.isnan(aps).all(axis=0)
-    return aps[:, ok].mean(axis=1) if ok.any() else np.full(permutations, np.nan)
+    return aps[:, ok].mean(axis=1) if ok.any() else np.full(len(aps), np.nan)
 
 
 def chance_map(
@@ -140,6 +153,27 @@ def positives(labels) -> tuple[np.ndarray, np.ndarray]:
     pos, counted = (labels > 0).sum(axis=0), (labels != 0).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return pos, np.where(counted > 0, pos / np.maximum(counted, 1), np.nan)
+
+
+def ap_chance(
+    labels, *, classes: Sequence[str], ap: str | Callable, permutations: int, seed: int = 0
+) -> dict:
+    """The chance level of a VOC-style test split (``labels``: (N, K) in {1, 0, -1}), as fractions,
+    per class (dicts keyed by ``classes``): ``positives``, ``positive_rate`` (see
+    :func:`positives`) and ``ap``, the mean AP of ``permutations`` random rankings by the ``ap``
+    rule; and ``map`` / ``map_std``, the mAP at chance (mean, std of :func:`chance_map_samples`)."""
+    aps = chance_ap_samples(labels, permutations=permutations, seed=seed, ap=ap)
+    maps = _class_mean(aps)
+    count, rate = positives(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class without positives: NaN
+        mean_ap = np.nanmean(aps, axis=0)
+    return dict(
+        permutations=permutations, ap_rule=ap if isinstance(ap, str) else ap.__name__,
+        map=float(maps.mean()), map_std=float(maps.std(ddof=1)) if permutations > 1 else 0.0,
+        positives=dict(zip(classes, count.tolist())), positive_rate=dict(zip(classes, rate.tolist())),
+        ap=dict(zip(classes, mean_ap.tolist())),
+    )  # fmt: skip
 
 
 # --- per-seed summaries ---------------------------------------------------------------------------

@@ -185,6 +185,15 @@ def test_paired_bootstrap_covers_the_true_difference_at_its_nominal_rate():
     assert 0.92 <= covered / 200 <= 0.98
 
 
+def test_map_metric_is_the_mean_of_naive_aps_over_classes_with_positives():
+    rng = np.random.default_rng(4)
+    labels = rng.choice([1, -1, -1, 0], size=(40, 3))
+    labels[:, 2] = -1  # no positive: skipped
+    scores = rng.random((40, 3))
+    want = np.mean([naive_voc07_ap(scores[:, k], labels[:, k]) for k in range(2)])
+    assert stats.map_metric("voc07")(scores, labels) == pytest.approx(want)
+
+
 def test_paired_bootstrap_resamples_the_same_images_for_both_systems():
     a, b = np.arange(10.0), np.arange(10.0) + 2
     boot = stats.paired_bootstrap(lambda s, y: s.mean(), a, b, np.zeros(10), n=50)
@@ -235,6 +244,8 @@ def test_no_noise_measured_gives_no_test():
     assert w.verdict == "inconclusive" and w.ci95[0] > 0 and "training noise unknown" in w.test
     with pytest.raises(ValueError, match="one a and one b per seed"):
         stats.paired([1.0, 2.0], [1.0], claim="c")
+    with pytest.raises(ValueError, match="margin must be a positive number"):
+        stats.tost(A, B, margin=0.0, paired=True, claim="c")
 
 
 def test_versus_null_one_value_is_a_permutation_test():

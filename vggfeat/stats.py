@@ -234,6 +234,10 @@ def _nan_verdict(claim: str, effect: float, test: str) -> Verdict:
 def _judge(claim, est: _Estimate, test, *, margin=None, null=False, judged=True) -> Verdict:
     """The module's verdict rule on an estimate (see the module docstring). ``judged=False``:
     a noise source is missing, the verdict stays inconclusive whatever the numbers."""
+    if margin is not None and not margin > 0:
+        raise ValueError(
+            f"margin must be a positive number (the largest effect that counts as none), got {margin}"
+        )
     ci, p = est.ci(), est.p()
     equivalent = margin is not None and est.tost(margin) < ALPHA
     if margin is not None:
@@ -286,9 +290,8 @@ def _welch_estimate(a, b, boot) -> tuple[_Estimate, str, bool]:
     parts = [(float(x.var(ddof=1)) / x.size, x.size - 1.0) for x in (a, b)] if seeds else []
     parts += _boot_part(boot)
     if seeds:
-        what = f"Welch's t, {a.size} vs {b.size} seeds" + (
-            " + bootstrap over test images" if boot is not None else ""
-        )
+        what = f"Welch's t, {a.size} vs {b.size} seeds"
+        what += " + bootstrap over test images" if boot is not None else ""
     else:
         what = f"{a.size} vs {b.size} seeds: training noise unknown, so not judged"
         what += "; interval from the bootstrap over test images only" if boot is not None else ""
@@ -302,9 +305,9 @@ def paired(a, b, *, claim: str, boot=None, margin: float | None = None) -> Verdi
     mean difference from :func:`paired_bootstrap` (same unit); their variance adds the
     test-sampling noise. ``margin``: allows the verdict ``equivalent``."""
     est, what, ok = _paired_estimate(a, b, boot)
-    return (
-        _judge(claim, est, what, margin=margin) if ok else _nan_verdict(claim, est.effect, what + ": no test")
-    )
+    if not ok:
+        return _nan_verdict(claim, est.effect, what + ": no test")
+    return _judge(claim, est, what, margin=margin)
 
 
 def welch(a, b, *, claim: str, boot=None, margin: float | None = None) -> Verdict:
@@ -371,6 +374,20 @@ def holm(verdicts: Sequence[Verdict]) -> list[Verdict]:
 
 
 # --- bootstrap over test images -------------------------------------------------------------------
+
+
+def map_metric(ap: str | Callable = "voc07") -> Callable:
+    """metric(scores (N, K), labels (N, K)) -> mAP (fraction) by the ``ap`` rule, quiet about
+    classes without positives (skipped, as :func:`vggfeat.svm.mean_ap`): the metric to pass to
+    :func:`paired_bootstrap` for two systems' test scores."""
+    from . import svm
+
+    ap_fn = svm.AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
+
+    def metric(scores, labels) -> float:
+        return svm.mean_ap(svm.average_precisions(scores, labels, ap_fn, warn=False), warn=False)
+
+    return metric
 
 
 def _per_seed_scores(scores, name: str) -> list[np.ndarray]:

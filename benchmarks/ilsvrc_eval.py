@@ -7,10 +7,11 @@
 ``--data``: an ImageFolder tree (``val/<wnid>/<image>.JPEG``, classes in sorted wnid order as
 the training set) or a Hugging Face dataset saved with ``save_to_disk`` (``image`` and
 ``label`` columns; ``--split`` picks one split of a DatasetDict). Writes runs/<name>/report.md
-and results.json: top-1/top-5 error beside the paper's, and seconds per image of each protocol;
-``comparable: true`` only for the paper's nets (C, D, E at full size, pretrained) on every image
-with the jitter range of Tables 3-6, the reasons listed otherwise. Under ``accelerate launch``
-every process evaluates its shard and the main one writes the outputs.
+and results.json: top-1/top-5 error beside the paper's and chance (a random ranking of the net's
+classes), and seconds per image of each protocol; ``comparable: true`` only for the paper's nets
+(C, D, E at full size, pretrained) on every image with the jitter range of Tables 3-6, the
+reasons listed otherwise. Under ``accelerate launch`` every process evaluates its shard and the
+main one writes the outputs.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def load_data(cfg: Config):
     return images[:n], labels[:n]
 
 
-def report(cfg: Config, rows: list[dict], not_comparable: list[str]) -> str:
+def report(cfg: Config, rows: list[dict], not_comparable: list[str], chance: dict) -> str:
     lines = [
         "# ILSVRC-2012 val, top-1 / top-5 error (%)",
         "",
@@ -101,6 +102,10 @@ def report(cfg: Config, rows: list[dict], not_comparable: list[str]) -> str:
             f"{r['top5']:.2f} | {fmt(r['paper_top1'], '.1f')} | {fmt(r['paper_top5'], '.1f')} | "
             f"{fmt(r['seconds_per_image'], '.3f')} |"
         )
+    lines.append(
+        f"| chance | random ranking of {chance['classes']} classes | – | {chance['top1']:.2f} | "
+        f"{chance['top5']:.2f} | – | – | – |"
+    )
     dense = {r["model"]: r["seconds_per_image"] for r in rows if r["protocol"] == "multi"}
     crops = {r["model"]: r["seconds_per_image"] for r in rows if r["protocol"] == "multicrop"}
     for m in dense.keys() & crops.keys():
@@ -175,9 +180,10 @@ def main(cfg: Config) -> list[dict] | None:
     out = cfg.out or Path("runs") / f"ilsvrc_{'_'.join(names)}"
     out.mkdir(parents=True, exist_ok=True)
     reasons = not_comparable(cfg, nets)
-    text = report(cfg, rows, reasons)
+    chance = evaluate.chance_errors(nets[0].num_classes)
+    text = report(cfg, rows, reasons, chance)
     (out / "report.md").write_text(text)
-    payload = {"config": asdict(cfg), "images": len(labels), "rows": rows}
+    payload = {"config": asdict(cfg), "images": len(labels), "rows": rows, "chance": chance}
     payload |= {"comparable": not reasons, "not_comparable": reasons}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
     print(text)

@@ -17,6 +17,8 @@ from sklearn.svm import LinearSVC
 import vggfeat
 from vggfeat import demo, demo_report, stats, toy
 
+from conftest import naive_voc07_ap
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -202,16 +204,6 @@ def test_claims_on_scripted_systems_follow_the_statistics_module():
             for i in range(5)
         ]
     )
-
-
-def naive_voc07_ap(scores, labels):
-    """11-point AP written from the devkit's description, independently of vggfeat.svm."""
-    keep = labels != 0
-    s, y = scores[keep], labels[keep] > 0
-    order = np.argsort(-s, kind="stable")
-    tp = np.cumsum(y[order])
-    prec, rec = tp / np.arange(1, len(tp) + 1), tp / max(y.sum(), 1)
-    return np.mean([max([p for p, r in zip(prec, rec) if r >= t] or [0]) for t in np.linspace(0, 1, 11)])
 
 
 def test_pixel_baseline_matches_a_naive_reimplementation(tmp_path):

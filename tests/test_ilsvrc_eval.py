@@ -65,7 +65,11 @@ def test_ilsvrc_eval_tables_and_fusion(tmp_path, tiny):
         [evaluate.posteriors(m, images, scales=(224, 240, 256), mode="both", progress=False) for m in (d, e)]
     )
     assert np.isclose(rows[("D&E", "fusion")]["top1"], 100 * evaluate.topk_error(P, labels, 1))
-    assert "150-crop evaluation takes" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "150-crop evaluation takes" in md
+    # a random ranking of the nets' 2 classes: top-1 error 1 - 1/2, top-5 error 0 (by hand)
+    assert res["chance"] == {"classes": 2, "top1": 50.0, "top5": 0.0}
+    assert "| chance | random ranking of 2 classes | – | 50.00 | 0.00 |" in md
 
 
 def test_ilsvrc_eval_missing_data_and_weights(tmp_path):

@@ -1,4 +1,4 @@
-"""The paper in miniature: the verdict logic on scripted numbers, the plan of runs, the per-scale
+"""The paper in miniature: the judging of its claims on scripted numbers, the plan of runs, the per-scale
 posteriors against vggfeat.evaluate, and benchmarks/paper_in_miniature.py --quick end to end
 (report format, the Sec. 3.1 init chain in the saved weights, a rerun that recomputes nothing)."""
 
@@ -12,48 +12,13 @@ import torch
 from conftest import random_image, script
 
 import vggfeat
-from vggfeat import evaluate
-from vggfeat.miniature import QUICK, MiniatureConfig, judge, plan, spread, verdict
-from vggfeat.miniature.measure import bootstrap_se, posteriors
+from vggfeat import evaluate, stats
+from vggfeat.miniature import QUICK, MiniatureConfig, judge, plan
+from vggfeat.miniature.measure import posteriors
 from vggfeat.miniature.runs import train_config
 from vggfeat.models import conv_module
 
 # --- verdicts on scripted numbers -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "gain, sp, null, want",
-    [
-        (2.0, 1.0, False, "holds"),
-        (-2.0, 1.0, False, "does not hold"),
-        (0.9, 1.0, False, "inconclusive"),  # inside the spread
-        (-0.9, 1.0, False, "inconclusive"),
-        (0.0, 0.0, False, "inconclusive"),
-        (2.0, 1.0, True, "does not hold"),  # "LRN does not help", but it helps beyond the noise
-        (0.9, 1.0, True, "holds"),
-        (-3.0, 1.0, True, "holds"),
-    ],
-)
-def test_verdict(gain, sp, null, want):
-    assert verdict(gain, sp, null=null) == want
-
-
-def test_spread_adds_training_noise_to_the_bootstrap():
-    # seeds on both sides: var 2 each over 2 seeds -> 1 + 1; plus 0.5^2 -> 2 * sqrt(2.25) = 3
-    assert spread([10, 12], [14, 16], boot_se=0.5) == pytest.approx(3.0)
-    # two protocols of the same nets: only the spread of the per-seed differences (here none)
-    assert spread([10, 12], [14, 16], boot_se=0.5, paired=True) == pytest.approx(1.0)
-    # one seed each: the pooled seed std (1) for each side -> 2 * sqrt(1 + 1 + 0.25)
-    assert spread([10], [14], boot_se=0.5, seed_sd=1.0) == pytest.approx(3.0)
-    assert spread([10], [14], boot_se=0.5) == pytest.approx(1.0)  # no training noise known
-
-
-def test_bootstrap_se_matches_the_analytic_standard_error():
-    rng = np.random.default_rng(0)
-    a, b = rng.random(2000) < 0.4, rng.random(2000) < 0.3
-    d = a.astype(float) - b
-    analytic = 100 * d.std() / np.sqrt(len(d))
-    assert bootstrap_se(a, b, n=2000) == pytest.approx(analytic, rel=0.1)
 
 
 def _systems(errors: dict, n: int = 600) -> dict:
@@ -68,24 +33,43 @@ def _systems(errors: dict, n: int = 600) -> dict:
     return out
 
 
-def test_judge_counts_a_gap_inside_the_noise_as_inconclusive():
+def test_judge_uses_the_test_each_claim_calls_for():
     systems = _systems(
         {
-            ("A-fixed", "single"): [0.60, 0.62],
-            ("A-LRN-fixed", "single"): [0.61, 0.60],  # LRN: no gain
-            ("B-fixed", "single"): [0.40, 0.41],  # far better than A: beyond any spread
-            ("C-fixed", "single"): [0.405],  # half a point from B: inside the spread
-            ("D-fixed", "single"): [0.55],  # clearly worse than B
+            ("A-fixed", "single"): [0.600, 0.605],
+            ("A-LRN-fixed", "single"): [0.605, 0.610],  # LRN: no gain, well inside its 2-point margin
+            ("B-fixed", "single"): [0.40, 0.41],  # far better than A
+            ("C-fixed", "single"): [0.30],  # better than B, but one seed: training noise unknown
+            ("C-jitter", "single"): [0.30, 0.32],
+            ("C-jitter", "multi"): [0.33, 0.35],  # worse than single Q on both seeds
         }
     )
-    rows = {r["claim"]: r for r in judge(systems, test_labels=None, n_boot=200)}
-    assert rows["LRN does not help (A-LRN vs A)"]["verdict"] == "holds"
+    rows = {r["claim"]: r for r in judge(systems, test_labels=None, n_boot=300)}
+    assert len(rows) == 5  # claims whose systems were not measured are left out
+    lrn = rows["LRN does not help (A-LRN vs A)"]
+    assert lrn["verdict"] == "equivalent" and lrn["margin"] == 2.0 and "TOST margin ±2" in lrn["test"]
     b_vs_a = rows["depth: B (13 layers) beats A (11)"]
-    assert b_vs_a["verdict"] == "holds" and b_vs_a["gain"] == pytest.approx(20.5)
-    assert b_vs_a["paper_gain"] == pytest.approx(0.9)
-    assert rows["depth: C (16, 1x1) beats B (13)"]["verdict"] == "inconclusive"
-    assert rows["depth: D (16) beats B (13)"]["verdict"] == "does not hold"
-    assert len(rows) == 4  # claims whose systems were not measured are left out
+    assert b_vs_a["verdict"] == "holds" and b_vs_a["effect"] == pytest.approx(19.75)
+    assert b_vs_a["paper_gain"] == pytest.approx(0.9) and "Welch's t, 2 vs 2 seeds" in b_vs_a["test"]
+    # Welch's t on the seeds plus the variance of a paired bootstrap of the per-image misses
+    misses = {k: [r["wrong"] for r in systems[(k, "single")]] for k in ("A-fixed", "B-fixed")}
+    boot = stats.paired_bootstrap(lambda w, _: 100 * w.mean(), misses["A-fixed"], misses["B-fixed"],
+                                  np.zeros(600), n=300)  # fmt: skip
+    want = stats.welch([60.0, 60.5], [40.0, 41.0], claim="B > A", boot=boot)
+    assert b_vs_a["ci95"] == pytest.approx(list(want.ci95)) and b_vs_a["p"] == pytest.approx(want.p)
+    c_vs_b = rows["depth: C (16, 1x1) beats B (13)"]
+    assert c_vs_b["verdict"] == "inconclusive" and "training noise unknown" in c_vs_b["test"]
+    assert c_vs_b["effect"] == pytest.approx(10.5) and c_vs_b["ci95"][0] > 0  # from the bootstrap alone
+    jitter = rows["scale jittering helps: C"]  # different nets, C-fixed with one seed: not judged
+    assert (
+        jitter["verdict"] == "inconclusive" and jitter["p"] < 0.05 and jitter["effect"] == pytest.approx(-1)
+    )
+    multi = rows["multi-scale testing helps: C"]  # two readings of the same nets: paired
+    assert multi["verdict"] == "does not hold" and "paired t over 2 seeds" in multi["test"]
+    assert multi["effect"] == pytest.approx(-3.0)
+    ps = sorted(r["p"] for r in rows.values())
+    holm = sorted(r["p_holm"] for r in rows.values())
+    assert holm[0] == pytest.approx(min(1, 5 * ps[0])) and all(h >= p for h, p in zip(holm, ps))
 
 
 # --- plan and posteriors --------------------------------------------------------------------------
@@ -146,8 +130,8 @@ def test_quick_writes_the_report_the_results_and_the_plots(quick):
     claims = results["claims"]
     assert len(claims) == 20  # every claim of the paper was measured
     for c in claims:
-        assert c["verdict"] in ("holds", "does not hold", "inconclusive")
-        assert c["spread"] >= 0 and f"| {c['claim']} |" in md
+        assert c["verdict"] in stats.VERDICTS and f"| {c['claim']} |" in md
+        assert c["p_holm"] is None or c["p"] is None or c["p_holm"] >= c["p"]
     t3 = {r["net"]: r for r in results["tables"]["table3"]}
     assert set(t3) == {"A-fixed", "A-LRN-fixed", "B-fixed", "B-5x5-fixed", *(f"{c}-fixed" for c in "CDE"),
                        *(f"{c}-jitter" for c in "CDE"), "D-fixedft"}  # fmt: skip

@@ -140,6 +140,24 @@ def test_chance_map_skips_classes_without_positives_and_counts_positives():
     assert count.tolist() == [2, 0, 2] and rate.tolist() == [0.5, 0.0, 2 / 3]
 
 
+def test_ap_chance_gathers_the_chance_levels_of_a_test_split():
+    labels = np.array([[1, -1], [0, 1], [-1, -1], [1, 0], [-1, -1]])
+    got = stats.ap_chance(labels, classes=["cat", "dog"], ap="voc12", permutations=30, seed=2)
+    assert got["positives"] == {"cat": 2, "dog": 1}  # by hand
+    assert got["positive_rate"] == {"cat": 0.5, "dog": 0.25}  # 2 of 4, 1 of 4 non-difficult
+    aps = stats.chance_ap_samples(labels, permutations=30, seed=2, ap="voc12")
+    assert got["ap"] == pytest.approx(dict(zip(["cat", "dog"], aps.mean(axis=0))))
+    maps = stats.chance_map_samples(labels, permutations=30, seed=2, ap="voc12")
+    assert (got["map"], got["map_std"]) == pytest.approx((maps.mean(), maps.std(ddof=1)))
+    assert got["ap_rule"] == "voc12" and got["permutations"] == 30
+
+
+def test_chance_mean_class_recall_by_hand():
+    assert stats.chance_mean_class_recall(102) == pytest.approx(1 / 102)
+    with pytest.raises(ValueError, match="num_classes"):
+        stats.chance_mean_class_recall(0)
+
+
 def test_per_seed():
     assert stats.per_seed([1.0, 2.0, 4.0]) == {"mean": 7 / 3, "std": pytest.approx(np.std([1, 2, 4], ddof=1)),
                                                "per_seed": [1.0, 2.0, 4.0]}  # fmt: skip
@@ -165,6 +183,15 @@ def test_paired_bootstrap_covers_the_true_difference_at_its_nominal_rate():
         v = stats.paired([accuracy(a, None)], [accuracy(b, None)], claim="a > b", boot=boot)
         covered += v.ci95[0] <= 6.0 <= v.ci95[1]
     assert 0.92 <= covered / 200 <= 0.98
+
+
+def test_map_metric_is_the_mean_of_naive_aps_over_classes_with_positives():
+    rng = np.random.default_rng(4)
+    labels = rng.choice([1, -1, -1, 0], size=(40, 3))
+    labels[:, 2] = -1  # no positive: skipped
+    scores = rng.random((40, 3))
+    want = np.mean([naive_voc07_ap(scores[:, k], labels[:, k]) for k in range(2)])
+    assert stats.map_metric("voc07")(scores, labels) == pytest.approx(want)
 
 
 def test_paired_bootstrap_resamples_the_same_images_for_both_systems():
@@ -217,6 +244,8 @@ def test_no_noise_measured_gives_no_test():
     assert w.verdict == "inconclusive" and w.ci95[0] > 0 and "training noise unknown" in w.test
     with pytest.raises(ValueError, match="one a and one b per seed"):
         stats.paired([1.0, 2.0], [1.0], claim="c")
+    with pytest.raises(ValueError, match="margin must be a positive number"):
+        stats.tost(A, B, margin=0.0, paired=True, claim="c")
 
 
 def test_versus_null_one_value_is_a_permutation_test():
@@ -246,3 +275,11 @@ def test_verdict_as_dict_is_json_ready():
     assert d["ci95"] == list(v.ci95) and d["p_holm"] == v.p
     with pytest.raises(ValueError, match="verdict must be one of"):
         stats.Verdict("c", 0.0, (0, 0), 1.0, "t", "within the noise")
+
+
+def test_paired_bootstrap_std_matches_the_analytic_standard_error():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(2000) < 0.4, rng.random(2000) < 0.3
+    d = a.astype(float) - b
+    boot = stats.paired_bootstrap(lambda w, _: 100 * w.mean(), a, b, np.zeros(2000), n=2000)
+    assert boot.std(ddof=1) == pytest.approx(100 * d.std() / np.sqrt(len(d)), rel=0.1)

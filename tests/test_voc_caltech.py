@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import script, torchrun
+from conftest import naive_voc07_ap, script, torchrun
 from PIL import Image
 
 import vggfeat
@@ -277,9 +277,30 @@ def _pngs_ok(folder, names):
             assert im.format == "PNG" and im.width > 100
 
 
+def assert_chance_levels(chance: dict, labels: np.ndarray, classes, md: str):
+    """The report's chance levels against hand counts of ``labels`` (N, K) and a naive AP of
+    random scores: positives per class, their rate among non-difficult images, the chance mAP."""
+    for k, c in enumerate(classes):
+        pos, counted = int((labels[:, k] == 1).sum()), int((labels[:, k] != 0).sum())
+        assert chance["positives"][c] == pos
+        assert chance["positive_rate"][c] == (pytest.approx(pos / counted) if counted else None)
+    rng = np.random.default_rng(0)
+    has = [k for k in range(len(classes)) if (labels[:, k] == 1).any()]
+    assert chance["ap_rule"] == "voc07"  # the rule of the naive AP below
+    # each class ranked in its own random order, 400 times
+    naive = [
+        np.mean([naive_voc07_ap(rng.random(len(labels)), labels[:, k]) for k in has]) for _ in range(400)
+    ]
+    se = np.sqrt(chance["map_std"] ** 2 / chance["permutations"] + np.var(naive) / 400)
+    assert abs(chance["map"] - np.mean(naive)) < 4 * se
+    assert chance["map_std"] == pytest.approx(np.std(naive), rel=0.3)
+    assert f"| chance (random rankings) | {100 * chance['map']:.1f} ± {100 * chance['map_std']:.1f} |" in md
+    assert "| class | positives | positive rate (%) | chance AP (%) |" in md
+
+
 @pytest.mark.parametrize("year", [2007, 2012])
 def test_voc_script_end_to_end(tmp_path, year, tiny):
-    make_voc(tmp_path, year, per_split=8, test_labels=year == 2007)
+    splits = make_voc(tmp_path, year, per_split=8, test_labels=year == 2007)
     out = tmp_path / "run"
     args = ["--root", tmp_path / "VOCdevkit", "--year", year, *TINY]
     if year == 2012:  # weights from a file (trained elsewhere: outside data) instead of random ones
@@ -304,6 +325,8 @@ def test_voc_script_end_to_end(tmp_path, year, tiny):
         f = out / "results" / "VOC2012" / "Main" / "comp2_cls_test_dog.txt"
         assert len(f.read_text().splitlines()) == 8
         return
+    test = np.array([[expected_label(o, c) for c in CLASSES] for _, o in splits["test"]])
+    assert_chance_levels(res["chance"], test, CLASSES, md)
     # quick run: marked in the table and the JSON
     run_script("voc_svm.py", *args, "--max-images", 6, "--out", out / "q", cwd=tmp_path)
     assert "--max-images 6" in (out / "q" / "report.md").read_text()
@@ -354,7 +377,8 @@ def test_caltech_script_end_to_end(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert len(res["recalls"]) == 2 and res["paper"]["VGG Net-D"] == [91.8, 1.0]
     assert len(res["class_recall"]) == 4 and "BACKGROUND_Google" in res["class_recall"]
-    assert "±" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "±" in md and res["chance"] == 1 / 4 and "| chance (1 / 4 classes) | 25.00 |" in md
     _pngs_ok(out, ["recall_per_class.png"])
 
 
@@ -368,6 +392,10 @@ def test_action_script_end_to_end(tmp_path):
     assert set(res["results"]) == {"whole image", "whole image + person box"}
     assert len(res["results"]["whole image"]["ap"]) == 10
     assert res["paper"] == {"whole image": 79.2, "whole image + person box": 84.0}
+    val = voc.load_voc_actions(tmp_path / "VOCdevkit")
+    val = val.labels[val.splits["val"]]
+    assert res["chance"]["ap_rule"] == "voc12"  # the action AP rule, VOC2010+
+    assert res["chance"]["positives"] == {a: int((val[:, k] == 1).sum()) for k, a in enumerate(voc.ACTIONS)}
     _pngs_ok(out, ["pr_curves.png", "ap_per_class.png"])
     assert not (out / "features_whole").exists() and not (out / "features_box").exists()  # --no-cache
 

@@ -49,19 +49,16 @@ class System:
         return [r.scores for r in self.results]
 
 
-def _map_metric(scores: np.ndarray, labels: np.ndarray) -> float:
-    from . import svm
-
-    return 100 * svm.mean_ap(svm.average_precisions(scores, labels, warn=False), warn=False)
-
-
 def judge(systems: dict[str, System], chance: np.ndarray, best_q: int, test_labels, *, n: int) -> list:
     """The five claims (:data:`CLAIMS`) as :class:`vggfeat.stats.Verdict` with Holm-adjusted p.
     ``chance``: permutation mAPs (fractions); mAPs are compared in points."""
     multi, best = systems["transfer-multiscale"], systems[f"transfer-q{best_q}"]
 
     def boot(a: System, b: System, seed: int) -> np.ndarray:
-        return stats.paired_bootstrap(_map_metric, a.scores(), b.scores(), test_labels, n=n, seed=seed)
+        # mAP points, as the per-seed values (the VOC2007 11-point AP of the demo's protocol)
+        return 100 * stats.paired_bootstrap(
+            stats.map_metric(), a.scores(), b.scores(), test_labels, n=n, seed=seed
+        )
 
     null = 100 * np.asarray(chance)
     tr, sc, ra = systems["transfer-multiscale"], systems["scratch"], systems["random"]

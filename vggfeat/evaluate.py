@@ -117,6 +117,16 @@ def topk_error(P: np.ndarray, labels, k: int = 5) -> float:
     return float(1.0 - (top == y[:, None]).any(axis=1).mean())
 
 
+def chance_errors(num_classes: int) -> dict:
+    """``{"classes", "top1", "top5"}``: the top-1 / top-5 error (%) of a random ranking of
+    ``num_classes`` classes (:func:`vggfeat.stats.chance_topk`; ILSVRC: 99.9 / 99.5)."""
+    from .stats import chance_topk
+
+    return dict(
+        classes=num_classes, top1=100 * chance_topk(num_classes, 1), top5=100 * chance_topk(num_classes, 5)
+    )
+
+
 def labels_of(data, label_column: str = "label") -> tuple[list, np.ndarray, list[str]]:
     """Images, integer labels and class names from an ImageFolder tree, a Hugging Face dataset
     (``label_column``, a ClassLabel) or a torch dataset with ``.samples``/``.classes``."""

@@ -35,10 +35,13 @@ def _save(fig, path) -> Path:
     return path
 
 
-def pr_curves(path, curves: dict, *, aps: dict | None = None, title: str = "", cols: int = 5) -> Path:
+def pr_curves(
+    path, curves: dict, *, aps: dict | None = None, chance: dict | None = None, title: str = "", cols: int = 5
+) -> Path:
     """One small precision-recall panel per class. ``curves``: name -> (recall (M,), precision
     (M,)) in rank order (NaN precision entries, before any positive or negative, are dropped);
-    ``aps``: name -> AP in [0, 1] for the panel titles."""
+    ``aps``: name -> AP in [0, 1] for the panel titles; ``chance``: name -> the precision of a
+    random ranking (the class's positive rate), drawn dotted."""
     rows = max(1, math.ceil(len(curves) / cols))
     fig = _figure(2.4 * cols, 2.2 * rows + 0.4)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
@@ -46,6 +49,8 @@ def pr_curves(path, curves: dict, *, aps: dict | None = None, title: str = "", c
         rec, prec = np.asarray(rec), np.asarray(prec)
         ok = ~np.isnan(prec)
         ax.step(rec[ok], prec[ok], where="post", lw=1.2)
+        if chance and name in chance:
+            ax.axhline(chance[name], color="tab:red", ls=":", lw=1)
         ap = (aps or {}).get(name)
         ax.set_title(name if ap is None else f"{name} {100 * ap:.1f}", fontsize=9)
         ax.set_xlim(0, 1)
@@ -55,8 +60,8 @@ def pr_curves(path, curves: dict, *, aps: dict | None = None, title: str = "", c
         ax.set_visible(False)
     fig.supxlabel("recall")
     fig.supylabel("precision")
-    if title:
-        fig.suptitle(title)
+    if title or chance:
+        fig.suptitle(title + ("\n(dotted: chance, the class's positive rate)" if chance else ""))
     return _save(fig, path)
 
 
@@ -69,24 +74,30 @@ def bar_chart(
     references: dict | None = None,
     errors: dict | None = None,
     bands: dict | None = None,
+    markers: dict | None = None,
+    marker_label: str = "chance",
     percent: bool = True,
 ) -> Path:
     """Per-class bars (``values``: name -> value in [0, 1]), with horizontal lines for
     ``references`` (label -> value in [0, 1], e.g. the run's mean, the paper's, chance), shaded
-    ``bands`` (label -> (centre, half-width), e.g. chance +- its std) and error bars of
-    +-``errors[name]`` (e.g. the std over seeds)."""
+    ``bands`` (label -> (centre, half-width), e.g. chance +- its std), error bars of
+    +-``errors[name]`` (e.g. the std over seeds) and a black tick per bar at ``markers[name]``
+    (e.g. each class's chance AP), labelled ``marker_label``."""
     scale = 100 if percent else 1
     names = list(values)
     fig = _figure(max(8.0, min(40.0, 0.28 * len(names)) + 1.5), 4.0)
     ax = fig.add_subplot()
     yerr = [scale * (errors or {}).get(n, 0.0) for n in names] if errors else None
     ax.bar(range(len(names)), [scale * values[n] for n in names], yerr=yerr, capsize=3, color="tab:blue")
+    if markers:
+        x = [i for i, n in enumerate(names) if n in markers]
+        ax.plot(x, [scale * markers[names[i]] for i in x], "k_", ms=10, mew=2, label=marker_label)
     for (label, v), colour in zip((references or {}).items(), ("tab:red", "tab:green", "tab:orange", "k")):
         ax.axhline(scale * v, color=colour, ls="--", lw=1, label=f"{label}: {scale * v:.1f}")
     for (label, (v, half)), colour in zip((bands or {}).items(), ("tab:gray", "tab:purple")):
         ax.axhspan(scale * (v - half), scale * (v + half), color=colour, alpha=0.3, lw=0)
         ax.axhline(scale * v, color=colour, lw=1, label=f"{label}: {scale * v:.1f} ± {scale * half:.1f}")
-    if references or bands:
+    if references or bands or markers:
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xticks(
         range(len(names)),
@@ -184,40 +195,65 @@ def _bullets(notes: Sequence[str]) -> str:
 def ap_report(
     out_dir, *, title: str, notes: Sequence[str], classes: Sequence[str], results: dict, labels: np.ndarray,
     column: str, paper: dict, paper_row: str, payload: dict, not_comparable: Sequence[str] = (),
+    permutations: int = 200,
 ) -> str:  # fmt: skip
     """Write a VOC-style report: per-class AP of each result (``results``: label ->
-    :class:`vggfeat.svm.VOCResult`), the mAPs beside the paper's rows (``paper``: row -> mAP %,
-    ``paper_row`` the one with the same nets), ``results.json`` (``payload`` plus the numbers),
-    ``pr_curves.png`` and ``ap_per_class.png`` of the last result. ``labels``: (N_test, K).
-    ``not_comparable``: the reasons this run cannot be compared with the paper (none: it can)."""
+    :class:`vggfeat.svm.VOCResult`) beside the class's positives and chance AP, the mAPs beside
+    the paper's rows (``paper``: row -> mAP %, ``paper_row`` the one with the same nets) and the
+    mAP at chance (:func:`vggfeat.stats.ap_chance`, ``permutations`` random rankings), ``results.json``
+    (``payload`` plus the numbers), ``pr_curves.png`` and ``ap_per_class.png`` of the last
+    result. ``labels``: (N_test, K). ``not_comparable``: the reasons this run cannot be compared
+    with the paper (none: it can)."""
+    from . import stats
+
     out_dir = Path(out_dir)
     notes, payload, suffix = _comparability(notes, payload, not_comparable)
+    last = list(results.values())[-1]
+    chance = stats.ap_chance(labels, classes=classes, ap=last.ap, permutations=permutations)
     md = f"# {title}\n\n" + _bullets(notes) + "\n"
-    per_class = [[c] + [100 * r.aps[k] for r in results.values()] for k, c in enumerate(classes)]
-    md += markdown_table(["class"] + [f"AP (%), {n}" for n in results], per_class) + "\n"
+    per_class = [
+        [c, chance["positives"][c], 100 * chance["positive_rate"][c], 100 * chance["ap"][c]]
+        + [100 * r.aps[k] for r in results.values()]
+        for k, c in enumerate(classes)
+    ]
+    header = ["class", "positives", "positive rate (%)", "chance AP (%)"] + [f"AP (%), {n}" for n in results]
+    md += markdown_table(header, per_class) + "\n"
+    md += (
+        "Chance: a ranking without information has on average the class's positive rate "
+        "(positives among the non-difficult test images) as its precision at every recall; with "
+        "few positives its AP lies above that rate, so chance AP is measured: the mean "
+        f"{last.ap} AP of {permutations} random rankings of the test images.\n\n"
+    )
     rows = [[f"this run, {n}{suffix}", 100 * r.map] for n, r in results.items()]
     rows += [[f"{k} (paper{', same setting' if k == paper_row else ''})", v] for k, v in paper.items()]
+    rows += [["chance (random rankings)", f"{100 * chance['map']:.1f} ± {100 * chance['map_std']:.1f}"]]
     md += markdown_table(["", column], rows)
     numbers = {
         n: dict(ap=dict(zip(classes, r.aps)), map=r.map, C=r.C, val_map=r.val_scores)
         for n, r in results.items()
     }
-    write_report(out_dir, markdown=md, payload={**payload, "notes": list(notes), "results": numbers,
-                                                "paper": paper, "paper_row": paper_row})  # fmt: skip
-    last = list(results.values())[-1]
+    payload = {**payload, "notes": list(notes), "results": numbers, "chance": chance}
+    write_report(out_dir, markdown=md, payload={**payload, "paper": paper, "paper_row": paper_row})
+    _ap_plots(out_dir, title, classes, last, labels, chance, paper.get(paper_row))
+    return md
+
+
+def _ap_plots(out_dir, title, classes, last, labels, chance: dict, paper_map: float | None) -> None:
+    """``pr_curves.png`` and ``ap_per_class.png`` of one result, with the chance levels."""
     aps = dict(zip(classes, last.aps))
     with warnings.catch_warnings():  # classes without positives were reported with their NaN AP
         warnings.simplefilter("ignore", RuntimeWarning)
         curves = {c: precision_recall(last.scores[:, k], labels[:, k]) for k, c in enumerate(classes)}
-    pr_curves(
-        out_dir / "pr_curves.png", {c: v for c, v in curves.items() if v is not None}, aps=aps, title=title
-    )
-    refs = {"this run": last.map} | ({"paper": paper[paper_row] / 100} if paper.get(paper_row) else {})
+    curves = {c: v for c, v in curves.items() if v is not None}
+    pr_curves(out_dir / "pr_curves.png", curves, aps=aps, chance=chance["positive_rate"], title=title)
+    named = {c: f"{c} ({chance['positives'][c]})" for c in classes}  # the positives in the label
+    refs = {"this run": last.map} | ({"paper": paper_map / 100} if paper_map else {})
+    refs |= {"chance mAP": chance["map"]}
     bar_chart(
-        out_dir / "ap_per_class.png", {c: 0.0 if np.isnan(a) else a for c, a in aps.items()},
-        title=title, ylabel="AP (%)", references=refs,
+        out_dir / "ap_per_class.png", {named[c]: 0.0 if np.isnan(a) else a for c, a in aps.items()},
+        title=title + " (positives per class in brackets)", ylabel="AP (%)", references=refs,
+        markers={named[c]: a for c, a in chance["ap"].items() if not np.isnan(a)}, marker_label="chance AP",
     )  # fmt: skip
-    return md
 
 
 def recall_report(
@@ -226,8 +262,10 @@ def recall_report(
 ) -> str:  # fmt: skip
     """Write a Caltech-style report: mean class recall mean +- std over the splits beside the
     paper's rows (``paper``: row -> (mean %, std %)), ``results.json`` and
-    ``recall_per_class.png`` (recall of each class averaged over the splits). ``not_comparable``:
-    as for :func:`ap_report`."""
+    ``recall_per_class.png`` (recall of each class averaged over the splits), each with the
+    chance level 1 / K of K classes. ``not_comparable``: as for :func:`ap_report`."""
+    from . import stats
+
     out_dir = Path(out_dir)
     notes, payload, suffix = _comparability(notes, payload, not_comparable)
     md = f"# {title}\n\n" + _bullets(notes) + "\n"
@@ -235,17 +273,20 @@ def recall_report(
         [f"split {i}", f"{C:g}", 100 * r] for i, (C, r) in enumerate(zip(result.Cs, result.recalls))
     ]
     md += markdown_table(["split", "C", "mean class recall (%)"], split_rows) + "\n"
+    chance = stats.chance_mean_class_recall(len(classes))
     rows = [[label + suffix, f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
     rows += [
         [f"{k} (paper{', same setting' if k == paper_row else ''})", f"{m:.1f} ± {s:.1f}"]
         for k, (m, s) in paper.items()
     ]
+    rows += [[f"chance (1 / {len(classes)} classes)", f"{100 * chance:.2f}"]]
     md += markdown_table(["", column], rows)
     numbers = dict(recalls=result.recalls, mean=result.mean, std=result.std, Cs=result.Cs,
-                   class_recall=dict(zip(classes, result.class_recall)))  # fmt: skip
+                   class_recall=dict(zip(classes, result.class_recall)), chance=chance)  # fmt: skip
     write_report(out_dir, markdown=md, payload={**payload, "notes": list(notes), **numbers,
                                                 "paper": paper, "paper_row": paper_row})  # fmt: skip
     refs = {"this run": result.mean} | ({"paper": paper[paper_row][0] / 100} if paper_row in paper else {})
+    refs |= {"chance (1/K)": chance}
     values = {c: 0.0 if np.isnan(v) else v for c, v in zip(classes, result.class_recall)}
     bar_chart(out_dir / "recall_per_class.png", values, title=title, ylabel="recall (%)", references=refs)
     return md

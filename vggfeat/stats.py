@@ -43,6 +43,7 @@ Verdicts (:data:`VERDICTS`)
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -93,6 +94,14 @@ def chance_topk(num_classes: int, k: int = 1) -> float:
     return 1.0 - min(k, num_classes) / num_classes
 
 
+def chance_mean_class_recall(num_classes: int) -> float:
+    """Mean class recall (fraction) of a classifier that guesses a class at random, or always
+    the same one: 1 / K (Caltech-101 with background, K = 102: 0.0098)."""
+    if num_classes < 1:
+        raise ValueError(f"chance_mean_class_recall needs num_classes >= 1, got {num_classes}")
+    return 1.0 / num_classes
+
+
 def chance_ap_samples(
     labels, *, permutations: int, seed: int = 0, ap: str | Callable = "voc07"
 ) -> np.ndarray:
@@ -118,9 +127,13 @@ def chance_map_samples(
     """(permutations,) mAP (fraction) of permuted test scores, the null distribution of a
     descriptor without information on this test split: the mean over classes (those with
     positives, as :func:`vggfeat.svm.mean_ap`) of :func:`chance_ap_samples`."""
-    aps = chance_ap_samples(labels, permutations=permutations, seed=seed, ap=ap)
+    return _class_mean(chance_ap_samples(labels, permutations=permutations, seed=seed, ap=ap))
+
+
+def _class_mean(aps: np.ndarray) -> np.ndarray:
+    # the mean over the classes with positives (as svm.mean_ap), per permutation
     ok = ~np.isnan(aps).all(axis=0)
-    return aps[:, ok].mean(axis=1) if ok.any() else np.full(permutations, np.nan)
+    return aps[:, ok].mean(axis=1) if ok.any() else np.full(len(aps), np.nan)
 
 
 def chance_map(
@@ -140,6 +153,27 @@ def positives(labels) -> tuple[np.ndarray, np.ndarray]:
     pos, counted = (labels > 0).sum(axis=0), (labels != 0).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return pos, np.where(counted > 0, pos / np.maximum(counted, 1), np.nan)
+
+
+def ap_chance(
+    labels, *, classes: Sequence[str], ap: str | Callable, permutations: int, seed: int = 0
+) -> dict:
+    """The chance level of a VOC-style test split (``labels``: (N, K) in {1, 0, -1}), as fractions,
+    per class (dicts keyed by ``classes``): ``positives``, ``positive_rate`` (see
+    :func:`positives`) and ``ap``, the mean AP of ``permutations`` random rankings by the ``ap``
+    rule; and ``map`` / ``map_std``, the mAP at chance (mean, std of :func:`chance_map_samples`)."""
+    aps = chance_ap_samples(labels, permutations=permutations, seed=seed, ap=ap)
+    maps = _class_mean(aps)
+    count, rate = positives(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class without positives: NaN
+        mean_ap = np.nanmean(aps, axis=0)
+    return dict(
+        permutations=permutations, ap_rule=ap if isinstance(ap, str) else ap.__name__,
+        map=float(maps.mean()), map_std=float(maps.std(ddof=1)) if permutations > 1 else 0.0,
+        positives=dict(zip(classes, count.tolist())), positive_rate=dict(zip(classes, rate.tolist())),
+        ap=dict(zip(classes, mean_ap.tolist())),
+    )  # fmt: skip
 
 
 # --- per-seed summaries ---------------------------------------------------------------------------
@@ -200,6 +234,10 @@ def _nan_verdict(claim: str, effect: float, test: str) -> Verdict:
 def _judge(claim, est: _Estimate, test, *, margin=None, null=False, judged=True) -> Verdict:
     """The module's verdict rule on an estimate (see the module docstring). ``judged=False``:
     a noise source is missing, the verdict stays inconclusive whatever the numbers."""
+    if margin is not None and not margin > 0:
+        raise ValueError(
+            f"margin must be a positive number (the largest effect that counts as none), got {margin}"
+        )
     ci, p = est.ci(), est.p()
     equivalent = margin is not None and est.tost(margin) < ALPHA
     if margin is not None:
@@ -252,9 +290,8 @@ def _welch_estimate(a, b, boot) -> tuple[_Estimate, str, bool]:
     parts = [(float(x.var(ddof=1)) / x.size, x.size - 1.0) for x in (a, b)] if seeds else []
     parts += _boot_part(boot)
     if seeds:
-        what = f"Welch's t, {a.size} vs {b.size} seeds" + (
-            " + bootstrap over test images" if boot is not None else ""
-        )
+        what = f"Welch's t, {a.size} vs {b.size} seeds"
+        what += " + bootstrap over test images" if boot is not None else ""
     else:
         what = f"{a.size} vs {b.size} seeds: training noise unknown, so not judged"
         what += "; interval from the bootstrap over test images only" if boot is not None else ""
@@ -268,9 +305,9 @@ def paired(a, b, *, claim: str, boot=None, margin: float | None = None) -> Verdi
     mean difference from :func:`paired_bootstrap` (same unit); their variance adds the
     test-sampling noise. ``margin``: allows the verdict ``equivalent``."""
     est, what, ok = _paired_estimate(a, b, boot)
-    return (
-        _judge(claim, est, what, margin=margin) if ok else _nan_verdict(claim, est.effect, what + ": no test")
-    )
+    if not ok:
+        return _nan_verdict(claim, est.effect, what + ": no test")
+    return _judge(claim, est, what, margin=margin)
 
 
 def welch(a, b, *, claim: str, boot=None, margin: float | None = None) -> Verdict:
@@ -337,6 +374,20 @@ def holm(verdicts: Sequence[Verdict]) -> list[Verdict]:
 
 
 # --- bootstrap over test images -------------------------------------------------------------------
+
+
+def map_metric(ap: str | Callable = "voc07") -> Callable:
+    """metric(scores (N, K), labels (N, K)) -> mAP (fraction) by the ``ap`` rule, quiet about
+    classes without positives (skipped, as :func:`vggfeat.svm.mean_ap`): the metric to pass to
+    :func:`paired_bootstrap` for two systems' test scores."""
+    from . import svm
+
+    ap_fn = svm.AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
+
+    def metric(scores, labels) -> float:
+        return svm.mean_ap(svm.average_precisions(scores, labels, ap_fn, warn=False), warn=False)
+
+    return metric
 
 
 def _per_seed_scores(scores, name: str) -> list[np.ndarray]:

@@ -222,7 +222,8 @@ def _voc_score(ap: Callable) -> Callable:
 @dataclass
 class VOCResult:
     """Per-class AP (K,) and mAP on the evaluation images, test scores (N_test, K), the chosen C
-    and the validation mAP of every C tried; ``model`` is the SVM refit with that C."""
+    and the validation mAP of every C tried; ``model`` is the SVM refit with that C; ``ap``: the
+    AP rule ("voc07" or "voc12")."""
 
     aps: np.ndarray
     map: float
@@ -230,6 +231,7 @@ class VOCResult:
     C: float
     val_scores: dict[float, float]
     model: MultiLabelSVC = field(repr=False)
+    ap: str = "voc07"
 
 
 def voc_classification(
@@ -255,7 +257,7 @@ def voc_classification(
         log.warning("classes %s have a single label in the training images: constant scores", model.constant_)
     scores = model.decision_function(X[test])
     aps = average_precisions(scores, Y[test], ap_fn)
-    return VOCResult(aps=aps, map=mean_ap(aps), scores=scores, C=C, val_scores=val_scores, model=model)
+    return VOCResult(aps=aps, map=mean_ap(aps), scores=scores, C=C, val_scores=val_scores, model=model, ap=ap)
 
 
 def holdout(idx: np.ndarray, y: np.ndarray | None = None, *, fraction: float = 0.2, seed: int = 0):

@@ -15,14 +15,16 @@ data and judged against the paper's numbers.
 3. evaluate on ``val/``: Table 3 (dense, one Q), Table 4 (dense, three Q), Table 5 (jittered D
    and E: dense vs multi-crop at the net's own crop vs both), Table 6 (fusion of D and E); then Table 11: the
    appendix-B descriptors of D, E, D & E (and A, the shallow reference) on the toy VOC target;
-4. judge each claim (:data:`verdicts.CLAIMS`) by :func:`verdicts.verdict` against the noise
-   (:func:`verdicts.spread`) and write ``report.md``, ``results.json`` and PNG plots.
+4. judge each claim (:data:`verdicts.CLAIMS`) with :mod:`vggfeat.stats` (paired t for two readings
+   of the same nets, Welch's t for different nets, TOST for the claim of no effect, each with a
+   bootstrap over the evaluated images; Holm-adjusted p over the claims) and write
+   ``report.md``, ``results.json`` and PNG plots.
 
 Every trained net is stamped with its resolved config and start weights: a rerun reuses it, an
 interrupted one resumes from its last checkpoint. Posteriors and descriptors are cached too.
 
-Modules: :mod:`.runs` (options, plan, data, training), :mod:`.measure` (posteriors, transfer,
-bootstrap), :mod:`.verdicts` (claims, spread, verdict), :mod:`.report`.
+Modules: :mod:`.runs` (options, plan, data, training), :mod:`.measure` (posteriors, transfer),
+:mod:`.verdicts` (claims and their judging), :mod:`.report`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from pathlib import Path
 from .measure import classification, transfer
 from .report import report, tables
 from .runs import QUICK, MiniatureConfig, Net, plan, prepare_data, train_net
-from .verdicts import judge, pooled_seed_sd, spread, verdict
+from .verdicts import CLAIMS, Claim, judge
 
-__all__ = ["QUICK", "MiniatureConfig", "Net", "judge", "plan", "run", "spread", "verdict"]
+__all__ = ["CLAIMS", "QUICK", "Claim", "MiniatureConfig", "Net", "judge", "plan", "run"]
 
 
 def run(cfg: MiniatureConfig | None = None) -> dict:
@@ -67,7 +69,7 @@ def run(cfg: MiniatureConfig | None = None) -> dict:
     claims = judge({**systems, **tsys}, test_labels=test_labels, n_boot=cfg.bootstrap)
     results = dict(
         config=json.loads(json.dumps(asdict(cfg), default=str)), n_val=len(y), claims=claims,
-        tables=tables(cfg, nets, systems, tsys, chance), seconds=seconds, seed_sd=pooled_seed_sd(systems),
+        tables=tables(cfg, nets, systems, tsys, chance), seconds=seconds,
     )  # fmt: skip
     if process_state().is_main_process:
         report(cfg, results)

@@ -1,6 +1,6 @@
 """What the paper in miniature measures: posteriors of every net on the source val split (Tables
 3-6, Sec. 3.2 and 4) and the appendix-B transfer to the toy VOC target (Table 11), each result
-with what its noise estimate needs (per-image top-1 misses, per-image test scores)."""
+with what its bootstrap over images needs (per-image top-1 misses, per-image test scores)."""
 
 from __future__ import annotations
 
@@ -85,30 +85,6 @@ def wrong(P: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.argmax(P, axis=1) != y
 
 
-def bootstrap_se(a: np.ndarray, b: np.ndarray, *, n: int, seed: int = 0) -> float:
-    """Standard error (points) of mean(a) - mean(b) over paired resamples of the images; ``a``,
-    ``b`` are per-image losses (e.g. top-1 misses) of two systems on the same images."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(n, len(d)))
-    return float(100 * d[idx].mean(axis=1).std(ddof=1))
-
-
-def map_bootstrap_se(a: list, b: list, labels: np.ndarray, *, n: int, seed: int = 0) -> float:
-    """Standard error (points) of the mean over seeds of mAP(a) - mAP(b) (VOC07 11-point AP) over
-    paired resamples of the test images; ``a``, ``b``: per-seed (N, K) test scores."""
-    from .. import svm
-
-    def m(scores, idx):
-        return svm.mean_ap(svm.average_precisions(scores[idx], labels[idx], warn=False), warn=False)
-
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        idx = rng.integers(0, len(labels), len(labels))
-        diffs.append(np.mean([m(s, idx) for s in a]) - np.mean([m(s, idx) for s in b]))
-    return float(100 * np.nanstd(diffs, ddof=1))
-
-
 def _result(P: np.ndarray, y: np.ndarray) -> dict:
     from ..evaluate import topk_error
 
@@ -144,7 +120,7 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     (fixed S, the shallow reference), D and E (jittered) and D & E (descriptors stacked); the
     test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
-    from .. import demo, demo_report, svm, voc
+    from .. import demo, stats, svm, voc
 
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
     proto = voc.protocol(data)
@@ -160,11 +136,13 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
         X = {}
         for name, run in (("A", f"A-fixed-s{s}"), ("D", f"D-jitter-s{s}"), ("E", f"E-jitter-s{s}")):
             store = cfg.out / "features" / run  # a feature store holds one net's rows
-            D, _ = demo.per_scale_descriptors(weights[run], data.images, store, cfg.progress)
+            D, _ = demo.per_scale_descriptors(
+                weights[run], data.images, store, cfg.progress, qs=(256, 384, 512)
+            )
             X[name] = demo.l2(D.mean(axis=1))
             add(name, X[name])
         add("D&E", demo.l2(np.hstack([X["D"], X["E"]])))  # appendix B: late fusion by stacking
     d_or_e = max("DE", key=lambda n: np.mean([r["value"] for r in systems[(n, "transfer")]]))
     systems[("best-of-D-E", "transfer")] = systems[(d_or_e, "transfer")]
-    chance = demo_report.chance_map(data.labels[proto.test], permutations=cfg.permutations)
+    chance = stats.chance_map(data.labels[proto.test], permutations=cfg.permutations, ap=proto.ap)
     return systems, data.labels[proto.test], chance

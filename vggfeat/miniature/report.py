@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import toy
+from .. import stats, toy
 from .measure import eval_scales
 from .runs import MiniatureConfig, Net, kind
 from .verdicts import PAPER_T3, PAPER_T11
@@ -16,8 +16,9 @@ SHOWN = {"multi": "dense", "multicrop": "multi-crop", "both": "dense & multi-cro
 
 def _ms(rs: list[dict], key: str = "value") -> list:
     """[mean, std over seeds (None for one seed), seeds]."""
-    v = [r[key] for r in rs]
-    return [float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None, len(v)]
+    s = stats.per_seed([r[key] for r in rs])
+    n = len(s["per_seed"])
+    return [s["mean"], s["std"] if n > 1 else None, n]
 
 
 def _row(systems: dict, key: tuple, **about) -> dict:
@@ -81,13 +82,23 @@ CLAIM_COLUMNS = {
     ),
     "paper gain": lambda c: "-" if c["paper_gain"] is None else f"{c['paper_gain']:+.1f}",
     "ours": lambda c: f"{c['ours'][0]:.1f} vs {c['ours'][1]:.1f} ({c['unit']})",
-    "gain ± spread": lambda c: f"{c['gain']:+.1f} ± {c['spread']:.1f}",
+    "gain [95% interval]": lambda c: f"{c['effect']:+.1f} [{_num(c['ci95'][0])}, {_num(c['ci95'][1])}]",
+    "p (Holm)": lambda c: f"{_p(c['p'])} ({_p(c['p_holm'])})",
+    "test": lambda c: c["test"],
     "verdict": lambda c: f"**{c['verdict']}**",
 }
 
 
+def _num(v) -> str:
+    return "-" if v is None or np.isnan(v) else f"{v:+.1f}"
+
+
+def _p(v) -> str:
+    return "-" if v is None or np.isnan(v) else f"{v:.2g}"
+
+
 def markdown(cfg: MiniatureConfig, results: dict) -> str:
-    t, k, sd = results["tables"], len(toy.SOURCE_CLASSES), results["seed_sd"]
+    t, k = results["tables"], len(toy.SOURCE_CLASSES)
     lo, hi = cfg.jitter()
     md = (
         "# The paper in miniature (toy data, narrow nets)\n\n"
@@ -97,7 +108,7 @@ def markdown(cfg: MiniatureConfig, results: dict) -> str:
         f"B-5x5 {cfg.epochs + cfg.deep_epochs} from random init; jittered C, D, E and the control "
         f"D-fixedft {cfg.jitter_epochs} from the fixed-S net at lr/10. Source task: {k} classes, "
         f"{cfg.source_train} training images per class; errors on {results['n_val']} val images "
-        f"(chance top-1 {100 * (1 - 1 / k):.1f}%) that nothing was tuned on (the learning-rate "
+        f"(chance top-1 {100 * stats.chance_topk(k):.1f}%) that nothing was tuned on (the learning-rate "
         "schedule reads holdout/). Cells: mean ± std (seeds).\n\n"
         "## Table 3: one test scale (dense)\n\n" + _table(t["table3"], NET_S_Q | ERRORS | PAPER_ERR)
     )
@@ -111,13 +122,17 @@ def markdown(cfg: MiniatureConfig, results: dict) -> str:
         f"{t['chance_map'][1]:.1f})\n\n"
         + _table(t["table11"], cols | {"paper VOC-2007": lambda r: _paper(r["paper"])})
     )
+    n = len(results["claims"])
     md += (
         "\n## Claims\n\nGain: how much the first system beats the second in the paper's direction "
-        "(points). Spread: twice the standard error of the gain: a paired bootstrap over the evaluated "
-        "images plus the training noise (the seeds' std where both sides have several seeds, else the "
-        f"seed std pooled over the cheap nets, {'unknown' if sd is None else f'{sd:.2f} points'}; for "
-        "transfer the bootstrap over test images only). holds / does not hold: beyond the spread; "
-        "inconclusive: within it; a claim of no effect holds unless the effect exceeds the spread.\n\n"
+        "(points of top-1 error or mAP), with its 95% interval. Noise: the training seeds (paired t "
+        "on the per-seed differences for two readings of the same nets, Welch's t for different "
+        "nets) plus a paired bootstrap over the evaluated images; a side with one seed has no "
+        "measured training noise, so a comparison of different nets with one seed is not judged. "
+        "holds / does not hold: the interval lies above / below 0; inconclusive: it holds 0. "
+        "The claim of no effect is a TOST within the margin it states (equivalent, or does not "
+        f"hold when the interval excludes 0). {n} claims were tested together: p (Holm) is the "
+        "Holm-Bonferroni adjusted p (see vggfeat/stats.py).\n\n"
     )
     md += _table(results["claims"], CLAIM_COLUMNS)
     wall = results["seconds"]
@@ -152,7 +167,7 @@ def report(cfg: MiniatureConfig, results: dict) -> None:
             ylabel=ylabel,
         )
 
-    chance_err = {"chance": 1 - 1 / len(toy.SOURCE_CLASSES)}
+    chance_err = {"chance": stats.chance_topk(len(toy.SOURCE_CLASSES))}
     bars("table3.png", t["table3"], "top1", "Table 3: val top-1 error, one Q", "top-1 error (%)", chance_err)
     bars("protocols.png", t["table5"] + t["table6"], "top1", "Tables 5-6: top-1 error", "top-1 error (%)")
     chance = {"chance": t["chance_map"][0] / 100}
@@ -160,15 +175,17 @@ def report(cfg: MiniatureConfig, results: dict) -> None:
 
 
 def claims_plot(path, claims: list[dict]) -> None:
-    """Each claim's gain with its spread (points, positive = the paper's direction) and the
-    paper's gain where it states one: a gain whose bar crosses 0 is inside the noise."""
+    """Each claim's gain with its 95% interval (points, positive = the paper's direction) and
+    the paper's gain where it states one: a gain whose bar crosses 0 is inside the noise."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 0.35 * len(claims) + 1.2), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(claims))[::-1]
-    gains = [c["gain"] for c in claims]
-    ax.errorbar(gains, y, xerr=[c["spread"] for c in claims], fmt="o", capsize=3, label="ours ± spread")
+    gains = np.array([c["effect"] for c in claims])
+    ci = np.array([[np.nan if v is None else v for v in c["ci95"]] for c in claims], dtype=float)
+    err = np.nan_to_num(np.abs(ci - gains[:, None]).T)  # no interval (nothing measured): no bar
+    ax.errorbar(gains, y, xerr=err, fmt="o", capsize=3, label="ours, 95% interval")
     paper = [(yi, c["paper_gain"]) for yi, c in zip(y, claims) if c["paper_gain"] is not None]
     if paper:
         ax.plot([g for _, g in paper], [yi for yi, _ in paper], "rx", label="paper")

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import naive_voc07_ap
 from PIL import Image
 from sklearn.svm import LinearSVC
 
 import vggfeat
 from vggfeat import demo, demo_report, stats, toy
-
-from conftest import naive_voc07_ap
 
 REPO = Path(__file__).resolve().parents[1]
 

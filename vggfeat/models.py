@@ -5,9 +5,11 @@ Module layout and state-dict keys follow torchvision's VGG (``features.N``, ``av
 checkpoints load into torchvision. On top of torchvision we add the paper's missing pieces:
 configurations C (1x1 convs) and A-LRN, layer names (``conv3_2``, ``pool5``, ``fc7``), a
 ``forward_features``/``forward_head`` split, and ``dense()``, the fully-convolutional view of
-Sec. 3.2 that shares this model's weights. timm's model conventions hold too: ``num_features``,
-``reset_classifier``, ``feature_info``, ``pretrained_cfg`` (and ``features_only`` in
-:mod:`vggfeat.featuremaps`).
+Sec. 3.2 that shares this model's weights. timm's model conventions hold too, with timm's
+meanings: ``num_features`` (pool5's channels), ``head_hidden_size`` (fc7's width),
+``reset_classifier``, ``forward_intermediates``, ``feature_info``, ``pretrained_cfg``, the
+``create_model`` keywords of :func:`vggfeat.vgg` (:func:`timm_keywords`), and ``features_only``
+in :mod:`vggfeat.featuremaps`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .featuremaps import FeatureInfo, stages
+from .featuremaps import FeatureInfo, select, stages
 from .preprocess import Preprocess
 
 # Table 1 as data: five blocks, each a list of layers. An int is a 3x3 conv of that width, a
@@ -201,7 +203,14 @@ class VGG(nn.Module):
 
     @property
     def num_features(self) -> int:
-        """Width of fc7, the pre-logits features (timm's ``num_features``)."""
+        """Channels of ``forward_features``' output, the pool5 map (timm's meaning: 512 for
+        the paper's nets)."""
+        return self.out_channels
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of fc7, the pre-logits features ``forward_head(pre_logits=True)`` returns and the
+        descriptor of appendix B (timm's meaning: 4096 for the paper's nets)."""
         return self.classifier[3].out_features
 
     @property
@@ -213,13 +222,17 @@ class VGG(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier[6]
 
-    def reset_classifier(self, num_classes: int, *, init: str = "glorot", std: float = 0.01) -> None:
+    def reset_classifier(
+        self, num_classes: int, global_pool: str | None = None, *, init: str = "glorot", std: float = 0.01
+    ) -> None:
         """A fresh fc8 for ``num_classes`` classes (Sec. 3.1 init, biases zero), every other layer
-        kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention)."""
+        kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention). ``global_pool``:
+        timm's argument; only ``"avg"`` (or None) has a meaning here, see :func:`check_global_pool`."""
+        check_global_pool(global_pool)
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0: no fc8), got {num_classes!r}")
         w = self.classifier[3].weight
-        head = _fc8(self.num_features, num_classes).to(w.device, w.dtype)
+        head = _fc8(self.head_hidden_size, num_classes).to(w.device, w.dtype)
         if num_classes:
             _init_weights(head, init, std)
             self.layers["fc8"] = ("classifier", 6)
@@ -247,7 +260,43 @@ class VGG(nn.Module):
         return self.classifier[:6](x) if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, num_classes) logits, exactly torchvision's VGG at any size.
+
+        At sizes other than the training crop (224), torchvision's adaptive pool averages the
+        pool5 map to 7x7 before fc6, and timm's VGG gives other logits: timm runs fc6/fc7 as
+        convolutions over the whole map and averages the fc7 map (max difference 0.87 at
+        300x200 with the same weights). For timm's fully-convolutional result use
+        ``model.dense()(x).mean((2, 3))``, the Sec. 3.2 dense evaluation; it equals timm's output
+        wherever both sides are at least the crop (timm also stretches a pool5 side shorter
+        than 7 to 7, where ``dense()`` refuses the input).
+        """
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices=None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's ``forward_intermediates``: ``(final, [maps])``, the maps at ``indices`` (timm's
+        stages 0..5 as in ``feature_info``: None all, an int n the last n, a sequence of indices,
+        or our layer names) in forward order, and ``final`` the ``forward_features`` output (the
+        conv part's output where it stopped if ``stop_early``). ``norm`` has no effect (no final
+        norm layer, as in timm's VGG); ``intermediates_only`` returns the maps alone."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: VGG's maps come as 'NCHW' only")
+        info = select(self, len(self.feature_info) if indices is None else indices)
+        taps = sorted({int(d["module"].split(".")[1]) for d in info.get_dicts()})
+        layers = self.features[: taps[-1] + 1] if stop_early else self.features
+        maps = []
+        for i, mod in enumerate(layers):
+            x = mod(x)
+            if i in taps:
+                maps.append(x)
+        return maps if intermediates_only else (x, maps)
 
     def dense(self) -> DenseVGG:
         """The fully-convolutional network of Sec. 3.2, sharing this model's parameters."""
@@ -380,12 +429,32 @@ def _fc8(fc_dim: int, num_classes: int) -> nn.Module:
     return nn.Linear(fc_dim, num_classes) if num_classes else nn.Identity()
 
 
+class BGRConfig(dict):
+    """The ``pretrained_cfg`` of weights that take BGR input (the Caffe release). timm's
+    ``resolve_data_config`` and ``create_transform`` would apply its mean and std to RGB images
+    without a word, and no per-channel normalisation can swap channels, so reading ``mean`` or
+    ``std`` raises; the values stay under ``bgr_mean`` and ``bgr_std``."""
+
+    def __getitem__(self, key):
+        if key in ("mean", "std"):
+            raise ValueError(
+                f"these weights ({self.get('source')}) take BGR input: a per-channel {key} applied "
+                "to RGB images (as timm's resolve_data_config/create_transform would) gives wrong "
+                "features; preprocess with model.preprocess (vggfeat.extract does), or read bgr_mean/bgr_std"
+            )
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in ("mean", "std") or key in self else default
+
+
 def pretrained_cfg(model: VGG, *, source: str | None = None, provenance: str | None = None) -> dict:
     """timm's ``pretrained_cfg`` record of what a model's weights expect: input size and crop,
-    mean/std in [0, 1] pixel units (in ``channel_order``; RGB but for the Caffe release), the
-    class count, and where the weights came from (``source`` None: random init)."""
+    mean/std in [0, 1] pixel units, the class count, and where the weights came from (``source``
+    None: random init). For BGR weights (the Caffe release) a :class:`BGRConfig`, which timm's
+    data functions cannot misread."""
     pre = model.preprocess
-    return dict(
+    cfg = dict(
         source=source,
         provenance=provenance,
         num_classes=model.num_classes,
@@ -400,6 +469,50 @@ def pretrained_cfg(model: VGG, *, source: str | None = None, provenance: str | N
         first_conv="features.0",
         classifier="classifier.6",
     )
+    if pre.channel_order == "RGB":
+        return cfg
+    cfg["bgr_mean"], cfg["bgr_std"] = cfg.pop("mean"), cfg.pop("std")
+    return BGRConfig(cfg)
+
+
+def check_global_pool(global_pool: str | None) -> None:
+    """timm's ``global_pool`` pools the fc7 map before fc8. ``forward`` takes crops whose fc7
+    map is 1x1 (torchvision's adaptive pool makes it so at any size), so timm's default "avg"
+    is what it does; another pooling has nothing to pool."""
+    if global_pool not in (None, "avg"):
+        raise ValueError(
+            f"global_pool={global_pool!r}: VGG's forward pools nothing (its fc7 map is 1x1); for "
+            "another pooling of whole images pool model.dense()(x, layer='fc7'), e.g. .amax((2, 3))"
+        )
+
+
+def timm_keywords(kwargs: dict, *, weights, dropout: float) -> tuple:
+    """timm's ``create_model`` keywords for :func:`vggfeat.vgg` -> its (weights, dropout).
+
+    ``pretrained=True`` means ``weights="default"``; ``drop_rate`` is the dropout after fc6 and
+    fc7 (where timm's VGG puts it); ``global_pool`` is checked by :func:`check_global_pool`;
+    ``in_chans`` must be 3 (the weights' preprocessing is per RGB channel)."""
+    kwargs = dict(kwargs)
+    pretrained = kwargs.pop("pretrained", None)
+    drop_rate = kwargs.pop("drop_rate", None)
+    in_chans = kwargs.pop("in_chans", 3)
+    check_global_pool(kwargs.pop("global_pool", None))
+    if kwargs:
+        raise TypeError(f"vgg() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    if in_chans != 3:
+        raise ValueError(
+            f"in_chans={in_chans!r}: VGG takes RGB images (3 channels); convert the images to RGB "
+            "(vggfeat.extract does, a grayscale channel repeated three times)"
+        )
+    if pretrained is not None:
+        if weights is not None and bool(pretrained) != (weights is not None):
+            raise ValueError(f"pretrained={pretrained!r} contradicts weights={weights!r}; pass one of them")
+        weights = weights if weights is not None else ("default" if pretrained else None)
+    if drop_rate is not None:
+        if dropout not in (0.5, drop_rate):
+            raise ValueError(f"drop_rate={drop_rate} and dropout={dropout} disagree; pass one of them")
+        dropout = drop_rate
+    return weights, dropout
 
 
 def conv_module(model: VGG, name: str) -> nn.Conv2d:

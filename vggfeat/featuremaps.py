@@ -124,6 +124,21 @@ def select(model: nn.Module, out_indices) -> FeatureInfo:
     return FeatureInfo([layer_info(model, name) for name in names], picked)
 
 
+def intermediates(model: nn.Module, x: torch.Tensor, indices, stop_early, output_fmt, intermediates_only):
+    """timm's ``forward_intermediates`` (see :meth:`vggfeat.VGG.forward_intermediates`)."""
+    if output_fmt != "NCHW":
+        raise ValueError(f"output_fmt={output_fmt!r}: VGG's maps come as 'NCHW' only")
+    info = select(model, len(stage_layers(model)) if indices is None else indices)
+    taps = sorted({int(d["module"].split(".")[1]) for d in info.get_dicts()})  # forward order, as timm
+    layers = model.features[: taps[-1] + 1] if stop_early else model.features
+    maps = []
+    for i, mod in enumerate(layers):
+        x = mod(x)
+        if i in taps:
+            maps.append(x)
+    return maps if intermediates_only else (x, maps)
+
+
 # timm's features_only net flattens the ``features`` Sequential, so its keys read ``features_N.``
 TIMM_FLAT_KEY = re.compile(r"^features_(\d+)\.")
 

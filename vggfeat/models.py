@@ -8,8 +8,8 @@ configurations C (1x1 convs) and A-LRN, layer names (``conv3_2``, ``pool5``, ``f
 Sec. 3.2 that shares this model's weights. timm's model conventions hold too, with timm's
 meanings: ``num_features`` (pool5's channels), ``head_hidden_size`` (fc7's width),
 ``reset_classifier``, ``forward_intermediates``, ``feature_info``, ``pretrained_cfg``, the
-``create_model`` keywords of :func:`vggfeat.vgg` (:func:`timm_keywords`), and ``features_only``
-in :mod:`vggfeat.featuremaps`.
+``create_model`` keywords of :func:`vggfeat.vgg` (those in :mod:`vggfeat.timm_conventions`),
+and ``features_only`` in :mod:`vggfeat.featuremaps`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .featuremaps import FeatureInfo, select, stages
+from .featuremaps import FeatureInfo, intermediates, stages
 from .preprocess import Preprocess
+from .timm_conventions import check_global_pool, pretrained_cfg
 
 # Table 1 as data: five blocks, each a list of layers. An int is a 3x3 conv of that width, a
 # tuple (k, width) a kxk conv, "LRN" AlexNet's local response normalisation. Every block ends in
@@ -40,8 +41,6 @@ CONFIGS: dict[str, list[list]] = {
 # torchvision's builders for the configurations it has (used for weights and as test reference).
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 PAPER_CROP = 224  # Sec. 3.1: the training crop; fc6 becomes a 7x7 conv over its 7x7 pool5 map
-# Sec. 3.2: the smallest test scale Q = 256 at crop 224, torchvision's eval resize: crop / Q
-CROP_PCT = PAPER_CROP / 256
 STRIDE = 32  # five 2x2 max-pools
 
 
@@ -227,7 +226,8 @@ class VGG(nn.Module):
     ) -> None:
         """A fresh fc8 for ``num_classes`` classes (Sec. 3.1 init, biases zero), every other layer
         kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention). ``global_pool``:
-        timm's argument; only ``"avg"`` (or None) has a meaning here, see :func:`check_global_pool`."""
+        timm's argument; only ``"avg"`` (or None) has a meaning here (see
+        :func:`vggfeat.timm_conventions.check_global_pool`)."""
         check_global_pool(global_pool)
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0: no fc8), got {num_classes!r}")
@@ -286,17 +286,7 @@ class VGG(nn.Module):
         or our layer names) in forward order, and ``final`` the ``forward_features`` output (the
         conv part's output where it stopped if ``stop_early``). ``norm`` has no effect (no final
         norm layer, as in timm's VGG); ``intermediates_only`` returns the maps alone."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt={output_fmt!r}: VGG's maps come as 'NCHW' only")
-        info = select(self, len(self.feature_info) if indices is None else indices)
-        taps = sorted({int(d["module"].split(".")[1]) for d in info.get_dicts()})
-        layers = self.features[: taps[-1] + 1] if stop_early else self.features
-        maps = []
-        for i, mod in enumerate(layers):
-            x = mod(x)
-            if i in taps:
-                maps.append(x)
-        return maps if intermediates_only else (x, maps)
+        return intermediates(self, x, indices, stop_early, output_fmt, intermediates_only)
 
     def dense(self) -> DenseVGG:
         """The fully-convolutional network of Sec. 3.2, sharing this model's parameters."""
@@ -427,92 +417,6 @@ def _init_weights(mod: nn.Module, init: str, std: float) -> None:
 
 def _fc8(fc_dim: int, num_classes: int) -> nn.Module:
     return nn.Linear(fc_dim, num_classes) if num_classes else nn.Identity()
-
-
-class BGRConfig(dict):
-    """The ``pretrained_cfg`` of weights that take BGR input (the Caffe release). timm's
-    ``resolve_data_config`` and ``create_transform`` would apply its mean and std to RGB images
-    without a word, and no per-channel normalisation can swap channels, so reading ``mean`` or
-    ``std`` raises; the values stay under ``bgr_mean`` and ``bgr_std``."""
-
-    def __getitem__(self, key):
-        if key in ("mean", "std"):
-            raise ValueError(
-                f"these weights ({self.get('source')}) take BGR input: a per-channel {key} applied "
-                "to RGB images (as timm's resolve_data_config/create_transform would) gives wrong "
-                "features; preprocess with model.preprocess (vggfeat.extract does), or read bgr_mean/bgr_std"
-            )
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        return self[key] if key in ("mean", "std") or key in self else default
-
-
-def pretrained_cfg(model: VGG, *, source: str | None = None, provenance: str | None = None) -> dict:
-    """timm's ``pretrained_cfg`` record of what a model's weights expect: input size and crop,
-    mean/std in [0, 1] pixel units, the class count, and where the weights came from (``source``
-    None: random init). For BGR weights (the Caffe release) a :class:`BGRConfig`, which timm's
-    data functions cannot misread."""
-    pre = model.preprocess
-    cfg = dict(
-        source=source,
-        provenance=provenance,
-        num_classes=model.num_classes,
-        input_size=(3, model.crop, model.crop),
-        crop=model.crop,
-        crop_pct=CROP_PCT,
-        interpolation="bilinear",
-        mean=tuple(m / pre.value_range for m in pre.mean),
-        std=tuple(s / pre.value_range for s in pre.std),
-        channel_order=pre.channel_order,
-        preprocess=pre.name,
-        first_conv="features.0",
-        classifier="classifier.6",
-    )
-    if pre.channel_order == "RGB":
-        return cfg
-    cfg["bgr_mean"], cfg["bgr_std"] = cfg.pop("mean"), cfg.pop("std")
-    return BGRConfig(cfg)
-
-
-def check_global_pool(global_pool: str | None) -> None:
-    """timm's ``global_pool`` pools the fc7 map before fc8. ``forward`` takes crops whose fc7
-    map is 1x1 (torchvision's adaptive pool makes it so at any size), so timm's default "avg"
-    is what it does; another pooling has nothing to pool."""
-    if global_pool not in (None, "avg"):
-        raise ValueError(
-            f"global_pool={global_pool!r}: VGG's forward pools nothing (its fc7 map is 1x1); for "
-            "another pooling of whole images pool model.dense()(x, layer='fc7'), e.g. .amax((2, 3))"
-        )
-
-
-def timm_keywords(kwargs: dict, *, weights, dropout: float) -> tuple:
-    """timm's ``create_model`` keywords for :func:`vggfeat.vgg` -> its (weights, dropout).
-
-    ``pretrained=True`` means ``weights="default"``; ``drop_rate`` is the dropout after fc6 and
-    fc7 (where timm's VGG puts it); ``global_pool`` is checked by :func:`check_global_pool`;
-    ``in_chans`` must be 3 (the weights' preprocessing is per RGB channel)."""
-    kwargs = dict(kwargs)
-    pretrained = kwargs.pop("pretrained", None)
-    drop_rate = kwargs.pop("drop_rate", None)
-    in_chans = kwargs.pop("in_chans", 3)
-    check_global_pool(kwargs.pop("global_pool", None))
-    if kwargs:
-        raise TypeError(f"vgg() got an unexpected keyword argument {next(iter(kwargs))!r}")
-    if in_chans != 3:
-        raise ValueError(
-            f"in_chans={in_chans!r}: VGG takes RGB images (3 channels); convert the images to RGB "
-            "(vggfeat.extract does, a grayscale channel repeated three times)"
-        )
-    if pretrained is not None:
-        if weights is not None and bool(pretrained) != (weights is not None):
-            raise ValueError(f"pretrained={pretrained!r} contradicts weights={weights!r}; pass one of them")
-        weights = weights if weights is not None else ("default" if pretrained else None)
-    if drop_rate is not None:
-        if dropout not in (0.5, drop_rate):
-            raise ValueError(f"drop_rate={drop_rate} and dropout={dropout} disagree; pass one of them")
-        dropout = drop_rate
-    return weights, dropout
 
 
 def conv_module(model: VGG, name: str) -> nn.Conv2d:

@@ -29,17 +29,9 @@ from torch import nn
 from .errors import WeightsError
 from .featuremaps import FeatureMaps
 from .layouts import infer_arch, to_torchvision
-from .models import (
-    PAPER_CROP,
-    TORCHVISION_NAMES,
-    VGG,
-    _canonical,
-    conv_widths,
-    pretrained_cfg,
-    scaled,
-    timm_keywords,
-)
+from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, scaled
 from .preprocess import Preprocess
+from .timm_conventions import pretrained_cfg, timm_keywords
 
 log = logging.getLogger("vggfeat")
 META_KEY = "vggfeat"

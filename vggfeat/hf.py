@@ -78,16 +78,13 @@ def _add(datasets, ds, ext: Extractor, column: str, rows: int):
         return ds.map(fn, batched=True, batch_size=rows, features=features)
     raw = ds.select_columns([col]).cast_column(col, datasets.Image(decode=False))
     identity = _identity(ds, col, ext, column)
-    # on disk, the column's own Arrow file beside the dataset's, named by its identity
-    path = None
-    if ds.cache_files:
-        path = os.path.join(os.path.dirname(ds.cache_files[0]["filename"]), f"vggfeat-{identity}.arrow")
     kw = dict(batched=True, batch_size=rows, remove_columns=[col], features=new, new_fingerprint=identity)
     state = process_state()
-    if state.num_processes == 1 or path is None:  # in memory, every rank maps (nothing is written)
-        feats = raw.map(fn, cache_file_name=path, desc="vggfeat", **kw)
-    else:
-        feats = _map_once(datasets, raw, fn, path, kw, state)
+    if state.num_processes == 1 or not ds.cache_files:  # several ranks in memory: none writes
+        feats = raw.map(fn, desc="vggfeat", **kw)
+    else:  # the column's own Arrow file beside the dataset's, named by its identity
+        folder = os.path.dirname(ds.cache_files[0]["filename"])
+        feats = _map_once(datasets, raw, fn, os.path.join(folder, f"vggfeat-{identity}.arrow"), kw, state)
     return datasets.concatenate_datasets([ds, feats], axis=1)
 
 

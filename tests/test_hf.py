@@ -145,3 +145,66 @@ def test_plain_map_recipe_with_an_extractor(tmp_path):
 def test_add_features_refuses_what_is_not_a_dataset():
     with pytest.raises(TypeError, match="call vggfeat.extract"):
         add_features(pixels(2), model=tiny_net(), **KW)
+
+
+RANK_SCRIPT = """
+import json, sys
+import datasets, torch
+import vggfeat, vggfeat.dense
+from vggfeat.dense import process_state
+from vggfeat.hf import add_features
+
+computed, writers = [], []
+run_shard = vggfeat.dense.DenseEngine._run_shard
+def counting(self, source, todo, *a, **k):
+    computed.append(len(todo))
+    return run_shard(self, source, todo, *a, **k)
+vggfeat.dense.DenseEngine._run_shard = counting
+init = datasets.arrow_writer.ArrowWriter.__init__
+def recording(self, *a, **k):
+    writers.append(str(k.get("path")))
+    init(self, *a, **k)
+datasets.arrow_writer.ArrowWriter.__init__ = recording
+
+state = process_state()
+torch.manual_seed(0)
+net = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10, crop=32).eval()
+ds = datasets.load_from_disk(sys.argv[1])
+kw = dict(model=net, scales=(32, 48), num_workers=0, progress=False, map_batch_size=4)
+first = add_features(ds, **kw)
+runs = [dict(computed=sum(computed), writers=list(writers))]
+again = add_features(ds, **kw)  # the file is there: read by every rank, computed by none
+runs.append(dict(computed=sum(computed) - runs[0]["computed"], writers=writers[len(runs[0]["writers"]):]))
+out = dict(world=state.num_processes, rank=state.process_index, runs=runs,
+           first=list(first["vgg_features"]), again=list(again["vgg_features"]), label=list(first["label"]))
+with open(f"{sys.argv[2]}.{state.process_index}.json", "w") as f:
+    json.dump(out, f)
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_work_and_the_main_process_writes_once(tmp_path):
+    import json
+
+    from conftest import torchrun
+
+    arrays, net = pixels(7, seed=7), tiny_net()
+    image_ds(arrays, label=list(range(7))).save_to_disk(tmp_path / "ds")
+    (tmp_path / "ranks.py").write_text(RANK_SCRIPT)
+    r = torchrun(2, tmp_path / "ranks.py", tmp_path / "ds", tmp_path / "out", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"out.{k}.json").read_text()) for k in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    first, again = [r["runs"][0] for r in ranks], [r["runs"][1] for r in ranks]
+    # map batches of 4, 4 and 3 images, each split between the ranks: 4 + 3 images apiece
+    assert [f["computed"] for f in first] == [4, 3]
+    # one temporary file in the dataset's folder, renamed to the column's Arrow file
+    assert len(first[0]["writers"]) == 1 and first[0]["writers"][0].startswith(str(tmp_path / "ds"))
+    assert first[1]["writers"] == []  # the other rank writes nothing
+    assert len(list((tmp_path / "ds").glob("vggfeat-*.arrow"))) == 1
+    assert [a["computed"] for a in again] == [0, 0] and again[0]["writers"] == again[1]["writers"] == []
+    want = ref(arrays, net)
+    for r in ranks:
+        assert r["label"] == list(range(7))
+        np.testing.assert_allclose(np.array(r["first"], np.float32), want, atol=1e-6)
+        np.testing.assert_allclose(np.array(r["again"], np.float32), want, atol=1e-6)

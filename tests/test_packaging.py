@@ -1,6 +1,7 @@
 """The package as users install and import it: the wheel and sdist (.ci/dist_check), typing
 marker, one version, and no global side effects on import or use (matplotlib's backend)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -47,9 +48,34 @@ def test_training_report_leaves_the_matplotlib_backend_alone(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def declared_imports():
+    spec = importlib.util.spec_from_file_location("declared_imports", REPO / ".ci" / "declared_imports.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_module_the_package_imports_is_a_declared_dependency():
+    pytest.importorskip("tomllib")  # Python 3.11+
+    script = str(REPO / ".ci" / "declared_imports.py")
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    check = declared_imports()
+    # the audit itself: stdlib, relative and vggfeat imports are fine, PIL is pillow's, scipy is flagged
+    code = "import json\nfrom PIL import Image\nfrom . import models\nimport vggfeat.data\n"
+    lazy = "def f():\n    from scipy.io import loadmat\n"
+    found = check.problems({"a.py": code, "b.py": lazy}, ["Pillow>=10"])
+    assert len(found) == 1 and found[0].startswith("scipy (imported by b.py)")
+    # and pip's report: an extra is not a runtime requirement, a version outside its range is flagged
+    report = {"install": [{"metadata": {"name": "numpy", "version": "1.20.0"}}]}
+    missing = check.unresolved(["numpy>=1.24", "pyarrow>=15", "pytest>=7; extra == 'dev'"], report)
+    assert missing == ["numpy>=1.24 resolved to 1.20.0", "pyarrow>=15 resolved to nothing"]
+
+
 @pytest.mark.slow
 def test_dist_check_builds_and_runs_the_installed_wheel():
-    """What `make dist-check` runs in CI (about 45 s here): kept out of the default test run."""
+    """What `make dist-check` runs in CI (about 50 s here, the index reachable for pip's dry-run
+    resolution): kept out of the default test run."""
     py = REPO / ".venv" / "bin" / "python"
     env = {**os.environ, "PY": str(py if py.exists() else sys.executable)}
     out = subprocess.run(

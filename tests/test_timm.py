@@ -6,6 +6,7 @@ torchvision's own layer lists, torchvision's modules run by hand, and a timm-lay
 here from nn.Conv2d/nn.Linear the way timm converts torchvision's file (its ``_filter_fn``)."""
 
 import pytest
+import timm
 import torch
 import torchvision
 from torch import nn
@@ -64,7 +65,7 @@ def test_features_only_returns_torchvisions_intermediate_maps(tiny, config):
             h = mod(h)
             ref[i] = h.clone()
     assert len(outs) == 6
-    for out, info in zip(outs, fm.feature_info):
+    for out, info in zip(outs, fm.feature_info.get_dicts()):
         idx = int(info["module"].split(".")[1])
         torch.testing.assert_close(out, ref[idx], rtol=0, atol=0)
         r = info["reduction"]
@@ -74,11 +75,15 @@ def test_features_only_returns_torchvisions_intermediate_maps(tiny, config):
 def test_out_indices_negative_int_and_names(tiny):
     kw = dict(width=1 / 16, fc_dim=32, num_classes=10, features_only=True)
     full = vggfeat.vgg("D", **kw).feature_info
-    assert vggfeat.vgg("D", out_indices=(1, -1), **kw).feature_info == [full[1], full[5]]
-    assert vggfeat.vgg("D", out_indices=2, **kw).feature_info == full[4:]  # timm: an int n = last n
+    assert vggfeat.vgg("D", out_indices=(1, -1), **kw).feature_info.get_dicts() == [full[1], full[5]]
+    # timm: an int n = the last n
+    assert vggfeat.vgg("D", out_indices=2, **kw).feature_info.get_dicts() == full.info[4:]
     fm = vggfeat.vgg("D", out_indices=("conv3_1", "pool2"), **kw)
     assert fm.feature_info.layer_name() == ["conv3_1", "pool2"]
     assert fm.feature_info.reduction() == [4, 4] and fm.feature_info.channels() == [16, 8]
+    # a name that is a stage is that stage; another is appended to info with its own index
+    assert fm.feature_info.out_indices == (6, 7) and fm.feature_info[7]["index"] == 7
+    assert vggfeat.vgg("D", out_indices=("conv2_2", -1), **kw).feature_info.out_indices == (1, -1)
     assert len(fm.features) == 12  # stops at conv3_1's ReLU (features.11)
     outs = fm(torch.randn(1, 3, 32, 32))
     assert [o.shape[1:] for o in outs] == [(16, 8, 8), (8, 8, 8)]
@@ -100,7 +105,7 @@ def test_out_indices_without_features_only_is_an_error():
 
 def test_num_features_and_reset_classifier(tiny):
     m = tiny("B", fc_dim=24)
-    assert m.num_features == 24 == m.classifier[3].out_features
+    assert m.head_hidden_size == 24 == m.classifier[3].out_features and m.num_features == 32
     before = {k: v.clone() for k, v in m.state_dict().items()}
     d = m.dense()  # made before the reset: must see the new fc8
     m.reset_classifier(5)
@@ -115,7 +120,7 @@ def test_num_features_and_reset_classifier(tiny):
         m.reset_classifier(0)  # timm: no classifier, forward gives the pre-logits (fc7)
         assert m.num_classes == 0 and "fc8" not in m.layers
         assert torch.equal(m(x), m.forward_head(m.forward_features(x), pre_logits=True))
-    assert m(x).shape == (2, m.num_features)
+    assert m(x).shape == (2, m.head_hidden_size)
     with pytest.raises(ValueError, match="num_classes must be"):
         m.reset_classifier(-1)
 
@@ -139,9 +144,12 @@ def test_pretrained_cfg_of_our_file_and_of_caffe_preprocessing(tmp_path, tiny):
     assert cfg["input_size"] == (3, 64, 64) and cfg["num_classes"] == 7
     assert cfg["source"] == str(p) and cfg["provenance"] == "trained here"
     cfg = vggfeat.vgg(weights=p, preprocess="caffe").pretrained_cfg
-    # the Caffe release's BGR mean pixel on 0-255, in [0, 1] units
-    assert cfg["mean"] == pytest.approx((103.939 / 255, 116.779 / 255, 123.68 / 255))
-    assert cfg["std"] == pytest.approx((1 / 255,) * 3) and cfg["channel_order"] == "BGR"
+    # the Caffe release's BGR mean pixel on 0-255, in [0, 1] units, kept apart from "mean"
+    assert cfg["bgr_mean"] == pytest.approx((103.939 / 255, 116.779 / 255, 123.68 / 255))
+    assert cfg["bgr_std"] == pytest.approx((1 / 255,) * 3) and cfg["channel_order"] == "BGR"
+    for read in (lambda: cfg["mean"], lambda: cfg.get("std", 0)):
+        with pytest.raises(ValueError, match="take BGR input"):
+            read()
     assert vggfeat.vgg("A", width=0.1, fc_dim=16).pretrained_cfg["source"] is None
 
 
@@ -243,3 +251,157 @@ def test_a_state_dict_of_neither_layout_names_both(tmp_path):
     torch.save({"conv1.weight": torch.zeros(4, 3, 7, 7), "fc.weight": torch.zeros(10, 4)}, path)
     with pytest.raises(WeightsError, match=r"neither torchvision's VGG layout .* nor timm's"):
         vggfeat.vgg(None, weights=path)
+
+
+# ------------------------------------------------------------------------- against the real timm
+TINY_CFG = [4, "M", 8, "M", 16, 16, "M", 32, 32, "M", 32, 32, "M"]  # timm's cfg of A at width 1/16
+
+
+@pytest.fixture(scope="module")
+def timm_pair():
+    """timm's own VGG class (random init, its head of width 4096) and vggfeat's model loaded from
+    timm's state dict, in eval mode."""
+    torch.manual_seed(0)
+    net = timm.models.vgg.VGG(TINY_CFG, num_classes=10).eval()
+    return net, vggfeat.vgg(None, weights=net.state_dict()).eval()
+
+
+def test_widths_follow_timm(timm_pair):
+    net, m = timm_pair
+    assert (m.num_features, m.head_hidden_size) == (net.num_features, net.head_hidden_size) == (32, 4096)
+    with torch.device("meta"):
+        d = vggfeat.vgg("D")
+    assert (d.num_features, d.head_hidden_size) == (512, 4096)  # timm's vgg16: 512 and 4096
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert m.forward_features(x).shape[1] == m.num_features
+        assert m.forward_head(m.forward_features(x), pre_logits=True).shape[1] == m.head_hidden_size
+        torch.testing.assert_close(m(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("indices", [None, 2, [1, -1], [0, 3]])
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_forward_intermediates_equals_timms(timm_pair, indices, stop_early):
+    net, m = timm_pair
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        final, maps = m.forward_intermediates(x, indices, stop_early=stop_early)
+        ref_final, ref_maps = net.forward_intermediates(x, indices, stop_early=stop_early)
+        only = m.forward_intermediates(x, indices, intermediates_only=True)
+    assert len(maps) == len(ref_maps) == len(only)
+    for a, b, c in zip(maps, ref_maps, only):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        torch.testing.assert_close(c, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(final, ref_final, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="'NCHW' only"):
+        m.forward_intermediates(x, output_fmt="NHWC")
+
+
+@pytest.mark.parametrize("size", [(300, 224), (320, 256), (256, 300)])
+def test_dense_equals_timm_at_other_sizes_where_forward_does_not(timm_pair, size):
+    """timm's VGG is fully convolutional: its logits at any size >= the crop are the Sec. 3.2
+    dense map of the same weights, averaged (fc8 is linear, so averaging fc7 first is the same)."""
+    net, m = timm_pair
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ref = net(x)
+        torch.testing.assert_close(m.dense()(x).mean((2, 3)), ref, rtol=1e-4, atol=1e-5)
+        assert (m(x) - ref).abs().max() > 1e-3  # forward is torchvision's, as documented
+    assert "model.dense()(x).mean((2, 3))" in vggfeat.VGG.forward.__doc__
+
+
+def test_at_300x200_timm_stretches_what_dense_refuses(timm_pair):
+    """Below the crop, timm's ConvMlp stretches the 9x6 pool5 map to 9x7 (an adaptive average);
+    dense() never stretches (the paper's Q >= 224) and says so."""
+    net, m = timm_pair
+    x = torch.randn(1, 3, 300, 200)
+    with torch.no_grad():
+        fc7 = net.pre_logits(torch.nn.functional.adaptive_avg_pool2d(net.forward_features(x), (9, 7)))
+        torch.testing.assert_close(net(x), net.head.fc(fc7.mean((2, 3))), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 224 pixels"):
+        m.dense()(x)
+
+
+def test_reset_classifier_takes_timms_global_pool(timm_pair):
+    net, m = timm_pair
+    m = vggfeat.vgg(None, weights=net.state_dict())
+    m.reset_classifier(5, "avg")
+    net.reset_classifier(5, "avg")  # the same call on timm's model
+    assert m.get_classifier().weight.shape == net.get_classifier().weight.shape == (5, 4096)
+    m.reset_classifier(3, global_pool=None)
+    assert m.num_classes == 3
+    with pytest.raises(ValueError, match=r"global_pool='max'.*dense\(\)"):
+        m.reset_classifier(3, global_pool="max")
+
+
+def test_create_model_keywords_keep_timms_meaning_or_are_refused(fake_vgg16):
+    cfg = vggfeat.vgg(pretrained=True).pretrained_cfg  # timm: pretrained=True, the default weights
+    assert cfg["source"] == vggfeat.vgg(weights="default").pretrained_cfg["source"] != None  # noqa: E711
+    assert vggfeat.vgg("A", pretrained=False, width=0.1, fc_dim=16).pretrained_cfg["source"] is None
+    net = timm.models.vgg.VGG(TINY_CFG, num_classes=10, drop_rate=0.2)  # timm's two dropouts
+    m = vggfeat.vgg("A", width=1 / 16, drop_rate=0.2, global_pool="avg")
+    drops = [mod.p for mod in m.classifier if isinstance(mod, nn.Dropout)]
+    assert drops == [net.pre_logits.drop.p, net.head.drop.p] == [0.2, 0.2]
+    with pytest.raises(ValueError, match=r"in_chans=1: .*RGB"):
+        vggfeat.vgg("A", in_chans=1)
+    with pytest.raises(ValueError, match="contradicts"):
+        vggfeat.vgg(pretrained=False, weights="default")
+    with pytest.raises(ValueError, match="disagree"):
+        vggfeat.vgg("A", drop_rate=0.2, dropout=0.1)
+    with pytest.raises(ValueError, match="global_pool='catavgmax'"):
+        vggfeat.vgg("A", global_pool="catavgmax")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'drop_path_rate'"):
+        vggfeat.vgg("A", drop_path_rate=0.1)
+
+
+@pytest.mark.parametrize("out_indices", [(0, 1, 2, 3, 4, 5), (1, -1), 2, (0, 3)])
+def test_feature_info_matches_timms_features_only(out_indices):
+    with torch.device("meta"):
+        ref = timm.create_model("vgg16", features_only=True, out_indices=out_indices).feature_info
+        ours = vggfeat.vgg("D", features_only=True, out_indices=out_indices).feature_info
+    keys = ["num_chs", "reduction", "module", "index"]
+    assert ours.out_indices == ref.out_indices and len(ours) == len(ref) == 6
+    assert ours.get_dicts(keys) == ref.get_dicts(keys)
+    assert [ours[i]["index"] for i in range(6)] == list(range(6))
+    for name in ("channels", "reduction", "module_name"):
+        assert getattr(ours, name)() == getattr(ref, name)()
+        assert getattr(ours, name)(0) == getattr(ref, name)(0)  # an int: any output by its index
+        assert getattr(ours, name)([2, 5]) == getattr(ref, name)([2, 5])
+
+
+def test_features_only_state_dict_of_timm_loads(tmp_path):
+    with torch.device("meta"):  # timm's vgg16_bn features_only keys: features_N, not features.N
+        sd = timm.create_model("vgg16_bn", features_only=True).state_dict()
+        ours = vggfeat.vgg("D", batch_norm=True, features_only=True)
+    assert "features_1.running_mean" in sd and "features.1.running_mean" in ours.state_dict()
+    ours.load_state_dict(sd, assign=True)  # strict: every key maps
+    # values: timm's FeatureListNet (what features_only builds) over a tiny timm VGG
+    torch.manual_seed(1)
+    tiny = timm.models.FeatureListNet(timm.models.vgg.VGG(TINY_CFG), (0, 2, 5), flatten_sequential=True)
+    torch.save(tiny.state_dict(), tmp_path / "features_only.pth")
+    fm = vggfeat.vgg("A", width=1 / 16, fc_dim=8, features_only=True, out_indices=(0, 2, 5)).eval()
+    fm.load_state_dict(torch.load(tmp_path / "features_only.pth"))
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(fm(x), tiny.eval()(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    converted = vggfeat.layouts.to_torchvision(tiny.state_dict())
+    assert set(converted) == set(fm.state_dict())
+
+
+def test_caffe_cfg_is_refused_by_timms_data_functions_and_torchvisions_is_used_right(fake_vgg16):
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+
+    caffe = vggfeat.vgg("A", width=1 / 16, preprocess="caffe")
+    with pytest.raises(ValueError, match="take BGR input"):
+        create_transform(**resolve_data_config(model=caffe))
+    m = vggfeat.vgg(weights="default")
+    cfg = resolve_data_config(model=m)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["crop_pct"] == 0.875
+    assert cfg["interpolation"] == "bilinear"
+    img = Image.fromarray(torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8).numpy())
+    got = create_transform(**cfg)(img)
+    # torchvision's own eval transform of VGG16_Weights.IMAGENET1K_V1: resize 256, crop 224, normalise
+    want = torchvision.models.VGG16_Weights.IMAGENET1K_V1.transforms()(img)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -7,6 +7,9 @@ are decoded by vggfeat's one decoder, in its DataLoader workers; their keys in a
 are the encoded bytes, as for ``extract(ds)``. An ``IterableDataset`` is mapped lazily: rows are
 computed as they are read.
 
+Under several ranks (``accelerate launch``) every rank computes its share of each map batch and
+the main process alone writes the Arrow file (:func:`_map_once`).
+
 The plain recipe needs no helper: ``ds.map(Extractor(...), batched=True)`` adds a
 ``features`` column (:class:`vggfeat.Extractor` takes a batch and returns its columns).
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 
 from .data import as_source, hf_image_column
+from .dense import process_state
 from .extract import Extractor, column_names, feature_columns
 from .store import image_keys
 
@@ -72,16 +77,34 @@ def _add(datasets, ds, ext: Extractor, column: str, rows: int):
         features = datasets.Features({**ds.features, **new}) if ds.features is not None else None
         return ds.map(fn, batched=True, batch_size=rows, features=features)
     raw = ds.select_columns([col]).cast_column(col, datasets.Image(decode=False))
-    feats = raw.map(
-        fn,
-        batched=True,
-        batch_size=rows,
-        remove_columns=[col],
-        features=new,
-        new_fingerprint=_identity(ds, col, ext, column),
-        desc="vggfeat",
-    )
+    identity = _identity(ds, col, ext, column)
+    kw = dict(batched=True, batch_size=rows, remove_columns=[col], features=new, new_fingerprint=identity)
+    state = process_state()
+    if state.num_processes == 1 or not ds.cache_files:  # several ranks in memory: none writes
+        feats = raw.map(fn, desc="vggfeat", **kw)
+    else:  # the column's own Arrow file beside the dataset's, named by its identity
+        folder = os.path.dirname(ds.cache_files[0]["filename"])
+        feats = _map_once(datasets, raw, fn, os.path.join(folder, f"vggfeat-{identity}.arrow"), kw, state)
     return datasets.concatenate_datasets([ds, feats], axis=1)
+
+
+def _map_once(datasets, raw, fn, path: str, kw: dict, state):
+    """Several ranks: the extractor shards each map batch over the ranks and gives every rank
+    its rows, so all ranks go through the same batches; the main process alone maps and writes
+    the Arrow file, the others only compute their shares, then every rank reads the one file.
+    Whether the file is already there is decided once, by the main process, for all ranks: one
+    rank computing while another reads would leave the first waiting for the second forever."""
+    from accelerate.utils import broadcast_object_list
+
+    done = broadcast_object_list([os.path.exists(path) if state.is_main_process else None])[0]
+    if not done:
+        if state.is_main_process:
+            raw.map(fn, cache_file_name=path, load_from_cache_file=False, desc="vggfeat", **kw)
+        else:
+            for lo in range(0, len(raw), kw["batch_size"]):
+                fn(raw[lo : lo + kw["batch_size"]])  # this rank's share of the batch
+        state.wait_for_everyone()
+    return datasets.Dataset.from_file(path)
 
 
 def _batch_features(batch, *, ext: Extractor, col: str, column: str) -> dict:

@@ -4,6 +4,7 @@ architecture read off a state dict in torchvision's layout (:func:`infer_arch`).
 Everything past :func:`to_torchvision` sees one layout: torchvision's VGG (``features.N``,
 ``classifier.0/3/6`` as Linear layers). Converted here:
 
+- timm's ``features_only`` VGG: ``features_N.`` for ``features.N.``;
 - wrapped models: ``torch.compile`` (``_orig_mod.``) and DataParallel/DDP (``module.``) prefixes;
 - timm's VGG (``timm/models/vgg.py``): the same ``features.N``, but its head is a ``ConvMlp``,
   ``pre_logits.fc1`` (a k x k conv, k = 7 at crop 224, weight (fc_dim, C5, k, k)) and
@@ -21,6 +22,7 @@ import math
 import torch
 
 from .errors import WeightsError
+from .featuremaps import from_timm_features_only
 from .models import CONFIGS, infer_width
 
 log = logging.getLogger("vggfeat")
@@ -60,7 +62,7 @@ def from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def to_torchvision(sd: dict[str, torch.Tensor], name: str = "the state dict") -> dict[str, torch.Tensor]:
     """Any state-dict layout we read -> torchvision's VGG layout."""
-    sd = strip_wrappers(sd)
+    sd = from_timm_features_only(strip_wrappers(sd))
     if is_timm(sd):
         log.info("%s is in timm's VGG layout (pre_logits.fc1/fc2, head.fc): converted", name)
         sd = from_timm(sd)

@@ -5,9 +5,11 @@ Module layout and state-dict keys follow torchvision's VGG (``features.N``, ``av
 checkpoints load into torchvision. On top of torchvision we add the paper's missing pieces:
 configurations C (1x1 convs) and A-LRN, layer names (``conv3_2``, ``pool5``, ``fc7``), a
 ``forward_features``/``forward_head`` split, and ``dense()``, the fully-convolutional view of
-Sec. 3.2 that shares this model's weights. timm's model conventions hold too: ``num_features``,
-``reset_classifier``, ``feature_info``, ``pretrained_cfg`` (and ``features_only`` in
-:mod:`vggfeat.featuremaps`).
+Sec. 3.2 that shares this model's weights. timm's model conventions hold too, with timm's
+meanings: ``num_features`` (pool5's channels), ``head_hidden_size`` (fc7's width),
+``reset_classifier``, ``forward_intermediates``, ``feature_info``, ``pretrained_cfg``, the
+``create_model`` keywords of :func:`vggfeat.vgg` (those in :mod:`vggfeat.timm_conventions`),
+and ``features_only`` in :mod:`vggfeat.featuremaps`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .featuremaps import FeatureInfo, stages
+from .featuremaps import FeatureInfo, intermediates, stages
 from .preprocess import Preprocess
+from .timm_conventions import check_global_pool, pretrained_cfg
 
 # Table 1 as data: five blocks, each a list of layers. An int is a 3x3 conv of that width, a
 # tuple (k, width) a kxk conv, "LRN" AlexNet's local response normalisation. Every block ends in
@@ -38,8 +41,6 @@ CONFIGS: dict[str, list[list]] = {
 # torchvision's builders for the configurations it has (used for weights and as test reference).
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 PAPER_CROP = 224  # Sec. 3.1: the training crop; fc6 becomes a 7x7 conv over its 7x7 pool5 map
-# Sec. 3.2: the smallest test scale Q = 256 at crop 224, torchvision's eval resize: crop / Q
-CROP_PCT = PAPER_CROP / 256
 STRIDE = 32  # five 2x2 max-pools
 
 
@@ -204,7 +205,14 @@ class VGG(nn.Module):
 
     @property
     def num_features(self) -> int:
-        """Width of fc7, the pre-logits features (timm's ``num_features``)."""
+        """Channels of ``forward_features``' output, the pool5 map (timm's meaning: 512 for
+        the paper's nets)."""
+        return self.out_channels
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of fc7, the pre-logits features ``forward_head(pre_logits=True)`` returns and the
+        descriptor of appendix B (timm's meaning: 4096 for the paper's nets)."""
         return self.classifier[3].out_features
 
     @property
@@ -216,13 +224,18 @@ class VGG(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier[6]
 
-    def reset_classifier(self, num_classes: int, *, init: str = "glorot", std: float = 0.01) -> None:
+    def reset_classifier(
+        self, num_classes: int, global_pool: str | None = None, *, init: str = "glorot", std: float = 0.01
+    ) -> None:
         """A fresh fc8 for ``num_classes`` classes (Sec. 3.1 init, biases zero), every other layer
-        kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention)."""
+        kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention). ``global_pool``:
+        timm's argument; only ``"avg"`` (or None) has a meaning here (see
+        :func:`vggfeat.timm_conventions.check_global_pool`)."""
+        check_global_pool(global_pool)
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0: no fc8), got {num_classes!r}")
         w = self.classifier[3].weight
-        head = _fc8(self.num_features, num_classes).to(w.device, w.dtype)
+        head = _fc8(self.head_hidden_size, num_classes).to(w.device, w.dtype)
         if num_classes:
             _init_weights(head, init, std)
             self.layers["fc8"] = ("classifier", 6)
@@ -250,7 +263,33 @@ class VGG(nn.Module):
         return self.classifier[:6](x) if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, num_classes) logits, exactly torchvision's VGG at any size.
+
+        At sizes other than the training crop (224), torchvision's adaptive pool averages the
+        pool5 map to 7x7 before fc6, and timm's VGG gives other logits: timm runs fc6/fc7 as
+        convolutions over the whole map and averages the fc7 map (max difference 0.87 at
+        300x200 with the same weights). For timm's fully-convolutional result use
+        ``model.dense()(x).mean((2, 3))``, the Sec. 3.2 dense evaluation; it equals timm's output
+        wherever both sides are at least the crop (timm also stretches a pool5 side shorter
+        than 7 to 7, where ``dense()`` refuses the input).
+        """
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices=None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's ``forward_intermediates``: ``(final, [maps])``, the maps at ``indices`` (timm's
+        stages 0..5 as in ``feature_info``: None all, an int n the last n, a sequence of indices,
+        or our layer names) in forward order, and ``final`` the ``forward_features`` output (the
+        conv part's output where it stopped if ``stop_early``). ``norm`` has no effect (no final
+        norm layer, as in timm's VGG); ``intermediates_only`` returns the maps alone."""
+        return intermediates(self, x, indices, stop_early, output_fmt, intermediates_only)
 
     def dense(self) -> DenseVGG:
         """The fully-convolutional network of Sec. 3.2, sharing this model's parameters."""
@@ -381,28 +420,6 @@ def _init_weights(mod: nn.Module, init: str, std: float) -> None:
 
 def _fc8(fc_dim: int, num_classes: int) -> nn.Module:
     return nn.Linear(fc_dim, num_classes) if num_classes else nn.Identity()
-
-
-def pretrained_cfg(model: VGG, *, source: str | None = None, provenance: str | None = None) -> dict:
-    """timm's ``pretrained_cfg`` record of what a model's weights expect: input size and crop,
-    mean/std in [0, 1] pixel units (in ``channel_order``; RGB but for the Caffe release), the
-    class count, and where the weights came from (``source`` None: random init)."""
-    pre = model.preprocess
-    return dict(
-        source=source,
-        provenance=provenance,
-        num_classes=model.num_classes,
-        input_size=(3, model.crop, model.crop),
-        crop=model.crop,
-        crop_pct=CROP_PCT,
-        interpolation="bilinear",
-        mean=tuple(m / pre.value_range for m in pre.mean),
-        std=tuple(s / pre.value_range for s in pre.std),
-        channel_order=pre.channel_order,
-        preprocess=pre.name,
-        first_conv="features.0",
-        classifier="classifier.6",
-    )
 
 
 def conv_module(model: VGG, name: str) -> nn.Conv2d:

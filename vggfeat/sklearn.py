@@ -11,9 +11,22 @@ ImageNet weights unless told otherwise. ``layer`` may name several layers (one p
 net); their descriptors stand side by side. Inside a grid search over the classifier, pass
 ``cache=`` (a feature store keyed per image, :mod:`vggfeat.store`): each image is computed
 once, whatever subset each fold and parameter passes.
+
+A prebuilt network passed as ``model`` is shared, not copied, by ``clone`` (and so by
+``GridSearchCV`` and ``cross_val_score``, which clone once per fold and candidate): it is frozen,
+never changed by ``fit`` or ``transform``, and a deep copy of VGG-D costs 550 MB each time.
+
+A Hugging Face ``Dataset`` goes in whole to ``fit``/``transform`` (``image_column=`` names its
+image column). Cross-validation indexes ``X`` before the estimator sees it, and scikit-learn's
+indexing takes a ``Dataset`` for an array (it has a ``shape``) and fails: pass its image column
+instead, ``cross_val_score(pipe, ds["image"], y)`` (a lazy column that each fold decodes), or
+``ds.cast_column("image", datasets.Image(decode=False))["image"]`` to have vggfeat's decoder read
+the encoded bytes (the feature store's keys, as for the whole dataset).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -26,7 +39,9 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
     """Appendix-B VGG descriptors as a scikit-learn transformer.
 
     Parameters are those of :func:`vggfeat.extract`; ``model`` may also be a prebuilt
-    :class:`vggfeat.VGG`. Fitted attributes: ``extractor_``, ``n_features_out_``.
+    :class:`vggfeat.VGG` (shared by clones, see the module docstring); ``image_column`` names the
+    image column of a Hugging Face ``Dataset`` (its first Image column by default). Fitted
+    attributes: ``extractor_``, ``n_features_out_``.
 
     Examples
     --------
@@ -54,6 +69,7 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         cache=None,
         on_error="raise",
         progress=True,
+        image_column=None,
     ):
         self.model = model
         self.weights = weights
@@ -68,9 +84,11 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         self.cache = cache
         self.on_error = on_error
         self.progress = progress
+        self.image_column = image_column
 
     def fit(self, X=None, y=None):
-        """Build the (frozen) network; X and y are not used."""
+        """Build the (frozen) network; X is only checked to be images, y is not used."""
+        _refuse_sparse(X)
         self.extractor_ = Extractor(**self.get_params())
         self.n_features_out_ = self.extractor_.dim
         return self
@@ -79,6 +97,7 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         """(N,) images -> (N, n_features_out_) float32 descriptors; several layers side by
         side, in the order given."""
         check_is_fitted(self, "extractor_")
+        _refuse_sparse(X)
         rows = self.extractor_(X)
         return np.hstack([rows[n] for n in self.extractor_.layers]) if isinstance(rows, dict) else rows
 
@@ -107,4 +126,23 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         tags.input_tags.two_d_array = False  # images, not a feature matrix
         tags.non_deterministic = False
+        tags.transformer_tags.preserves_dtype = ["float32"]  # descriptors are float32 whatever comes in
         return tags
+
+    def __sklearn_clone__(self):
+        """scikit-learn's clone, but a prebuilt network (``model``) is shared, not deep-copied:
+        the clone of a shallow copy whose ``model`` is None, then the network put back."""
+        proxy = copy.copy(self)
+        proxy.model = None
+        new = super(VGGFeatures, proxy).__sklearn_clone__()
+        new.model = self.model
+        return new
+
+
+def _refuse_sparse(X) -> None:
+    # by the type's module: importing scipy here would make it a dependency of its own
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"VGGFeatures takes images, not a sparse matrix ({type(X).__name__}); pass image "
+            "paths, arrays, PIL images or a Hugging Face Dataset"
+        )

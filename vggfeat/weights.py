@@ -29,8 +29,9 @@ from torch import nn
 from .errors import WeightsError
 from .featuremaps import FeatureMaps
 from .layouts import infer_arch, to_torchvision
-from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, pretrained_cfg, scaled
+from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, scaled
 from .preprocess import Preprocess
+from .timm_conventions import pretrained_cfg, timm_keywords
 
 log = logging.getLogger("vggfeat")
 META_KEY = "vggfeat"
@@ -285,6 +286,7 @@ def vgg(
     preprocess: str | Preprocess | None = None,
     features_only: bool = False,
     out_indices=None,
+    **create_model_kwargs,
 ) -> VGG | FeatureMaps:
     """Build a Table-1 network, random unless ``weights`` are given (torchvision's convention).
 
@@ -305,8 +307,11 @@ def vgg(
     preprocessing the weights carry (``"imagenet"``, ``"caffe"`` or a :class:`Preprocess`).
     ``features_only``: timm's convention, a :class:`~vggfeat.featuremaps.FeatureMaps` whose forward
     returns the maps ``out_indices`` name (timm's stages 0..5 by default, or layer names) as a
-    list, described by its ``feature_info``.
+    list, described by its ``feature_info``. timm's ``create_model`` keywords ``pretrained``,
+    ``drop_rate``, ``global_pool`` and ``in_chans`` keep timm's meaning or are refused
+    (:func:`vggfeat.models.timm_keywords`).
     """
+    weights, dropout = timm_keywords(create_model_kwargs, weights=weights, dropout=dropout)
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects the outputs of features_only=True; pass that too")
     config, named_bn = parse_name(config)

@@ -28,6 +28,7 @@ def quick(tmp_path_factory):
 ROWS = {"transfer-multiscale", "scratch", "random", "pixels"}
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_summary_report_and_chart(quick):
     cfg, res = quick
     summary = json.loads((cfg.out / "summary.json").read_text())
@@ -49,6 +50,7 @@ def test_quick_demo_writes_summary_report_and_chart(quick):
             assert img.size[0] > 100
 
 
+@pytest.mark.slow
 def test_quick_demo_is_deterministic(quick, tmp_path):
     """Two fresh runs into different folders give identical summaries (the rerun above reuses
     nothing of the first: data, trained nets and descriptors are all made again)."""
@@ -57,6 +59,7 @@ def test_quick_demo_is_deterministic(quick, tmp_path):
     assert again["summary"] == res["summary"]
 
 
+@pytest.mark.slow
 def test_nets_have_the_papers_geometry_and_the_random_baseline_their_architecture(quick):
     cfg, _ = quick
     trained = vggfeat.vgg(None, weights=str(cfg.out / "source-s0" / "final.safetensors"))
@@ -74,6 +77,7 @@ def test_nets_have_the_papers_geometry_and_the_random_baseline_their_architectur
     assert vggfeat.fingerprint(vggfeat.vgg(None, weights=str(again))) == vggfeat.fingerprint(rand)
 
 
+@pytest.mark.slow
 def test_scratch_budget_matches_the_source_in_sgd_steps(quick):
     cfg, _ = quick
     src = json.loads((cfg.out / "source-s0" / "config.json").read_text())

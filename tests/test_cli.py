@@ -81,6 +81,7 @@ def test_random_weights_are_seeded_and_announced(folder, tmp_path, caplog):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
+@pytest.mark.slow
 def test_two_ranks_write_each_output_once(folder, tmp_path):
     out = tmp_path / "two.npy"
     r = torchrun(2, "-m", "vggfeat.cli", "extract", folder, "--out", out, "--weights", "none", *TINY)

@@ -246,6 +246,7 @@ def run_ranks(n, tmp_path):
     return np.load(out)
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_process(tmp_path):
     one, two = run_ranks(1, tmp_path), run_ranks(2, tmp_path)
     assert int(one["world"]) == 1 and int(two["world"]) == 2

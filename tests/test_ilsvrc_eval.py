@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import random_image, script
 
@@ -22,6 +23,7 @@ def run(*args):
     )
 
 
+@pytest.mark.slow
 def test_ilsvrc_eval_tables_and_fusion(tmp_path, tiny):
     val = tmp_path / "val"
     for c in range(2):

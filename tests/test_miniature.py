@@ -122,6 +122,7 @@ def quick(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_quick_writes_the_report_the_results_and_the_plots(quick):
     results = json.loads((quick / "results.json").read_text())
     md = (quick / "report.md").read_text()
@@ -146,6 +147,7 @@ def _net(path):
     return vggfeat.vgg(None, weights=str(path))
 
 
+@pytest.mark.slow
 def test_init_chain_copies_a_into_the_deeper_nets(quick):
     nets = quick / "nets"
     a = _net(nets / "A-fixed-s0" / "final.safetensors")
@@ -167,6 +169,7 @@ def test_init_chain_copies_a_into_the_deeper_nets(quick):
                 torch.testing.assert_close(q, p, rtol=0, atol=0, msg=n)
 
 
+@pytest.mark.slow
 def test_quick_rerun_recomputes_nothing(quick, caplog):
     made = {p: p.stat().st_mtime_ns for p in quick.rglob("*") if p.suffix in (".safetensors", ".npz")}
     with caplog.at_level("INFO", logger="vggfeat"):

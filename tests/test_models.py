@@ -75,7 +75,8 @@ def test_table1_layout_and_parameter_count(config):
         assert count_parameters(m) == convs + head
 
 
-@pytest.mark.parametrize("config", list(TV))
+# full-size nets (~4 s each on 2 cores): D in the quick run, the other configs with the slow tests
+@pytest.mark.parametrize("config", [c if c == "D" else pytest.param(c, marks=pytest.mark.slow) for c in TV])
 @pytest.mark.parametrize("bn", [False, True])
 def test_torchvision_state_dicts_load_both_ways_and_agree(config, bn):
     torch.manual_seed(0)

@@ -241,6 +241,7 @@ def test_two_processes_writing_one_store_leave_it_consistent(pngs, tmp_path, com
     assert computed[0] == 12  # the reference only: every row came from the store
 
 
+@pytest.mark.slow
 def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
     files = []
     for i, a in enumerate(pixels(21, seed=7)):
@@ -281,6 +282,7 @@ def test_unreadable_images_are_not_stored_and_are_reported_at_their_indices(pngs
     assert count_rows(store) == 2
 
 
+@pytest.mark.slow
 def test_two_ranks_compute_one_share_each_of_the_missing_images(pngs, tmp_path, computed):
     import socket
 

@@ -276,6 +276,29 @@ def test_val_dense_equals_the_evaluation_engine_on_the_final_model(tmp_path):
     assert row["val_dense_top5_err"] == evaluate.topk_error(P, labels, 3)
 
 
+def test_recipe_script_trains_one_epoch_end_to_end(tmp_path):
+    """The everyday smoke path of training (the launched runs below are slow): the recipe started
+    as a user starts it, one epoch of a width-1/16 net; what it saved is the net it validated."""
+    from vggfeat import evaluate
+
+    data = write_imagefolder(tmp_path / "d", n_train=2)
+    out = tmp_path / "runs"
+    common = {k: v for k, v in TINY.items() if k != "progress"}
+    args = _args(data, out, "smoke", **common, batch_size=6, epochs=1, val_dense=True, val_scale=64)
+    res = _run([sys.executable, str(RECIPE), *args])
+    assert "final weights written to" in res.stderr
+    (row,) = [json.loads(line) for line in (out / "smoke" / "metrics.jsonl").read_text().splitlines()]
+    assert row["epoch"] == 0 and np.isfinite(row["train_loss"]) and row["skipped_images"] == 0
+    model = vggfeat.vgg(None, weights=out / "smoke" / "final.safetensors")
+    assert model.arch["config"] == "A" and model.crop == 32
+    assert model.meta["class_names"] == [f"class{c}" for c in range(3)]
+    assert model.preprocess.name == "mean-rgb"
+    images, labels, _ = evaluate.labels_of(data / "val")
+    P = evaluate.posteriors(model, images, scales=(64,), progress=False)
+    assert row["val_dense_top1_err"] == evaluate.topk_error(P, labels, 1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "schedule", [{}, {"schedule": "cosine", "warmup_epochs": 1}, {"schedule": "step"}], ids=str
 )
@@ -330,6 +353,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     data = write_imagefolder(tmp_path / "d", n_train=8)  # 24 images: 3 steps of 8 per epoch
     out = tmp_path / "runs"

@@ -153,6 +153,7 @@ def test_mean_rgb_equals_numpy_and_skips_unreadable(tmp_path):
     assert cache_paths("owner/name", tmp_path / "run") == [tmp_path / "run" / "mean_rgb.json"]
 
 
+@pytest.mark.slow
 def test_mean_rgb_over_two_gloo_ranks_equals_one_process_and_numpy(tmp_path):
     data = write_imagefolder(tmp_path / "d", n_train=3)  # 9 images: the ranks get 5 and 4
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]

@@ -298,6 +298,7 @@ def assert_chance_levels(chance: dict, labels: np.ndarray, classes, md: str):
     assert "| class | positives | positive rate (%) | chance AP (%) |" in md
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("year", [2007, 2012])
 def test_voc_script_end_to_end(tmp_path, year, tiny):
     splits = make_voc(tmp_path, year, per_split=8, test_labels=year == 2007)
@@ -334,6 +335,7 @@ def test_voc_script_end_to_end(tmp_path, year, tiny):
     assert res["quick_run"] == 6 and any("--max-images 6" in w for w in res["not_comparable"])
 
 
+@pytest.mark.slow
 def test_voc_script_feature_cache(tmp_path):
     make_voc(tmp_path, per_split=3)
     args = ["--root", tmp_path, *TINY, "--out", tmp_path / "run"]
@@ -347,6 +349,7 @@ def test_voc_script_feature_cache(tmp_path):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["results"] == first["results"]
 
 
+@pytest.mark.slow
 def test_voc_script_under_two_ranks_writes_once(tmp_path):
     make_voc(tmp_path, per_split=3)
     out = tmp_path / "run"
@@ -359,6 +362,7 @@ def test_voc_script_under_two_ranks_writes_once(tmp_path):
     assert len(json.loads((out / "results.json").read_text())["results"]["VGG Net-D"]["ap"]) == 20
 
 
+@pytest.mark.slow
 def test_caltech_script_end_to_end(tmp_path):
     make_caltech(tmp_path, "caltech101", n=(8, 8, 8, 8))
     out = tmp_path / "run"
@@ -382,6 +386,7 @@ def test_caltech_script_end_to_end(tmp_path):
     _pngs_ok(out, ["recall_per_class.png"])
 
 
+@pytest.mark.slow
 def test_action_script_end_to_end(tmp_path):
     make_actions(tmp_path)
     out = tmp_path / "run"

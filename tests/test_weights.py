@@ -145,14 +145,16 @@ def fake_torchvision_cache(tmp_path, monkeypatch, name="vgg16", seed=0):
     return tv
 
 
+# full-size torchvision files (5-10 s each on 2 cores): a letter, a torchvision name, a weights
+# name and an enum in the quick run; the other spellings with the slow tests
 @pytest.mark.parametrize(
     ("name", "tv_name", "kw"),
     [
         ("D", "vgg16", dict(weights="default")),
-        ("vgg16", "vgg16", dict(weights="default")),
+        pytest.param("vgg16", "vgg16", dict(weights="default"), marks=pytest.mark.slow),
         ("vgg19_bn", "vgg19_bn", dict(weights="default")),
-        ("E", "vgg19_bn", dict(weights="default", batch_norm=True)),
-        (None, "vgg16", dict(weights="IMAGENET1K_V1")),
+        pytest.param("E", "vgg19_bn", dict(weights="default", batch_norm=True), marks=pytest.mark.slow),
+        pytest.param(None, "vgg16", dict(weights="IMAGENET1K_V1"), marks=pytest.mark.slow),
         ("A", "vgg11", dict(weights="IMAGENET1K_V1")),
         (None, "vgg13", dict(weights="enum")),
     ],

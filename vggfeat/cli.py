@@ -274,6 +274,13 @@ def cmd_convert(args) -> None:
     print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
 
 
+def cmd_store(args) -> None:
+    from .store import compact
+
+    for root, before, after in compact(args.path):
+        print(f"{root}: {before} chunks -> {after}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggfeat", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -306,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None, help="configuration, if the file does not say")
     c.add_argument("--preprocess", default=None, choices=["imagenet", "caffe"])
     c.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("store", help="feature-store upkeep: compact PATH merges its chunk files")
+    s.add_argument("action", choices=["compact"], help="compact: merge chunks (no writer may run)")
+    s.add_argument("path", help="a cache= folder (or a store in it)")
+    s.set_defaults(func=cmd_store)
     return p
 
 

@@ -19,6 +19,7 @@ them, and the other way round.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
@@ -31,12 +32,14 @@ from PIL import Image
 from .data import ImageSource, as_source
 from .dense import DenseEngine, _shard, process_state
 from .models import VGG, paper_scales
-from .store import image_keys, layer_store
+from .store import image_keys, layer_store, library_versions
 from .weights import fingerprint, load_weights, vgg
 
 log = logging.getLogger("vggfeat")
 AGGREGATES = ("mean", "stack", "max")
-VISIBLE_S = 60  # how long to wait for other ranks' rows to show on a network file system
+# How long to wait for other ranks' rows to show on a network file system: NFS caches a
+# folder's attributes (its listing) for up to 60 s by default (acdirmax), so twice that.
+VISIBLE_S = 120
 
 
 def _as_models(model, weights) -> list[VGG]:
@@ -204,6 +207,7 @@ class Extractor:
             "normalize": self.normalize,
             # bf16 autocast (the default on GPU) gives other rows than float32 (on CPU)
             "precision": "bf16" if self.engines[0].autocast else "float32",
+            "libraries": library_versions(),  # decoding and resize code
         }
 
     def _parts(self):
@@ -290,25 +294,34 @@ class Extractor:
         stores = {n: layer_store(self.cache, n, self.protocol(n), self.widths[n]) for n in self.layers}
         out = self._empty(len(source))
         failed: dict[str, str] = {}  # key -> reason
-        for k, engine, combine, scale in self._parts():
-            # one view of the store for all ranks
-            missing = _on_main(state, lambda k=k: {n: set(s.missing(ids, k)) for n, s in stores.items()})
-            todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
-            for n, m in missing.items():
-                log.info(
-                    "feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids)
-                )
-            if todo:
-                sink = functools.partial(self._write, stores, k, [ids[i] for i in todo], missing, todo)
-                res = engine.run(
-                    _Subset(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink
-                )
-                failed.update({ids[todo[j]]: why for j, _, why in res.failures})
-            expected = np.array([key not in failed for key in ids])
-            for n, _, at in self._columns(k):
-                stores[n].read(ids, k, out[n], at, scale, expected=expected, wait_s=VISIBLE_S)
+        with contextlib.ExitStack() as writing:
+            for s in stores.values():
+                writing.enter_context(s.writing())
+            for k, engine, combine, scale in self._parts():
+                # again while reading finds damaged chunks: their rows are recomputed
+                while not self._fill(state, source, ids, stores, k, engine, combine, scale, out, failed):
+                    pass
         failures = [(i, source.name(i), failed[key]) for i, key in enumerate(ids) if key in failed]
         return out, failures
+
+    def _fill(self, state, source, ids, stores, k, engine, combine, scale, out, failed) -> bool:
+        """Compute and store net ``k``'s missing rows, then read every row of it into ``out``;
+        False if a chunk proved damaged on reading (every rank reads every row, so all see it)."""
+        # one view of the store for all ranks
+        missing = _on_main(state, lambda: {n: set(s.missing(ids, k)) for n, s in stores.items()})
+        todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
+        for n, m in missing.items():
+            log.info("feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids))
+        if todo:
+            sink = functools.partial(self._write, stores, k, [ids[i] for i in todo], missing, todo)
+            res = engine.run(_Subset(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink)
+            failed.update({ids[todo[j]]: why for j, _, why in res.failures})
+        expected = np.array([key not in failed for key in ids])
+        complete = True
+        for n, _, at in self._columns(k):
+            found = stores[n].read(ids, k, out[n], at, scale, expected=expected, wait_s=VISIBLE_S)
+            complete &= bool(found[expected].all())
+        return complete
 
     def _write(self, stores, k, todo_keys, missing, todo, idx, rows) -> None:
         """Sink of net ``k``'s engine: each layer's store gets the rows it lacks."""

@@ -38,7 +38,7 @@ class NetOptions:
     ``weights`` are resolved on construction: one weights source per model, None for random."""
 
     DEFAULT_MODELS: ClassVar[tuple[str, ...]] = ("D",)
-    FROM_FILES: ClassVar[bool] = False  # without --model: what each --weights file says it holds
+    FROM_FILES: ClassVar[bool] = True  # without --model: what each --weights file says it holds
 
     models: list[str | None] | None = option(
         None, flag="--model", action="append", metavar="NAME", help=MODEL_HELP, show=_default_models
@@ -135,12 +135,16 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
     import torch
 
     import vggfeat
+    from vggfeat.weights import ConfigMismatch
 
     nets = []
     for k, (m, w) in enumerate(zip(models, weights)):
         if w is None:
             torch.manual_seed(seed + k)
-        nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
+        try:
+            nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
+        except ConfigMismatch as e:
+            raise e.naming("--model") from None
         if w is None:
             log.warning(
                 "RANDOM WEIGHTS (--weights none): VGG-%s is randomly initialised (seed %d); its "

@@ -20,6 +20,7 @@ them, and the other way round.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import warnings
@@ -33,7 +34,7 @@ from .data import ImageSource, as_source
 from .dense import DenseEngine, _shard, process_state
 from .models import VGG, paper_scales
 from .store import image_keys, layer_store, library_versions
-from .weights import fingerprint, load_weights, vgg
+from .weights import ConfigMismatch, fingerprint, load_weights, vgg
 
 log = logging.getLogger("vggfeat")
 AGGREGATES = ("mean", "stack", "max")
@@ -44,32 +45,45 @@ VISIBLE_S = 120
 
 def _as_models(model, weights) -> list[VGG]:
     """Nets to extract with. ``weights`` applies to config names ("default": ImageNet weights);
-    a prebuilt :class:`VGG` keeps its own weights unless ``weights`` names a source to load."""
+    ``model`` None builds what a weights file holds (D otherwise). A prebuilt :class:`VGG` keeps
+    its own weights unless ``weights`` names a source, which is loaded into a copy: the caller's
+    net is left as it was."""
+    ws = list(weights) if isinstance(weights, (tuple, list)) else None
+    if model is None:
+        model = [None] * len(ws) if ws is not None else None
     models = list(model) if isinstance(model, (tuple, list)) else [model]
-    ws = list(weights) if isinstance(weights, (tuple, list)) else [weights] * len(models)
+    ws = ws if ws is not None else [weights] * len(models)
     if len(ws) != len(models):
         raise ValueError(
             f"got {len(models)} models but {len(ws)} weights; pass one weights "
             "source per model ('default' for ImageNet weights, None for random init)"
         )
-    out, random = [], []
+    out, random, given = [], [], []
     for m, w in zip(models, ws):
         if isinstance(m, VGG):
             if w not in (None, "default"):
-                load_weights(m, w)
+                m = load_weights(copy.deepcopy(m), w)
+            elif m.pretrained_cfg.get("source") is None:  # the model's own record of its weights
+                given.append(f"the given VGG-{m.config}")
             out.append(m)
-        elif isinstance(m, str):
-            out.append(vgg(m, weights=w))
+        elif m is None or isinstance(m, str):
+            try:
+                out.append(vgg(m, weights=w))
+            except ConfigMismatch as e:
+                raise e.naming("model") from None
             if w is None:
-                random.append(m)
+                random.append(out[-1].config)
         else:
             raise TypeError(
                 f"model must be a config letter, a vggfeat VGG or a tuple of them, got {type(m).__name__}"
             )
-    if random:
+    if random or given:
+        nets = " and ".join([f"VGG {', '.join(random)}"] * bool(random) + given)
         msg = (
-            f"weights=None: the features of VGG {', '.join(random)} come from an untrained, randomly "
-            "initialised net (a random-feature baseline); pass weights='default' for ImageNet weights"
+            f"the features of {nets} come from an untrained, randomly initialised net "
+            "(weights=None, or a net with no record of loaded weights in its pretrained_cfg: a "
+            "random-feature baseline unless trained in this process); pass weights='default' for "
+            "ImageNet weights, or load a file with vggfeat.load_weights"
         )
         warnings.warn(msg, UserWarning, stacklevel=3)
         log.warning(msg)
@@ -141,7 +155,7 @@ class Extractor:
 
     def __init__(
         self,
-        model="D",
+        model=None,
         *,
         weights="default",
         scales=None,
@@ -383,7 +397,7 @@ def _gather_keys(source, keys, state) -> list[str]:
 def extract(
     images,
     *,
-    model="D",
+    model=None,
     weights="default",
     scales=None,
     flip=True,
@@ -404,8 +418,10 @@ def extract(
     ``images``: paths, a directory (recursive, sorted), PIL images, arrays, tensors, a Hugging
     Face ``Dataset`` (image column auto-detected or ``image_column``) or a torch Dataset.
     ``model``: "D", a :class:`VGG`, or a tuple for late fusion by stacking (``weights`` then a
-    tuple too). ``weights``: "default" (ImageNet weights for a config name; a prebuilt VGG keeps
-    its own), None (random init, with a warning), a file or a torchvision name. ``scales``:
+    tuple too); None (the default): what a weights file holds, else D. ``weights``: "default"
+    (ImageNet weights for a config name; a prebuilt VGG keeps its own), None (random init, with
+    a warning; a prebuilt VGG with no record of loaded weights warns too), a file or a
+    torchvision name (loaded into a copy of a prebuilt VGG, never into the caller's). ``scales``:
     smallest sides Q, by default the paper's 256, 384, 512 (in ratio for nets trained at another
     crop). ``aggregate``: "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for
     fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged;

@@ -272,6 +272,9 @@ def _apply(model: VGG, res: Resolved, preprocess) -> VGG:
     pre = preprocess or res.preprocess
     model.preprocess = Preprocess.named(pre) if isinstance(pre, str) else pre or Preprocess.imagenet()
     model.meta = dict(res.meta)
+    if str(res.meta.get("provenance", "")).startswith("caffe "):  # the authors' release, as read:
+        # its fingerprint travels with conversions, and tells a fine-tuned copy from the release
+        model.meta.setdefault("release_fingerprint", fingerprint(model))
     model.pretrained_cfg = pretrained_cfg(model, source=res.name, provenance=res.meta.get("provenance"))
     return model
 

@@ -432,8 +432,9 @@ def test_benchmark_scripts_build_what_weights_files_hold_and_name_their_own_flag
     torch.save(tiny("A").state_dict(), path)
     voc = script("voc_svm")
     args = voc.get_args_parser().parse_args(["--root", str(tmp_path), "--weights", str(path)])
-    (net,) = voc.config_from_args(args).build_nets()
-    assert net.config == "A"
+    cfg = voc.config_from_args(args)
+    (net,) = cfg.build_nets()
+    assert net.config == "A" and cfg.out.name == "voc2007_a"  # named after the file, not "None"
     cmd = [sys.executable, str(REPO / "benchmarks" / "voc_svm.py"), "--root", str(tmp_path)]
     r = subprocess.run([*cmd, "--model", "D", "--weights", str(path)], capture_output=True, text=True)
     assert r.returncode == 2 and "for VGG-A, not VGG-D; pass --model A or leave --model out" in r.stderr

@@ -56,6 +56,13 @@ class NetOptions:
             self, default=self.DEFAULT_MODELS, from_files=self.FROM_FILES
         )
 
+    def label(self) -> str:
+        """The nets in a run folder's name: each --model, or its weights file's name without one."""
+        return "+".join(
+            m or (Path(str(w)).stem if w else self.DEFAULT_MODELS[0])
+            for m, w in zip(self.models, self.weights)
+        )
+
 
 @dataclass(kw_only=True)
 class FeatureOptions(NetOptions):

@@ -142,7 +142,7 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
     import torch
 
     import vggfeat
-    from vggfeat.weights import ConfigMismatch
+    from vggfeat.errors import ConfigMismatch
 
     nets = []
     for k, (m, w) in enumerate(zip(models, weights)):

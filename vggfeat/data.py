@@ -237,6 +237,32 @@ class ImageSource(Sequence):
         return [str(n) for n in self._names] if self._names is not None else None
 
 
+class SubsetSource(ImageSource):
+    """The images ``indices`` of ``source``, read lazily (the ones a store lacks)."""
+
+    def __init__(self, source: ImageSource, indices: list[int]):
+        super().__init__(source.items, column=source.column, kind=source.kind)
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        return self.source[self.indices[k]]
+
+    def name(self, k: int) -> str:
+        return self.source.name(self.indices[k])
+
+    def load(self, k: int):
+        return self.source.load(self.indices[k])
+
+    def size(self, k: int) -> tuple[int, int]:
+        return self.source.size(self.indices[k])
+
+    def paths(self):
+        return None
+
+
 def list_images(root) -> list[Path]:
     """Image files under ``root``, recursively, in sorted order."""
     root = Path(root)

@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import ImageSource, as_source
+from .data import SubsetSource, as_source
 from .dense import DenseEngine, _shard, process_state
+from .errors import ConfigMismatch
+from .identity import image_keys, library_versions
 from .models import VGG, paper_scales
-from .store import image_keys, layer_store, library_versions
-from .weights import ConfigMismatch, fingerprint, load_weights, vgg
+from .store import layer_store
+from .weights import fingerprint, load_weights, vgg
 
 log = logging.getLogger("vggfeat")
 AGGREGATES = ("mean", "stack", "max")
@@ -115,32 +117,6 @@ def descriptor(t: torch.Tensor, *, aggregate: str, normalize) -> torch.Tensor:
     if normalize is True:
         x = torch.nn.functional.normalize(x, dim=0)
     return x
-
-
-class _Subset(ImageSource):
-    """The images ``indices`` of ``source``, read lazily (the ones a store lacks)."""
-
-    def __init__(self, source: ImageSource, indices: list[int]):
-        super().__init__(source.items, column=source.column, kind=source.kind)
-        self.source, self.indices = source, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k):
-        return self.source[self.indices[k]]
-
-    def name(self, k: int) -> str:
-        return self.source.name(self.indices[k])
-
-    def load(self, k: int):
-        return self.source.load(self.indices[k])
-
-    def size(self, k: int) -> tuple[int, int]:
-        return self.source.size(self.indices[k])
-
-    def paths(self):
-        return None
 
 
 class Extractor:
@@ -328,7 +304,9 @@ class Extractor:
             log.info("feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids))
         if todo:
             sink = functools.partial(self._write, stores, k, [ids[i] for i in todo], missing, todo)
-            res = engine.run(_Subset(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink)
+            res = engine.run(
+                SubsetSource(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink
+            )
             failed.update({ids[todo[j]]: why for j, _, why in res.failures})
         expected = np.array([key not in failed for key in ids])
         complete = True

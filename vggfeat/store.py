@@ -19,27 +19,8 @@ folder serves runs of several weights, scales or options and never mixes their r
                                         one per process writing now (host, pid), removed when it
                                         is done: :func:`compact` refuses to run beside a writer
 
-**Keys** name an image's content, not its place in a list:
-
-- a file: its resolved path, size, modification time (ns), inode and status-change time (ns).
-  Not a content hash: hashing would read every file in full just to learn that it is cached
-  (on ImageNet over a network file system that is the cost of the run). Size and mtime change
-  whenever a file is rewritten, as ``make`` and ``rsync`` rely on; a copy that keeps size and
-  mtime over the old file (``cp -p``, ``rsync -a``, ``shutil.copy2``, ``tar``/``unzip``,
-  ``touch -r``) gets a new inode or ctime, which no user call can set back. A file copied
-  elsewhere is recomputed, never mistaken. What remains uncaught: a rewrite in place that keeps
-  the size, within one tick of both the mtime and the ctime clock (file systems with coarse
-  timestamps, e.g. FAT's 2 s or ext3's 1 s), and a file system that reports no stable inode or
-  ctime (some FUSE and SMB mounts).
-- an in-memory image: a hash of its pixels with shape and dtype (arrays, tensors), or of the
-  RGB image it decodes to (PIL, so mode, palette and EXIF orientation count).
-- a Hugging Face row: a hash of the encoded image bytes (or the file key when the row stores a
-  path). It survives ``select``, ``shuffle`` and ``filter``, which a fingerprint + row index
-  does not, and needs no private attribute. A dataset with a transform (``with_transform``,
-  ``set_transform``, ``set_format``) is keyed by what the transform gives, as that is what the
-  net sees: each image is then decoded to be keyed.
-- a torch Dataset: only items that are file paths carry an identity; otherwise pass ``keys=``.
-- ``keys=``: one id per image from the caller, hashed in its own namespace.
+**Keys** name an image's content, not its place in a list (:mod:`vggfeat.identity`), so a
+row serves the image in any list it comes in.
 
 **Why it is safe without locks**, on a local disk or a shared network file system where file
 locks and SQLite's locking are unreliable: no file is ever written in place. Every process
@@ -56,7 +37,6 @@ cannot both claim it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -66,96 +46,14 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import PIL
-import torch
-import torchvision
-from PIL import Image
 
-from .data import ImageSource, load_image
+from .identity import KEY, digest, image_keys
+
+__all__ = ["FeatureStore", "StoreBusy", "compact", "count_rows", "image_keys", "layer_store", "stores"]
 
 log = logging.getLogger("vggfeat")
 VERSION = 3
-KEY = "S32"  # 32 hex digits: 128-bit blake2b digests
 STALE_TMP_S = 24 * 3600  # temporary files older than this were left by killed writers
-
-
-def _digest(*parts) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for p in parts:
-        h.update(p if isinstance(p, (bytes, memoryview)) else str(p).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def file_key(path) -> str:
-    """(resolved path, size, mtime, inode, ctime) of an image file; see the module docstring."""
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except OSError:  # unreadable: a key that never matches, the engine reports the file
-        return uuid.uuid4().hex
-    return _digest("file", real, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-
-
-def library_versions() -> dict:
-    """The versions of the code that decodes and resizes images: a new resize kernel or decoder
-    gives other rows, so they are part of every store's protocol."""
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "pillow": PIL.__version__}
-
-
-def item_key(item) -> str:
-    """The key of one input of any kind :func:`vggfeat.data.load_image` accepts."""
-    if isinstance(item, (str, os.PathLike)):
-        return file_key(item)
-    if isinstance(item, dict) and (item.get("bytes") or item.get("path")):  # HF Image(decode=False)
-        return _digest("bytes", item["bytes"]) if item.get("bytes") else file_key(item["path"])
-    if isinstance(item, np.ndarray):
-        return _digest("array", item.shape, item.dtype.str, np.ascontiguousarray(item).data)
-    if isinstance(item, torch.Tensor):
-        t = item.detach().cpu().contiguous()
-        return _digest("tensor", tuple(t.shape), t.dtype, t.reshape(-1).view(torch.uint8).numpy().data)
-    if isinstance(item, Image.Image):
-        try:
-            rgb = load_image(item)
-        except Exception:  # undecodable: never matches, the engine reports it
-            return uuid.uuid4().hex
-        return _digest("pil", rgb.size, rgb.tobytes())
-    return uuid.uuid4().hex  # unsupported input: the engine reports it
-
-
-def image_keys(source: ImageSource, keys=None, lo: int = 0, hi: int | None = None) -> list[str]:
-    """Keys of ``source[lo:hi]``: from the caller's ``keys`` (one id per image) or from each
-    image's identity (module docstring). A torch Dataset whose items are not paths needs keys."""
-    hi = len(source) if hi is None else hi
-    if keys is not None:
-        if len(keys) != len(source):
-            raise ValueError(f"keys= has {len(keys)} entries for {len(source)} images; pass one per image")
-        return [_digest("key", keys[i]) for i in range(lo, hi)]
-    if source.kind == "hf":
-        return _hf_keys(source, lo, hi)
-    if source.kind == "torch" and len(source) and not _has_path(source[0]):
-        raise ValueError(
-            f"cache= needs an identity for every image, and the items of this torch Dataset are "
-            f"{type(source[0]).__name__}s, not file paths. Pass keys= (one stable id per item, "
-            "e.g. its file path), pass the list of image paths instead of the Dataset, or cache=None."
-        )
-    return [item_key(source[i]) for i in range(lo, hi)]
-
-
-def _has_path(item) -> bool:
-    return isinstance(item, (str, os.PathLike)) or (isinstance(item, dict) and bool(item.get("path")))
-
-
-def _hf_keys(source: ImageSource, lo: int, hi: int) -> list[str]:
-    import datasets
-
-    ds, col = source.items, source.column
-    # a transform (with_transform, set_transform, set_format) changes what the net sees: key that
-    if ds.format.get("type") is not None or not isinstance(ds.features[col], datasets.Image):
-        return [item_key(source[i]) for i in range(lo, hi)]
-    # the encoded bytes, read without decoding a pixel
-    raw = ds.select(range(lo, hi)).select_columns([col]).cast_column(col, datasets.Image(decode=False))
-    return [item_key(item) for batch in raw.iter(batch_size=256) for item in batch[col]]
 
 
 def _flat(d, prefix="") -> dict:
@@ -181,7 +79,7 @@ class FeatureStore:
             want = json.loads(json.dumps({"version": VERSION, "dims": list(dims), **protocol}))
             self.manifest = self._claim(want)
         self.dims = self.manifest["dims"]
-        self.digest = _digest(json.dumps(self.manifest, sort_keys=True))
+        self.digest = digest(json.dumps(self.manifest, sort_keys=True))
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._seq = 0
         self._seen: dict[str, tuple[int, np.ndarray] | None] = {}  # chunk -> (part, keys), immutable
@@ -378,7 +276,7 @@ def layer_store(root, layer: str, protocol: dict, dims: list[int]) -> FeatureSto
                 f"Delete {old} or use another cache folder."
             )
     manifest = json.dumps({"version": VERSION, "dims": list(dims), **protocol}, sort_keys=True)
-    return FeatureStore(root / layer / _digest(manifest)[:16], protocol, dims)
+    return FeatureStore(root / layer / digest(manifest)[:16], protocol, dims)
 
 
 def stores(path) -> list[FeatureStore]:

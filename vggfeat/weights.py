@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import ConfigMismatch, WeightsError
 from .featuremaps import FeatureMaps
 from .layouts import infer_arch, to_torchvision
 from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, pretrained_cfg, scaled
@@ -45,22 +45,6 @@ __all__ = [
     "fingerprint",
     "parse_name",
 ]
-
-
-class ConfigMismatch(WeightsError):
-    """Weights of another configuration than the one asked for; :meth:`naming` says it in the
-    words of the interface the user called (``config=``, ``model=``, ``--model``)."""
-
-    def __init__(self, source: str, held: str, asked: str, argument: str = "config"):
-        self.source, self.held, self.asked, self.argument = source, held, asked, argument
-        fix = f"{argument} {held}" if argument.startswith("--") else f"{argument}={held!r}"
-        super().__init__(
-            f"weights {source} are for VGG-{held}, not VGG-{asked}; pass {fix} or leave {argument} "
-            "out (the weights say which net they hold)"
-        )
-
-    def naming(self, argument: str) -> ConfigMismatch:
-        return ConfigMismatch(self.source, self.held, self.asked, argument)
 
 
 @dataclass

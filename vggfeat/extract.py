@@ -12,9 +12,9 @@ Defaults are the paper's: net D with ImageNet weights (``weights="default"``) at
 512 (rescaled for nets trained at another crop). ``weights=None`` gives random features, with a
 warning. ``cache=DIR`` keeps the rows in a feature store keyed per image (:mod:`vggfeat.store`):
 any subset, permutation or superset of images already there is served from it and only the
-missing ones are computed; a store made with other weights or parameters is refused. Each
-layer has its own store in the folder, so a run of several layers serves a later run of one of
-them, and the other way round.
+missing ones are computed; rows of other weights or parameters go to a store of their own in
+the same folder, never mixed with these. Each layer has its own store in the folder, so a run
+of several layers serves a later run of one of them, and the other way round.
 """
 
 from __future__ import annotations
@@ -393,8 +393,10 @@ def extract(
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
-    ``images``: paths, a directory (recursive, sorted), PIL images, arrays, tensors, a Hugging
-    Face ``Dataset`` (image column auto-detected or ``image_column``) or a torch Dataset.
+    ``images``: paths (a list or a NumPy array of them), a directory (recursive, sorted), PIL
+    images, arrays and tensors (one image, a list, or a 4-D batch; uint8, uint16, or float in
+    [0, 1]: NaN, infinity and values outside are errors naming the image), a Hugging Face
+    ``Dataset`` (image column auto-detected or ``image_column``) or a torch Dataset.
     ``model``: "D", a :class:`VGG`, or a tuple for late fusion by stacking (``weights`` then a
     tuple too); None (the default): what a weights file holds, else D. ``weights``: "default"
     (ImageNet weights for a config name; a prebuilt VGG keeps its own), None (random init, with

@@ -89,10 +89,12 @@ class FeatureStore:
     def writing(self):
         """Announce this process as a writer of the store while the block runs (:func:`compact`
         refuses to run beside one); a killed writer leaves its file, judged by its pid."""
-        folder = self.root / "writers"
-        folder.mkdir(exist_ok=True)
-        mine = folder / f"{self.writer}.json"
-        mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        mine = self.root / "writers" / f"{self.writer}.json"
+        try:
+            mine.parent.mkdir(exist_ok=True)
+            mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        except OSError:  # a read-only store: it can serve rows, and this process writes none
+            pass
         try:
             yield self
         finally:

@@ -47,7 +47,7 @@ class Config(SVMOptions):
         _, _, n_train, n_test = caltech.DATASETS[self.dataset]
         self.train_per_class = self.train_per_class or n_train
         self.test_per_class = self.test_per_class or n_test
-        self.out = self.out or Path("runs") / f"{self.dataset}_{'+'.join(map(str, self.models))}"
+        self.out = self.out or Path("runs") / f"{self.dataset}_{self.label()}"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,9 @@ the training set) or a Hugging Face dataset saved with ``save_to_disk`` (``image
 ``label`` columns; ``--split`` picks one split of a DatasetDict). Writes runs/<name>/report.md
 and results.json: top-1/top-5 error beside the paper's and chance (a random ranking of the net's
 classes), and seconds per image of each protocol; ``comparable: true`` only for the paper's nets
-(C, D, E at full size, pretrained) on every image with the jitter range of Tables 3-6, the
-reasons listed otherwise. Under ``accelerate launch`` every process evaluates its shard and the
-main one writes the outputs.
+(D, E at full size with the authors' released weights) on every image of the 50,000 with the
+jitter range of Tables 3-6, each reason listed otherwise. Under ``accelerate launch`` every
+process evaluates its shard and the main one writes the outputs.
 """
 
 from __future__ import annotations
@@ -162,10 +162,13 @@ def evaluate_protocols(models: dict, images, labels, *, protocols, jitter, **kw)
     return rows, kept
 
 
+VAL_IMAGES = 50_000  # ILSVRC-2012's validation set
+
+
 def main(cfg: Config) -> list[dict] | None:
-    names = cfg.models
     images, labels = load_data(cfg)
-    nets = build_nets(names, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
+    nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
+    names = [n.config for n in nets]  # a weights file without --model says which net it holds
     rows, _ = evaluate_protocols(
         dict(zip(names, nets)),
         images,
@@ -179,7 +182,7 @@ def main(cfg: Config) -> list[dict] | None:
         return None
     out = cfg.out or Path("runs") / f"ilsvrc_{'_'.join(names)}"
     out.mkdir(parents=True, exist_ok=True)
-    reasons = not_comparable(cfg, nets)
+    reasons = not_comparable(cfg, nets, images=len(labels))
     chance = evaluate.chance_errors(nets[0].num_classes)
     text = report(cfg, rows, reasons, chance)
     (out / "report.md").write_text(text)
@@ -191,14 +194,20 @@ def main(cfg: Config) -> list[dict] | None:
     return rows
 
 
-def not_comparable(cfg: Config, nets) -> list[str]:
-    """Why this run differs from the protocols of Tables 3-6; empty when it does not."""
+def not_comparable(cfg: Config, nets, *, images: int = VAL_IMAGES) -> list[str]:
+    """Why this run differs from the protocols of Tables 3-6 (``images``: how many were
+    evaluated); empty when it does not."""
     rows = [plots.paper_name([c]) for c in ("C", "D", "E")]  # the nets of Tables 3-6
     reasons = [r for n, w in zip(nets, cfg.weights) for r in plots.deviations([n], [w], rows=rows)]
     if tuple(cfg.jitter) != (256, 512):
         reasons.append(f"--jitter {cfg.jitter[0]} {cfg.jitter[1]} (the paper's tables: 256 512)")
     if cfg.max_images:
         reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")
+    elif images != VAL_IMAGES:  # a partial (or other) validation folder
+        reasons.append(
+            f"{images} images, not the {VAL_IMAGES:,} of ILSVRC-2012 val: "
+            f"--data {cfg.data} is not the whole set"
+        )
     return reasons
 
 

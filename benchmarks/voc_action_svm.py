@@ -40,7 +40,7 @@ class Config(SVMOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        self.out = self.out or Path("runs") / f"voc2012_action_{'+'.join(map(str, self.models))}"
+        self.out = self.out or Path("runs") / f"voc2012_action_{self.label()}"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

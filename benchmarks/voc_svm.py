@@ -37,7 +37,7 @@ class Config(SVMOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        self.out = self.out or Path("runs") / f"voc{self.year}_{'+'.join(map(str, self.models))}"
+        self.out = self.out or Path("runs") / f"voc{self.year}_{self.label()}"
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -240,7 +241,7 @@ def test_defaults_are_the_paper_net_with_imagenet_weights_at_the_paper_scales(tm
         assert torch.all(v == i / 100), k
     assert m.preprocess.mean == (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation
     params = VGGFeatures().get_params()
-    assert params["model"] == "D" and params["weights"] == "default" and params["scales"] is None
+    assert params["model"] is None and params["weights"] == "default" and params["scales"] is None
 
 
 def test_scales_default_to_the_paper_q_for_the_net_s_crop(tiny):
@@ -269,9 +270,104 @@ def test_random_weights_warn_once(monkeypatch, tiny, caplog):
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         vggfeat.extract(img, model="A", scales=(224,), progress=False)  # default: no warning
-        vggfeat.extract(img, model=tiny("A"), weights=None, scales=(224,), progress=False)  # a given net
     assert not [w for w in rec if "untrained" in str(w.message)]
     assert built == [None, None, "default"]
+
+
+def test_a_given_net_warns_when_its_record_says_its_weights_are_random(tiny, tmp_path):
+    from vggfeat.sklearn import VGGFeatures
+
+    img = np.zeros((224, 230, 3), np.uint8)
+    net = tiny("A")  # built with weights=None: its pretrained_cfg has no source
+    for call in (
+        lambda: vggfeat.extract(img, model=net, scales=(224,), progress=False),
+        lambda: VGGFeatures(model=net, scales=(224,), progress=False).fit_transform([img]),
+    ):
+        with pytest.warns(UserWarning, match=r"the given VGG-A come from an untrained.*pretrained_cfg"):
+            call()
+    loaded = vggfeat.vgg(weights=vggfeat.save_weights(net, tmp_path / "a.safetensors"))
+    assert loaded.pretrained_cfg["source"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a net whose weights came from a file: no warning
+        vggfeat.extract(img, model=loaded, scales=(224,), progress=False)
+
+
+def test_weights_given_with_a_net_are_loaded_into_a_copy(tiny, tmp_path):
+    net, other = tiny("A", seed=0), tiny("A", seed=1)
+    file = vggfeat.save_weights(other, tmp_path / "other.safetensors")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    img = np.full((224, 224, 3), 90, np.uint8)
+    X = vggfeat.extract(img, model=net, weights=file, scales=(224,), progress=False)
+    for k, v in net.state_dict().items():  # the caller's net as it was
+        assert torch.equal(v, before[k]), k
+    assert net.pretrained_cfg["source"] is None
+    np.testing.assert_allclose(X, vggfeat.extract(img, model=other, scales=(224,), progress=False), atol=1e-6)
+
+
+def test_a_weights_file_builds_the_net_it_records_unless_a_model_is_named(tiny, tmp_path):
+    from vggfeat.sklearn import VGGFeatures
+
+    a = tiny("A")
+    img = np.full((224, 224, 3), 90, np.uint8)
+    want = vggfeat.extract(img, model=a, scales=(224,), progress=False)
+    for path in (tmp_path / "a.pth", tmp_path / "a.safetensors"):
+        torch.save(a.state_dict(), path) if path.suffix == ".pth" else vggfeat.save_weights(a, path)
+        ext = vggfeat.Extractor(weights=str(path), scales=(224,), progress=False)
+        assert ext.models[0].config == "A"
+        np.testing.assert_allclose(ext(img), want, atol=1e-6)
+        np.testing.assert_allclose(
+            vggfeat.extract([img], weights=path, scales=(224,), progress=False), want, atol=1e-6
+        )
+        got = VGGFeatures(weights=str(path), scales=(224,), progress=False).fit_transform([img])
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        with pytest.raises(
+            vggfeat.WeightsError, match=r"for VGG-A, not VGG-D; pass model='A' or leave model out"
+        ):
+            vggfeat.extract([img], model="D", weights=path, progress=False)
+
+
+def test_numpy_collections_are_split_into_images_as_lists_are(files, tiny):
+    from vggfeat.sklearn import VGGFeatures
+
+    m = tiny("A")
+    kw = dict(model=m, scales=(224,), progress=False)
+    paths = [str(p) for p in files[:3]]
+    want = vggfeat.extract(paths, **kw)
+    np.testing.assert_allclose(vggfeat.extract(np.array(paths), **kw), want, atol=1e-6)
+    np.testing.assert_allclose(vggfeat.extract(np.array(paths, dtype=object), **kw), want, atol=1e-6)
+    vf = VGGFeatures(**kw).fit()
+    np.testing.assert_allclose(vf.transform(np.array(paths)), want, atol=1e-6)  # train_test_split's output
+    batch = np.stack([np.asarray(random_image(230, 250, seed=s)) for s in range(3)])
+    np.testing.assert_allclose(vggfeat.extract(batch, **kw), vggfeat.extract(list(batch), **kw), atol=1e-6)
+    np.testing.assert_allclose(
+        vggfeat.extract(batch, **kw),
+        vggfeat.extract(torch.from_numpy(batch).permute(0, 3, 1, 2), **kw),
+        atol=1e-6,
+    )
+    with pytest.raises(vggfeat.data.ImageError) as e:
+        vggfeat.extract([np.zeros((5, 5, 7), np.uint8)], **kw)
+    assert str(e.value).count("image #0") == 1
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 7.0, -0.5])
+def test_float_pixels_outside_0_1_are_errors_naming_the_image_not_black_or_white(tiny, value):
+    m = tiny("A")
+    kw = dict(model=m, scales=(224,), progress=False)
+    good = np.random.default_rng(0).random((224, 230, 3)).astype(np.float32)
+    bad = good.copy()
+    bad[3, 4, 1] = value
+    with pytest.raises(vggfeat.data.ImageError, match=r"image #1: .*(NaN or infinite|range over).*\[0, 1\]"):
+        vggfeat.extract([good, bad], **kw)
+    with pytest.raises(vggfeat.data.ImageError, match=r"image #0"):  # tensors too
+        vggfeat.extract([torch.from_numpy(bad).permute(2, 0, 1)], **kw)
+    with pytest.warns(UserWarning, match="could not be read"):
+        X = vggfeat.extract([good, bad], on_error="skip", **kw)
+    assert np.isnan(X[1]).all()
+    np.testing.assert_allclose(X[0], vggfeat.extract([good], **kw)[0], atol=1e-6)
+    edge = np.clip(good + 0.4 / 255, 0, 1 + 0.4 / 255)  # within half a level: rounds as before
+    np.testing.assert_allclose(
+        vggfeat.extract([edge], **kw), vggfeat.extract([np.clip(edge, 0, 1)], **kw), atol=1e-6
+    )
 
 
 def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):
@@ -327,3 +423,19 @@ def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):
         timeout=300,
     )
     assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_benchmark_scripts_build_what_weights_files_hold_and_name_their_own_flag(tiny, tmp_path):
+    from conftest import REPO, script
+
+    path = tmp_path / "a.pth"
+    torch.save(tiny("A").state_dict(), path)
+    voc = script("voc_svm")
+    args = voc.get_args_parser().parse_args(["--root", str(tmp_path), "--weights", str(path)])
+    cfg = voc.config_from_args(args)
+    (net,) = cfg.build_nets()
+    assert net.config == "A" and cfg.out.name == "voc2007_a"  # named after the file, not "None"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "voc_svm.py"), "--root", str(tmp_path)]
+    r = subprocess.run([*cmd, "--model", "D", "--weights", str(path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "for VGG-A, not VGG-D; pass --model A or leave --model out" in r.stderr
+    assert "config=" not in r.stderr and "Traceback" not in r.stderr

@@ -1,12 +1,19 @@
-"""benchmarks/gpu_check.py without a GPU: one clear message, exit status 2, nothing written
+"""benchmarks/gpu_check.py without a GPU: one clear message, exit status 2, nothing written; and
+the parts of its checks that run on the CPU: the comparison must fail on a wrong "device"
+result, and the plain loop it times extraction against must compute what extract computes
 (the checks themselves need CUDA and are run by hand; see the script's docstring)."""
 
+import copy
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
 from conftest import script
+
+import vggfeat
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
 
@@ -28,3 +35,59 @@ def test_help_states_the_tolerances_the_checks_use():
     assert r.returncode == 0
     assert f"cosine similarity >= {mod.EXTRACT_MIN_COSINE}" in r.stdout
     assert f"total variation distance <= {mod.POSTERIOR_MAX_TV}" in " ".join(r.stdout.split())
+
+
+S = (224, 256)  # small scales keep the CPU run short
+
+
+def tiny_net():
+    torch.manual_seed(0)
+    return vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10).eval()
+
+
+def transposed(m):
+    """A copy of ``m`` whose conv kernels are read transposed (height for width), as a wrong
+    memory-layout path would read them: a wrong "device"."""
+    wrong = copy.deepcopy(m)
+    with torch.no_grad():
+        for c in wrong.features:
+            if isinstance(c, torch.nn.Conv2d):
+                c.weight.copy_(c.weight.transpose(-1, -2).clone())
+    return wrong
+
+
+def bf16_rounded(m):
+    """A copy of ``m`` with every weight rounded to bf16: the error the tolerance admits."""
+    near = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in near.parameters():
+            p.copy_(p.bfloat16().float())
+    return near
+
+
+def test_posterior_check_fails_on_a_wrong_device_result_once_fc8_is_sharpened():
+    mod = script("gpu_check")
+    images = mod.make_images(3, seed=0)
+    m = mod.sharpen(tiny_net(), images)
+    ref = mod.outputs(m, images, "cpu", scales=S)
+    same = mod.compare(ref, mod.outputs(m, images, "cpu", scales=S))
+    assert same["extract"]["pass"] and same["posteriors"]["pass"]
+    assert same["posteriors"]["min_top_posterior"] > 0.5  # peaked
+    near = mod.compare(ref, mod.outputs(bf16_rounded(m), images, "cpu", scales=S))
+    assert near["extract"]["pass"] and near["posteriors"]["pass"]  # bf16-sized errors pass
+    bad = mod.compare(ref, mod.outputs(transposed(m), images, "cpu", scales=S))
+    assert not bad["extract"]["pass"] and not bad["posteriors"]["pass"]
+    assert bad["posteriors"]["max_total_variation"] > 5 * mod.POSTERIOR_MAX_TV
+    # the same wrong result against the unsharpened net passes: why the check sharpens
+    flat = tiny_net()
+    flat_ref = mod.outputs(flat, images, "cpu", scales=S)
+    flat_bad = mod.compare(flat_ref, mod.outputs(transposed(flat), images, "cpu", scales=S))
+    assert flat_bad["posteriors"]["pass"] and flat_ref["P"].max(1).max() < 0.2
+
+
+def test_plain_loop_resizes_and_computes_as_extract_does_on_the_same_device():
+    mod = script("gpu_check")
+    images = mod.make_images(2, seed=1)
+    m = tiny_net()
+    X = vggfeat.extract(images, model=m, scales=S, device="cpu", progress=False)
+    np.testing.assert_allclose(mod.plain_descriptors(m, images, S, device="cpu"), X, atol=1e-5)

@@ -117,16 +117,57 @@ def test_ilsvrc_comparable_only_for_the_paper_protocol():
     mod = script("ilsvrc_eval")
     with torch.device("meta"):
         D, A = vggfeat.vgg("D"), vggfeat.vgg("A")
+    D.meta["provenance"] = "caffe VGG_ILSVRC_16_layers.caffemodel"  # as the release's loader records it
+    A.meta["provenance"] = D.meta["provenance"]
+    with torch.device("meta"):
+        tv, tuned = vggfeat.vgg("D"), vggfeat.vgg("D")
+    tv.pretrained_cfg["provenance"] = "torchvision VGG16_Weights.IMAGENET1K_V1"  # as _load_torchvision
+    tuned.meta["provenance"] = "vggfeat.train run 'voc-ft': VGG-D, S=256, 10 epochs"  # as the trainer
     paper = mod.Config(data="val", models=["D"], weights=["default"])
     assert mod.not_comparable(paper, [D]) == []
-    for cfg, nets, why in [
-        (replace(paper, jitter=(224, 256)), [D], "--jitter 224 256"),
-        (replace(paper, max_images=10), [D], "--max-images 10"),
-        (replace(paper, models=["A"]), [A], "VGG Net-A: the paper reports no such nets"),
-        (replace(paper, weights=[None]), [D], "random weights"),
+    assert mod.not_comparable(paper, [D], images=50_000) == []
+    for cfg, nets, kw, why in [
+        (replace(paper, jitter=(224, 256)), [D], {}, "--jitter 224 256"),
+        (replace(paper, max_images=10), [D], {}, "--max-images 10"),
+        (paper, [D], dict(images=1000), "1000 images, not the 50,000 of ILSVRC-2012 val"),
+        (replace(paper, models=["A"]), [A], {}, "VGG Net-A: the paper reports no such nets"),
+        (replace(paper, models=["A"]), [A], {}, "VGG-A's weights are caffe VGG_ILSVRC_16_layers.caffemodel"),
+        (replace(paper, weights=[None]), [D], {}, "random weights"),
+        (paper, [tv], {}, "weights are torchvision VGG16_Weights.IMAGENET1K_V1, not the paper's"),
+        (paper, [tuned], {}, "weights are vggfeat.train run 'voc-ft'"),
     ]:
-        (reason,) = mod.not_comparable(cfg, nets)
-        assert why in reason
+        reasons = mod.not_comparable(cfg, nets, **kw)
+        assert len(reasons) == 1 + (nets == [A]) and any(why in r for r in reasons)
+    reasons = mod.not_comparable(replace(paper, max_images=10, jitter=(224, 256)), [tv])
+    assert len(reasons) == 3  # each reason listed on its own
+
+
+def test_the_authors_release_is_the_papers_weights_until_it_is_fine_tuned(tmp_path):
+    from _caffe_writer import write_caffemodel
+    from test_caffe import tiny_layers
+
+    from vggfeat.plots import not_the_papers_weights
+
+    release = write_caffemodel(tmp_path / "VGG_ILSVRC_16_layers.caffemodel", tiny_layers("D"))
+    net = vggfeat.vgg(weights=release, width=1 / 16, fc_dim=32)  # the tiny stand-in: D at 1/16
+    assert not_the_papers_weights(net) is None
+    r = subprocess.run(
+        [sys.executable, "-m", "vggfeat.cli", "convert", str(release), str(tmp_path / "d.safetensors")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    converted = vggfeat.vgg(weights=tmp_path / "d.safetensors")
+    assert not_the_papers_weights(converted) is None  # a conversion is still the release
+    with torch.no_grad():
+        converted.classifier[6].bias.add_(0.1)  # fine-tuned in place, provenance untouched
+    assert "fine-tuned" in not_the_papers_weights(converted)
+    vggfeat.save_weights(converted, tmp_path / "tuned.safetensors")
+    assert "fine-tuned" in not_the_papers_weights(vggfeat.vgg(weights=tmp_path / "tuned.safetensors"))
+    other = write_caffemodel(tmp_path / "my_finetune.caffemodel", tiny_layers("D"))
+    assert "caffe my_finetune.caffemodel, not the paper's" in not_the_papers_weights(
+        vggfeat.vgg(weights=other, width=1 / 16, fc_dim=32)
+    )
 
 
 def test_both_and_fusion_reuse_the_posteriors_the_run_already_computed(tmp_path, tiny, monkeypatch):

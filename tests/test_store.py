@@ -1,21 +1,26 @@
 """The feature store keyed per image: reuse across subsets, permutations and supersets, no stale
 rows, concurrent writers, kills, protocol checks. Tiny nets (crop 32) on 32-pixel images."""
 
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 import vggfeat
 import vggfeat.dense
-from vggfeat.store import count_rows
+from vggfeat.store import StoreBusy, compact, count_rows, stores
 
 KILL = str(Path(__file__).parent / "_kill_extract.py")
 
@@ -86,7 +91,7 @@ def test_each_layer_has_its_own_store_shared_by_runs_of_one_or_several_layers(pn
     for layer in ("pool5", "fc7"):
         np.testing.assert_allclose(X[layer], refs[layer], atol=1e-6)
         assert count_rows(store, layer) == 12
-    fc7_rows = sum(len(np.load(p)["keys"]) for p in (store / "fc7" / "chunks").iterdir())
+    fc7_rows = sum(len(np.load(p)["keys"]) for p in (store / "fc7").glob("*/chunks/*.npz"))
     assert fc7_rows == 12  # the 6 stored fc7 rows were not written again
     order = [11, 2, 7, 0]
     np.testing.assert_allclose(
@@ -98,8 +103,10 @@ def test_each_layer_has_its_own_store_shared_by_runs_of_one_or_several_layers(pn
     Z = run(pngs[:2], store, layer=("fc6", "pool5"))  # a new layer: computed (and stored) alone
     assert computed[0] == 20 and count_rows(store, "fc6") == 2 and count_rows(store, "pool5") == 12
     np.testing.assert_allclose(Z["fc6"], refs["fc6"][:2], atol=1e-6)
-    with pytest.raises(ValueError, match=r"other scales"):  # each layer's protocol is still checked
-        run(pngs[:2], store, layer=("fc6", "pool5"), scales=(32,))
+    computed[0] = 0  # each layer's protocol is still checked: other scales are other rows
+    W = run(pngs[:2], store, layer=("fc6", "pool5"), scales=(32,))
+    assert computed[0] == 2
+    np.testing.assert_allclose(W["pool5"], run(pngs[:2], layer="pool5", scales=(32,)), atol=1e-6)
 
 
 def test_other_images_of_the_same_length_are_not_served_stale_rows(tmp_path, computed):
@@ -154,26 +161,133 @@ def test_result_is_an_ordinary_array_that_cannot_touch_the_store(tmp_path):
     np.testing.assert_array_equal(run(images, store), want)
 
 
-def test_other_protocol_is_refused_naming_the_fields(tmp_path):
+def test_one_cache_folder_holds_several_protocols_without_mixing_rows(tmp_path, computed):
     images, store = pixels(2), tmp_path / "store"
-    run(images, store)
-    with pytest.raises(ValueError, match=r"other scales.*delete this one"):
-        run(images, store, scales=(32,))
-    with pytest.raises(ValueError, match=r"other flip, scales"):
-        run(images, store, scales=(32,), flip=False)
-    with pytest.raises(ValueError, match=r"other models\[0\]\.fingerprint \("):
-        run(images, store, net=tiny_net(seed=1))
-    with pytest.raises(ValueError, match=r"other aggregate, dims, models\[0\]\.dim \("):
-        run(images, store, aggregate="stack")
-    np.testing.assert_allclose(run(images, store), run(images), atol=1e-6)  # still intact
-    old = tmp_path / "old"  # a cache folder of the earlier whole-list format
+    variants = [
+        {},
+        dict(scales=(32,)),
+        dict(scales=(32,), flip=False),
+        dict(net=tiny_net(seed=1)),
+        dict(aggregate="stack"),
+    ]
+    refs = [run(images, **kw) for kw in variants]  # no store
+    computed[0] = 0
+    for kw, ref in zip(variants, refs):
+        np.testing.assert_allclose(run(images, store, **kw), ref, atol=1e-6)
+    assert computed[0] == 2 * len(variants)
+    for kw, ref in zip(variants, refs):  # each served from its own store, none from another's
+        np.testing.assert_allclose(run(images, store, **kw), ref, atol=1e-6)
+    assert computed[0] == 2 * len(variants)
+    manifests = [json.loads(m.read_text()) for m in (store / "fc7").glob("*/manifest.json")]
+    assert len(manifests) == len(variants) and count_rows(store) == 2 * len(variants)
+    libs = manifests[0]["libraries"]  # the resize and decoding code is part of the protocol
+    assert libs == {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def test_cache_folders_of_earlier_layouts_are_refused_with_what_to_do(tmp_path):
+    images, old = pixels(2), tmp_path / "old"
     old.mkdir()
     (old / "manifest.json").write_text('{"version": 1, "n": 2}')
-    with pytest.raises(ValueError, match=r"format 1: the whole-list cache.*one store per layer"):
+    with pytest.raises(ValueError, match=r"format 1: the whole-list cache.*one store per layer and protocol"):
         run(images, old)
     (old / "manifest.json").write_text('{"version": 2, "dims": [32]}')  # one layer per folder
-    with pytest.raises(ValueError, match=r"format 2: one layer per folder.*Delete it"):
+    with pytest.raises(ValueError, match=r"format 2: one layer per folder.*Delete"):
         run(images, old)
+    (old / "manifest.json").unlink()
+    (old / "fc7").mkdir()  # the store of one protocol per layer
+    (old / "fc7" / "manifest.json").write_text('{"version": 2, "dims": [32]}')
+    with pytest.raises(ValueError, match=r"format 2: one store per layer, whose image keys.*Delete .*fc7"):
+        run(images, old)
+
+
+def test_file_replaced_by_a_copy_keeping_size_and_mtime_is_recomputed(tmp_path, computed):
+    path, other = tmp_path / "x.bmp", tmp_path / "y.bmp"  # uncompressed: the same size
+    old, new = pixels(2, seed=5)[0], pixels(2, seed=6)[0]
+    Image.fromarray(old).save(path)
+    Image.fromarray(new).save(other)
+    os.utime(other, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    store = tmp_path / "store"
+    run([path], store)
+    shutil.copy2(other, path)  # as cp -p, rsync -a, tar and unzip do: size and mtime kept
+    assert path.stat().st_size == other.stat().st_size and path.stat().st_mtime_ns == other.stat().st_mtime_ns
+    computed[0] = 0
+    np.testing.assert_allclose(run([path], store), run([new]), atol=1e-6)
+    assert computed[0] == 2
+
+
+def _flip_a_row_byte(chunk: Path) -> None:
+    with np.load(chunk) as z:
+        first = z["rows"][0].tobytes()
+    data = bytearray(chunk.read_bytes())
+    at = data.find(first) + 5
+    data[at] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+def test_damaged_chunk_is_skipped_with_one_warning_and_its_rows_recomputed(pngs, tmp_path, computed, caplog):
+    store = tmp_path / "store"
+    ref = run(pngs[:6])
+    run(pngs[:3], store)
+    run(pngs[3:6], store)
+    chunks = sorted((store / "fc7").glob("*/chunks/*.npz"))
+    assert len(chunks) == 2
+    with np.load(chunks[0]) as z:
+        lost = len(z["keys"])
+    _flip_a_row_byte(chunks[0])
+    computed[0] = 0
+    with caplog.at_level("WARNING", "vggfeat"):
+        X = run(pngs[:6], store)
+    np.testing.assert_allclose(X, ref, atol=1e-6)
+    assert computed[0] == lost == 3  # only the damaged chunk's rows
+    said = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(said) == 1 and chunks[0].name in said[0] and "recomputed" in said[0]
+    computed[0] = 0
+    np.testing.assert_allclose(run(pngs[:6], store), ref, atol=1e-6)  # the new rows serve later runs
+    assert computed[0] == 0
+
+
+def test_compact_merges_chunks_and_serves_the_same_rows(pngs, tmp_path, computed):
+    store = tmp_path / "store"
+    ref = run(pngs)
+    for lo in range(0, 12, 3):
+        run(pngs[lo : lo + 3], store)
+    run(pngs[:6], store, scales=(32,))  # a second protocol in the same folder
+    chunks = lambda: sorted(store.rglob("chunks/*.npz"))  # noqa: E731
+    assert len(chunks()) == 4 + 1
+    r = subprocess.run(
+        [sys.executable, "-m", "vggfeat.cli", "store", "compact", str(store)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(chunks()) == 2 and "4 chunks -> 1" in r.stdout
+    computed[0] = 0
+    np.testing.assert_allclose(run(pngs, store), ref, atol=1e-6)
+    np.testing.assert_allclose(run(pngs[:6], store, scales=(32,)), run(pngs[:6], scales=(32,)), atol=1e-6)
+    assert computed[0] == 6  # only the reference run: every stored row was served
+    assert count_rows(store) == 12 + 6
+
+
+def test_compact_refuses_while_a_writer_runs(pngs, tmp_path):
+    store = tmp_path / "store"
+    run(pngs[:2], store)
+    (one,) = stores(store)
+    with one.writing():  # this process writing now
+        with pytest.raises(StoreBusy, match=rf"being written by .*pid {os.getpid()}"):
+            compact(store)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    (one.root / "writers" / "dead.json").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)})
+    )  # a writer that was killed
+    assert compact(store)[0][1:] == (1, 1)
+    r = subprocess.run(
+        [sys.executable, "-m", "vggfeat.cli", "store", "compact", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "no feature store under" in r.stderr
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -235,7 +349,7 @@ def test_two_processes_writing_one_store_leave_it_consistent(pngs, tmp_path, com
     a, b = _popen(store, 0, pngs[:8]), _popen(store, 0, pngs[4:])  # overlapping on 4 images
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
     assert count_rows(store) == 12
-    assert not [p for p in (store / "fc7" / "chunks").iterdir() if p.name.startswith(".")]  # no leftovers
+    assert not [p for p in (stores(store)[0].chunks).iterdir() if p.name.startswith(".")]  # no leftovers
     computed[0] = 0
     np.testing.assert_allclose(run(pngs, store), run(pngs), atol=1e-6)
     assert computed[0] == 12  # the reference only: every row came from the store
@@ -288,7 +402,7 @@ def test_two_ranks_compute_one_share_each_of_the_missing_images(pngs, tmp_path, 
 
     store = tmp_path / "store"
     run(pngs[:6], store)
-    before = {p.name for p in (store / "fc7" / "chunks").iterdir()}
+    before = {p.name for p in (stores(store)[0].chunks).iterdir()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -303,12 +417,41 @@ def test_two_ranks_compute_one_share_each_of_the_missing_images(pngs, tmp_path, 
     cmd = [*torchrun, f"--master_port={port}", KILL, str(store), "0", *map(str, pngs)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    new = {p.name for p in (store / "fc7" / "chunks").iterdir()} - before
+    new = {p.name for p in (stores(store)[0].chunks).iterdir()} - before
     writers = {name.rsplit("-", 2)[0] for name in new}  # <host>-<pid>-<id>
     assert len(writers) == 2, new  # both ranks wrote rows ...
-    rows = sum(len(np.load(store / "fc7" / "chunks" / name)["keys"]) for name in new)
+    rows = sum(len(np.load(stores(store)[0].chunks / name)["keys"]) for name in new)
     assert rows == 6  # ... and no missing image twice (3 each)
     assert count_rows(store) == 12
     computed[0] = 0
     np.testing.assert_allclose(run(pngs, store), run(pngs), atol=1e-6)
     assert computed[0] == 12  # the reference only
+
+
+def test_hf_dataset_with_a_transform_is_keyed_by_what_the_transform_gives(tmp_path, computed):
+    import datasets
+
+    arrays = pixels(3, seed=7)
+    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in arrays]})
+    ds = ds.cast_column("image", datasets.Image())
+
+    def mirror(batch):  # handles decoded PIL images only, as users write them
+        batch["image"] = [im.transpose(Image.FLIP_TOP_BOTTOM) for im in batch["image"]]
+        return batch
+
+    store = tmp_path / "store"
+    plain = run(ds, store)  # the untransformed rows are stored first
+    flipped = [a[::-1] for a in arrays]
+    for lazy in (ds.with_transform(mirror), _set_transform(ds, mirror)):
+        np.testing.assert_allclose(run(lazy, store), run(flipped), atol=1e-6)
+    computed[0] = 0
+    np.testing.assert_allclose(run(ds.with_transform(mirror), store), run(flipped), atol=1e-6)
+    np.testing.assert_allclose(run(ds, store), plain, atol=1e-6)  # both kinds of rows kept apart
+    assert computed[0] == 3  # the reference only: transformed rows served from the store
+    assert not np.allclose(plain, run(flipped), atol=1e-3)
+
+
+def _set_transform(ds, fn):
+    ds = ds.select(range(len(ds)))  # a copy: set_transform works in place
+    ds.set_transform(fn)
+    return ds

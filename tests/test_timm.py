@@ -249,7 +249,7 @@ def test_timm_layout_with_a_wrong_head_names_the_keys(tmp_path):
 def test_a_state_dict_of_neither_layout_names_both(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(4, 3, 7, 7), "fc.weight": torch.zeros(10, 4)}, path)
-    with pytest.raises(WeightsError, match=r"neither torchvision's VGG layout .* nor timm's"):
+    with pytest.raises(WeightsError, match=r"none of the VGG layouts tried: torchvision's VGG .*timm's VGG"):
         vggfeat.vgg(None, weights=path)
 
 

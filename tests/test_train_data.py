@@ -164,3 +164,22 @@ def test_mean_rgb_over_two_gloo_ranks_equals_one_process_and_numpy(tmp_path):
     one = compute_mean_rgb(open_splits(data)[0])
     np.testing.assert_allclose(two["mean_rgb"], one, rtol=1e-12)
     np.testing.assert_allclose(two["mean_rgb"], _numpy_mean(data), rtol=1e-9)
+
+
+def test_mean_rgb_cache_of_a_smaller_sample_is_not_served_to_a_full_run(tmp_path):
+    from accelerate import PartialState
+
+    from vggfeat.train.meanrgb import shared_mean_rgb
+
+    root = write_imagefolder(tmp_path / "d", n_train=3)
+    images, _ = open_splits(root)
+    kw = dict(data=str(root), run_dir=tmp_path / "run", state=PartialState(cpu=True))
+    one = shared_mean_rgb(images, max_images=1, **kw)  # a quick run caches its one-image mean
+    np.testing.assert_allclose(one, compute_mean_rgb(images, max_images=1), rtol=1e-12)
+    full = shared_mean_rgb(images, **kw)
+    np.testing.assert_allclose(full, _numpy_mean(root), rtol=1e-9)
+    assert not np.allclose(one, full, atol=1e-3)
+    record = json.loads((root / "mean_rgb.json").read_text())
+    assert (record["images"], record["sampled"]) == (9, 9) and len(record["sample_digest"]) == 32
+    again = shared_mean_rgb(images, **kw)  # the full mean now served from the cache
+    assert again == tuple(record["mean_rgb"])

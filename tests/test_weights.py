@@ -1,10 +1,14 @@
 """Weights I/O: torchvision checkpoints unchanged, our safetensors with metadata, clear errors."""
 
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torchvision.models import VGG11_Weights, VGG16_Weights
 
 import vggfeat
@@ -257,3 +261,104 @@ def test_compiled_or_ddp_state_dicts_load(tmp_path, tiny, prefix):
     torch.save({prefix + k: v for k, v in m.state_dict().items()}, tmp_path / "c.pth")
     m2 = vggfeat.vgg(None, weights=tmp_path / "c.pth")
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+
+
+def _timm_vgg_a(num_classes: int):
+    """timm's own VGG class at Table 1's A, channels / 16 (its head stays 4096 wide)."""
+    from timm.models.vgg import VGG as TimmVGG
+
+    torch.manual_seed(0)
+    cfg = [4, "M", 8, "M", 16, 16, "M", 32, 32, "M", 32, 32, "M"]
+    return TimmVGG(cfg, num_classes=num_classes).eval()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_headless_checkpoints_of_timm_and_of_our_own_load(tmp_path, tiny, suffix):
+    from safetensors.torch import save_file
+
+    def write(sd, name):
+        path = tmp_path / f"{name}{suffix}"
+        torch.save(sd, path) if suffix == ".pth" else save_file(
+            {k: v.contiguous() for k, v in sd.items()}, path
+        )
+        return path
+
+    timm_net = _timm_vgg_a(num_classes=0)
+    assert not [k for k in timm_net.state_dict() if k.startswith("head.")]
+    m = vggfeat.vgg(weights=write(timm_net.state_dict(), "timm")).eval()
+    assert m.config == "A" and m.num_classes == 0 and m.arch["fc_dim"] == 4096
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():  # timm's headless forward: the pooled post-ReLU fc7
+        torch.testing.assert_close(m(x), timm_net(x), rtol=1e-4, atol=1e-5)
+    ours = tiny("A", num_classes=0)
+    back = vggfeat.vgg(weights=write(ours.state_dict(), "ours")).eval()
+    assert back.arch == ours.arch
+    assert all(torch.equal(v, back.state_dict()[k]) for k, v in ours.state_dict().items())
+
+
+def test_a_state_dict_of_no_layout_says_which_were_tried_and_what_it_holds(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(
+        {
+            "conv1.weight": torch.zeros(4, 3, 7, 7),
+            "fc.weight": torch.zeros(10, 4),
+            "fc.bias": torch.zeros(10),
+        },
+        path,
+    )
+    with pytest.raises(WeightsError) as e:
+        vggfeat.vgg(None, weights=path)
+    said = str(e.value)
+    assert "torchvision's VGG" in said and "timm's VGG" in said and "num_classes=0" in said
+    assert "holds 3 tensors: conv1.* (1 tensor), fc.* (2 tensors)" in said
+
+
+@pytest.fixture
+def not_weights(tmp_path):
+    """Files users pass as weights by mistake: a run's config.json, a JPEG, random bytes."""
+    files = [
+        tmp_path / "config.json",
+        tmp_path / "photo.jpg",
+        tmp_path / "noise.pth",
+        tmp_path / "noise.caffemodel",
+    ]
+    files[0].write_text('{"model": "D", "epochs": 74}')
+    Image.new("RGB", (8, 8)).save(files[1])
+    noise = np.random.default_rng(0).integers(1, 256, 4096, dtype=np.uint8)
+    noise[0] = 7  # not a pickle's first byte
+    files[2].write_bytes(noise.tobytes())
+    files[3].write_bytes(files[1].read_bytes())  # a JPEG named .caffemodel
+    return files
+
+
+def test_a_file_that_is_not_weights_is_named_so_with_the_formats_read(not_weights):
+    for path in not_weights:
+        with pytest.raises(WeightsError) as e:
+            vggfeat.vgg(weights=path)
+        said = str(e.value)
+        assert f"{path} is not a weights file" in said and "torchvision/timm .pth state dicts" in said
+        assert "weights_only" not in said and "file an issue" not in said.lower()
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vggfeat.cli",
+            "extract",
+            str(not_weights[1]),
+            "--out",
+            str(not_weights[1].with_name("feats.npy")),
+            "--weights",
+            str(not_weights[0]),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and f"{not_weights[0]} is not a weights file; vggfeat reads" in r.stderr
+    assert "Traceback" not in r.stderr and "weights_only" not in r.stderr
+
+
+def test_a_pickled_whole_model_says_to_save_its_state_dict(tmp_path, tiny):
+    path = tmp_path / "model.pth"
+    torch.save(tiny("A"), path)
+    with pytest.raises(WeightsError, match=r"model.pth holds pickled Python objects.*model.state_dict\(\)"):
+        vggfeat.vgg(weights=path)

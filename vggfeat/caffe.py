@@ -190,12 +190,15 @@ def read_caffemodel(path) -> list[tuple[str, list[np.ndarray]]]:
                             layers.append((name, blobs))
             except _Corrupt as e:
                 raise WeightsError(
-                    f"{path} is not a readable .caffemodel: {e}. The file may be truncated "
-                    "or corrupt; download it again."
+                    f"{path} is not a weights file, or a damaged .caffemodel ({e}); vggfeat reads "
+                    ".safetensors, torchvision/timm .pth state dicts, Caffe .caffemodel. A "
+                    ".caffemodel that fails so is truncated or corrupt: download it again."
                 ) from None
     if not layers:
         raise WeightsError(
-            f"{path} holds no layer with weights; is it a binary .caffemodel (a .prototxt holds no weights)?"
+            f"{path} is not a weights file: it holds no layer with weights; vggfeat reads "
+            ".safetensors, torchvision/timm .pth state dicts, Caffe .caffemodel (binary: a "
+            ".prototxt holds no weights)"
         )
     return layers
 

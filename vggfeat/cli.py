@@ -38,7 +38,7 @@ class NetOptions:
     ``weights`` are resolved on construction: one weights source per model, None for random."""
 
     DEFAULT_MODELS: ClassVar[tuple[str, ...]] = ("D",)
-    FROM_FILES: ClassVar[bool] = False  # without --model: what each --weights file says it holds
+    FROM_FILES: ClassVar[bool] = True  # without --model: what each --weights file says it holds
 
     models: list[str | None] | None = option(
         None, flag="--model", action="append", metavar="NAME", help=MODEL_HELP, show=_default_models
@@ -54,6 +54,13 @@ class NetOptions:
     def __post_init__(self):
         self.models, self.weights = models_and_weights(
             self, default=self.DEFAULT_MODELS, from_files=self.FROM_FILES
+        )
+
+    def label(self) -> str:
+        """The nets in a run folder's name: each --model, or its weights file's name without one."""
+        return "+".join(
+            m or (Path(str(w)).stem if w else self.DEFAULT_MODELS[0])
+            for m, w in zip(self.models, self.weights)
         )
 
 
@@ -135,12 +142,16 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
     import torch
 
     import vggfeat
+    from vggfeat.errors import ConfigMismatch
 
     nets = []
     for k, (m, w) in enumerate(zip(models, weights)):
         if w is None:
             torch.manual_seed(seed + k)
-        nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
+        try:
+            nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
+        except ConfigMismatch as e:
+            raise e.naming("--model") from None
         if w is None:
             log.warning(
                 "RANDOM WEIGHTS (--weights none): VGG-%s is randomly initialised (seed %d); its "
@@ -274,6 +285,13 @@ def cmd_convert(args) -> None:
     print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
 
 
+def cmd_store(args) -> None:
+    from .store import compact
+
+    for root, before, after in compact(args.path):
+        print(f"{root}: {before} chunks -> {after}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vggfeat", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -306,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default=None, help="configuration, if the file does not say")
     c.add_argument("--preprocess", default=None, choices=["imagenet", "caffe"])
     c.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("store", help="feature-store upkeep: compact PATH merges its chunk files")
+    s.add_argument("action", choices=["compact"], help="compact: merge chunks (no writer may run)")
+    s.add_argument("path", help="a cache= folder (or a store in it)")
+    s.set_defaults(func=cmd_store)
     return p
 
 

@@ -5,7 +5,11 @@
 - transparency composited on white (RGBA, LA, palette with transparency);
 - CMYK, palette, grayscale and 1-bit converted to RGB;
 - Pillow's decompression-bomb limit kept, and its warning treated as an error;
-- truncated files are errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set).
+- truncated files are errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set);
+- float arrays and tensors hold pixels in [0, 1] (scaled by 255 and rounded); values beyond
+  that range by more than half an 8-bit level, NaN and infinity are errors naming the image
+  (a NaN row under ``on_error="skip"``), never clipped to a black or white image in silence;
+  uint8 and uint16 (scaled by 65535) arrays hold their full range.
 
 :func:`as_source` turns what users pass (paths, a directory, PIL images, arrays, tensors, a
 Hugging Face ``datasets.Dataset``, a torch Dataset) into an indexable :class:`ImageSource`.
@@ -91,13 +95,32 @@ def _array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
     if arr.dtype == np.uint16:
         arr = np.round(arr / 257.0).astype(np.uint8)
     elif arr.dtype.kind == "f":
-        arr = np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)
+        arr = np.round(np.clip(_checked_floats(arr, name), 0, 1) * 255).astype(np.uint8)
     elif arr.dtype != np.uint8:
         raise ImageError(
             f"{name}: array dtype {arr.dtype} not supported; use uint8, uint16 or float in [0, 1]"
         )
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[-1]]
     return to_rgb(Image.fromarray(np.ascontiguousarray(arr if mode != "L" else arr[..., 0]), mode))
+
+
+FLOAT_SLACK = 0.5 / 255  # floats this far outside [0, 1] still round to 0 or 255
+
+
+def _checked_floats(arr: np.ndarray, name: str) -> np.ndarray:
+    """Float pixels must be finite and in [0, 1] (module docstring)."""
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise ImageError(
+            f"{name}: {bad} of its {arr.size} float values are NaN or infinite; pass finite pixels in [0, 1]"
+        )
+    lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+        raise ImageError(
+            f"{name}: float pixels range over [{lo:g}, {hi:g}], but float images must lie in "
+            "[0, 1]; divide 0-255 values by 255, or pass uint8"
+        )
+    return arr
 
 
 def load_image(item, name: str = "image") -> Image.Image:
@@ -214,6 +237,32 @@ class ImageSource(Sequence):
         return [str(n) for n in self._names] if self._names is not None else None
 
 
+class SubsetSource(ImageSource):
+    """The images ``indices`` of ``source``, read lazily (the ones a store lacks)."""
+
+    def __init__(self, source: ImageSource, indices: list[int]):
+        super().__init__(source.items, column=source.column, kind=source.kind)
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k):
+        return self.source[self.indices[k]]
+
+    def name(self, k: int) -> str:
+        return self.source.name(self.indices[k])
+
+    def load(self, k: int):
+        return self.source.load(self.indices[k])
+
+    def size(self, k: int) -> tuple[int, int]:
+        return self.source.size(self.indices[k])
+
+    def paths(self):
+        return None
+
+
 def list_images(root) -> list[Path]:
     """Image files under ``root``, recursively, in sorted order."""
     root = Path(root)
@@ -255,6 +304,10 @@ def as_source(images, image_column: str | None = None) -> ImageSource:
             return ImageSource(images, column=col, kind="hf")
     if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, Sequence):
         return ImageSource(images, kind="torch")
+    if isinstance(images, np.ndarray) and (
+        images.ndim == 4 or (images.ndim == 1 and images.dtype.kind in "USO")
+    ):
+        images = images.tolist() if images.ndim == 1 else list(images)  # paths (or objects); a batch
     if isinstance(images, (Image.Image, np.ndarray)) or (
         isinstance(images, torch.Tensor) and images.ndim == 3
     ):

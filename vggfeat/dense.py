@@ -215,8 +215,8 @@ class DenseEngine:
                     if err is None:
                         batches.add(i, resized)
                         continue
-                    if on_error == "raise":
-                        raise ImageError(f"image #{i}: {err}")
+                    if on_error == "raise":  # an in-memory image's err starts with its number
+                        raise ImageError(err if err.startswith("image #") else f"image #{i}: {err}")
                     failures.append((i, source.name(i), err))
                     log.warning("skipping image #%d: %s", i, err)
                     batches.bar.update(1)

@@ -1,5 +1,23 @@
-"""The library's own exception, at the bottom of the import graph so every module can raise it."""
+"""The library's own exceptions, at the bottom of the import graph so every module can raise them."""
+
+from __future__ import annotations
 
 
 class WeightsError(ValueError):
     """A weights file or name that cannot be used; the message says which and why."""
+
+
+class ConfigMismatch(WeightsError):
+    """Weights of another configuration than the one asked for; :meth:`naming` says it in the
+    words of the interface the user called (``config=``, ``model=``, ``--model``)."""
+
+    def __init__(self, source: str, held: str, asked: str, argument: str = "config"):
+        self.source, self.held, self.asked, self.argument = source, held, asked, argument
+        fix = f"{argument} {held}" if argument.startswith("--") else f"{argument}={held!r}"
+        super().__init__(
+            f"weights {source} are for VGG-{held}, not VGG-{asked}; pass {fix} or leave {argument} "
+            "out (the weights say which net they hold)"
+        )
+
+    def naming(self, argument: str) -> ConfigMismatch:
+        return ConfigMismatch(self.source, self.held, self.asked, argument)

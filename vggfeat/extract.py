@@ -12,13 +12,15 @@ Defaults are the paper's: net D with ImageNet weights (``weights="default"``) at
 512 (rescaled for nets trained at another crop). ``weights=None`` gives random features, with a
 warning. ``cache=DIR`` keeps the rows in a feature store keyed per image (:mod:`vggfeat.store`):
 any subset, permutation or superset of images already there is served from it and only the
-missing ones are computed; a store made with other weights or parameters is refused. Each
-layer has its own store in the folder, so a run of several layers serves a later run of one of
-them, and the other way round.
+missing ones are computed; rows of other weights or parameters go to a store of their own in
+the same folder, never mixed with these. Each layer has its own store in the folder, so a run
+of several layers serves a later run of one of them, and the other way round.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import logging
 import warnings
@@ -28,45 +30,62 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import ImageSource, as_source
+from .data import SubsetSource, as_source
 from .dense import DenseEngine, _shard, process_state
+from .errors import ConfigMismatch
+from .identity import image_keys, library_versions
 from .models import VGG, paper_scales
-from .store import image_keys, layer_store
+from .store import layer_store
 from .weights import fingerprint, load_weights, vgg
 
 log = logging.getLogger("vggfeat")
 AGGREGATES = ("mean", "stack", "max")
-VISIBLE_S = 60  # how long to wait for other ranks' rows to show on a network file system
+# How long to wait for other ranks' rows to show on a network file system: NFS caches a
+# folder's attributes (its listing) for up to 60 s by default (acdirmax), so twice that.
+VISIBLE_S = 120
 
 
 def _as_models(model, weights) -> list[VGG]:
     """Nets to extract with. ``weights`` applies to config names ("default": ImageNet weights);
-    a prebuilt :class:`VGG` keeps its own weights unless ``weights`` names a source to load."""
+    ``model`` None builds what a weights file holds (D otherwise). A prebuilt :class:`VGG` keeps
+    its own weights unless ``weights`` names a source, which is loaded into a copy: the caller's
+    net is left as it was."""
+    ws = list(weights) if isinstance(weights, (tuple, list)) else None
+    if model is None:
+        model = [None] * len(ws) if ws is not None else None
     models = list(model) if isinstance(model, (tuple, list)) else [model]
-    ws = list(weights) if isinstance(weights, (tuple, list)) else [weights] * len(models)
+    ws = ws if ws is not None else [weights] * len(models)
     if len(ws) != len(models):
         raise ValueError(
             f"got {len(models)} models but {len(ws)} weights; pass one weights "
             "source per model ('default' for ImageNet weights, None for random init)"
         )
-    out, random = [], []
+    out, random, given = [], [], []
     for m, w in zip(models, ws):
         if isinstance(m, VGG):
             if w not in (None, "default"):
-                load_weights(m, w)
+                m = load_weights(copy.deepcopy(m), w)
+            elif m.pretrained_cfg.get("source") is None:  # the model's own record of its weights
+                given.append(f"the given VGG-{m.config}")
             out.append(m)
-        elif isinstance(m, str):
-            out.append(vgg(m, weights=w))
+        elif m is None or isinstance(m, str):
+            try:
+                out.append(vgg(m, weights=w))
+            except ConfigMismatch as e:
+                raise e.naming("model") from None
             if w is None:
-                random.append(m)
+                random.append(out[-1].config)
         else:
             raise TypeError(
                 f"model must be a config letter, a vggfeat VGG or a tuple of them, got {type(m).__name__}"
             )
-    if random:
+    if random or given:
+        nets = " and ".join([f"VGG {', '.join(random)}"] * bool(random) + given)
         msg = (
-            f"weights=None: the features of VGG {', '.join(random)} come from an untrained, randomly "
-            "initialised net (a random-feature baseline); pass weights='default' for ImageNet weights"
+            f"the features of {nets} come from an untrained, randomly initialised net "
+            "(weights=None, or a net with no record of loaded weights in its pretrained_cfg: a "
+            "random-feature baseline unless trained in this process); pass weights='default' for "
+            "ImageNet weights, or load a file with vggfeat.load_weights"
         )
         warnings.warn(msg, UserWarning, stacklevel=3)
         log.warning(msg)
@@ -100,32 +119,6 @@ def descriptor(t: torch.Tensor, *, aggregate: str, normalize) -> torch.Tensor:
     return x
 
 
-class _Subset(ImageSource):
-    """The images ``indices`` of ``source``, read lazily (the ones a store lacks)."""
-
-    def __init__(self, source: ImageSource, indices: list[int]):
-        super().__init__(source.items, column=source.column, kind=source.kind)
-        self.source, self.indices = source, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k):
-        return self.source[self.indices[k]]
-
-    def name(self, k: int) -> str:
-        return self.source.name(self.indices[k])
-
-    def load(self, k: int):
-        return self.source.load(self.indices[k])
-
-    def size(self, k: int) -> tuple[int, int]:
-        return self.source.size(self.indices[k])
-
-    def paths(self):
-        return None
-
-
 class Extractor:
     """Reusable :func:`extract`: builds the net(s) once, then ``extractor(images)``.
 
@@ -138,7 +131,7 @@ class Extractor:
 
     def __init__(
         self,
-        model="D",
+        model=None,
         *,
         weights="default",
         scales=None,
@@ -204,6 +197,7 @@ class Extractor:
             "normalize": self.normalize,
             # bf16 autocast (the default on GPU) gives other rows than float32 (on CPU)
             "precision": "bf16" if self.engines[0].autocast else "float32",
+            "libraries": library_versions(),  # decoding and resize code
         }
 
     def _parts(self):
@@ -290,25 +284,36 @@ class Extractor:
         stores = {n: layer_store(self.cache, n, self.protocol(n), self.widths[n]) for n in self.layers}
         out = self._empty(len(source))
         failed: dict[str, str] = {}  # key -> reason
-        for k, engine, combine, scale in self._parts():
-            # one view of the store for all ranks
-            missing = _on_main(state, lambda k=k: {n: set(s.missing(ids, k)) for n, s in stores.items()})
-            todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
-            for n, m in missing.items():
-                log.info(
-                    "feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids)
-                )
-            if todo:
-                sink = functools.partial(self._write, stores, k, [ids[i] for i in todo], missing, todo)
-                res = engine.run(
-                    _Subset(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink
-                )
-                failed.update({ids[todo[j]]: why for j, _, why in res.failures})
-            expected = np.array([key not in failed for key in ids])
-            for n, _, at in self._columns(k):
-                stores[n].read(ids, k, out[n], at, scale, expected=expected, wait_s=VISIBLE_S)
+        with contextlib.ExitStack() as writing:
+            for s in stores.values():
+                writing.enter_context(s.writing())
+            for k, engine, combine, scale in self._parts():
+                # again while reading finds damaged chunks: their rows are recomputed
+                while not self._fill(state, source, ids, stores, k, engine, combine, scale, out, failed):
+                    pass
         failures = [(i, source.name(i), failed[key]) for i, key in enumerate(ids) if key in failed]
         return out, failures
+
+    def _fill(self, state, source, ids, stores, k, engine, combine, scale, out, failed) -> bool:
+        """Compute and store net ``k``'s missing rows, then read every row of it into ``out``;
+        False if a chunk proved damaged on reading (every rank reads every row, so all see it)."""
+        # one view of the store for all ranks
+        missing = _on_main(state, lambda: {n: set(s.missing(ids, k)) for n, s in stores.items()})
+        todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
+        for n, m in missing.items():
+            log.info("feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids))
+        if todo:
+            sink = functools.partial(self._write, stores, k, [ids[i] for i in todo], missing, todo)
+            res = engine.run(
+                SubsetSource(source, todo), combine, self.dims[k], on_error=self.on_error, sink=sink
+            )
+            failed.update({ids[todo[j]]: why for j, _, why in res.failures})
+        expected = np.array([key not in failed for key in ids])
+        complete = True
+        for n, _, at in self._columns(k):
+            found = stores[n].read(ids, k, out[n], at, scale, expected=expected, wait_s=VISIBLE_S)
+            complete &= bool(found[expected].all())
+        return complete
 
     def _write(self, stores, k, todo_keys, missing, todo, idx, rows) -> None:
         """Sink of net ``k``'s engine: each layer's store gets the rows it lacks."""
@@ -370,7 +375,7 @@ def _gather_keys(source, keys, state) -> list[str]:
 def extract(
     images,
     *,
-    model="D",
+    model=None,
     weights="default",
     scales=None,
     flip=True,
@@ -388,11 +393,15 @@ def extract(
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
-    ``images``: paths, a directory (recursive, sorted), PIL images, arrays, tensors, a Hugging
-    Face ``Dataset`` (image column auto-detected or ``image_column``) or a torch Dataset.
+    ``images``: paths (a list or a NumPy array of them), a directory (recursive, sorted), PIL
+    images, arrays and tensors (one image, a list, or a 4-D batch; uint8, uint16, or float in
+    [0, 1]: NaN, infinity and values outside are errors naming the image), a Hugging Face
+    ``Dataset`` (image column auto-detected or ``image_column``) or a torch Dataset.
     ``model``: "D", a :class:`VGG`, or a tuple for late fusion by stacking (``weights`` then a
-    tuple too). ``weights``: "default" (ImageNet weights for a config name; a prebuilt VGG keeps
-    its own), None (random init, with a warning), a file or a torchvision name. ``scales``:
+    tuple too); None (the default): what a weights file holds, else D. ``weights``: "default"
+    (ImageNet weights for a config name; a prebuilt VGG keeps its own), None (random init, with
+    a warning; a prebuilt VGG with no record of loaded weights warns too), a file or a
+    torchvision name (loaded into a copy of a prebuilt VGG, never into the caller's). ``scales``:
     smallest sides Q, by default the paper's 256, 384, 512 (in ratio for nets trained at another
     crop). ``aggregate``: "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for
     fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged;

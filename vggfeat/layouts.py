@@ -12,6 +12,9 @@ Everything past :func:`to_torchvision` sees one layout: torchvision's VGG (``fea
   (num_classes, fc_dim). timm made its file from torchvision's by reshaping the Linear weights
   to conv kernels; flattening them back (C5, k, k order, as ``torch.flatten`` of the pool5 map)
   gives torchvision's tensors exactly.
+
+Headless checkpoints (``num_classes=0``: timm's, whose ``head.fc`` is an Identity, and ours,
+whose fc8 is one) have no fc8 tensors: they are read as nets with 0 classes.
 """
 
 from __future__ import annotations
@@ -69,6 +72,23 @@ def to_torchvision(sd: dict[str, torch.Tensor], name: str = "the state dict") ->
     return sd
 
 
+LAYOUTS = (
+    "torchvision's VGG (features.N, classifier.0/3/6)",
+    "timm's VGG (features.N, pre_logits.fc1/fc2, head.fc)",
+    "either without fc8 (num_classes=0: no classifier.6 or head.fc)",
+)
+
+
+def holds(sd: dict) -> str:
+    """What a state dict holds, by key prefix: ``"conv1.* (2 tensors), fc.* (2 tensors)"``."""
+    groups: dict[str, int] = {}
+    for k in sd:
+        head = k.split(".")[0]
+        groups[head] = groups.get(head, 0) + 1
+    listed = ", ".join(f"{g}.* ({n} tensor{'s' * (n > 1)})" for g, n in list(groups.items())[:8])
+    return f"{len(sd)} tensors: {listed}{', ...' if len(groups) > 8 else ''}" if sd else "no tensors"
+
+
 def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
     """Read config, width, fc_dim, num_classes, batch norm and training crop off a
     torchvision-layout state dict (``width``: the caller's value, used if the shapes fit it)."""
@@ -77,11 +97,10 @@ def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
         for k in sd
         if k.startswith("features.") and k.endswith(".weight") and sd[k].ndim == 4
     )
-    if not convs or "classifier.6.weight" not in sd:
+    if not convs or "classifier.0.weight" not in sd or "classifier.3.weight" not in sd:
         raise WeightsError(
-            f"the state dict (keys {list(sd)[:6]}...) is in neither torchvision's VGG layout "
-            "(features.N, classifier.0/3/6) nor timm's (features.N, pre_logits.fc1/fc2, head.fc); "
-            "pass a VGG checkpoint in one of them, or ours (.safetensors from save_weights)"
+            f"the state dict is in none of the VGG layouts tried: {'; '.join(LAYOUTS)}. It holds "
+            f"{holds(sd)}. Pass a VGG checkpoint in one of them, or ours (.safetensors from save_weights)"
         )
     shapes = [(sd[f"features.{i}.weight"].shape[-1], sd[f"features.{i}.weight"].shape[0]) for i in convs]
     bn = any(k.endswith("running_mean") for k in sd)
@@ -102,7 +121,7 @@ def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
                 config=name,
                 width=found,
                 fc_dim=sd["classifier.0.weight"].shape[0],
-                num_classes=sd["classifier.6.weight"].shape[0],
+                num_classes=sd["classifier.6.weight"].shape[0] if "classifier.6.weight" in sd else 0,
                 batch_norm=bn,
                 crop=32 * kernel,
             )

@@ -124,6 +124,28 @@ def paper_name(configs: Sequence[str]) -> str:
 
 # The networks of the paper: full width, fc 4096, no batch norm, trained on 224 crops.
 PAPER_ARCH = {"width": 1.0, "fc_dim": 4096, "batch_norm": False, "crop": 224}
+# The paper's weights: the authors' Caffe release (D and E; C was never published), read from
+# the .caffemodel or from a conversion of it, whose provenance names the file.
+PAPER_RELEASE = {"D": "VGG_ILSVRC_16_layers", "E": "VGG_ILSVRC_19_layers"}
+
+
+def not_the_papers_weights(net) -> str | None:
+    """Why ``net``'s weights are not the paper's (None: they are the authors' release): read
+    from the net's own record of where its weights came from."""
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    origin = str(
+        getattr(net, "meta", {}).get("provenance") or cfg.get("provenance") or cfg.get("source") or ""
+    )
+    release = PAPER_RELEASE.get(net.config)
+    if release and release in origin:
+        from .weights import fingerprint
+
+        read = getattr(net, "meta", {}).get("release_fingerprint")
+        if read is None or read == fingerprint(net):
+            return None
+        origin = f"changed since they were read from {release}.caffemodel (fine-tuned)"
+    where = f"{release}.caffemodel or a conversion of it" if release else "none were published for this net"
+    return f"VGG-{net.config}'s weights are {origin or 'of no recorded origin'}, not the paper's ({where})"
 
 
 def deviations(
@@ -136,6 +158,8 @@ def deviations(
     reasons = []
     if any(w is None for w in weights):
         reasons.append("random weights (--weights none)")
+    # fine-tuned, torchvision's IMAGENET1K_V1 (trained by torchvision), or any other non-release
+    reasons += [why for n, w in zip(nets, weights) if w is not None and (why := not_the_papers_weights(n))]
     name = paper_name([n.config for n in nets])
     if name not in rows:
         reasons.append(f"{name}: the paper reports no such nets here (it has {', '.join(rows)})")

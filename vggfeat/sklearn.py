@@ -39,23 +39,25 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
     """Appendix-B VGG descriptors as a scikit-learn transformer.
 
     Parameters are those of :func:`vggfeat.extract`; ``model`` may also be a prebuilt
-    :class:`vggfeat.VGG` (shared by clones, see the module docstring); ``image_column`` names the
-    image column of a Hugging Face ``Dataset`` (its first Image column by default). Fitted
-    attributes: ``extractor_``, ``n_features_out_``.
+    :class:`vggfeat.VGG` (shared by clones, see the module docstring; one whose weights are random
+    warns); ``image_column`` names the image column of a Hugging Face ``Dataset`` (its first Image
+    column by default). Fitted attributes: ``extractor_``, ``n_features_out_``.
 
     Examples
     --------
-    >>> import numpy as np, vggfeat
+    >>> import numpy as np, vggfeat, warnings
     >>> from vggfeat.sklearn import VGGFeatures
-    >>> net = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=2)
+    >>> net = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=2)  # random weights: warns
     >>> imgs = [np.zeros((240, 320, 3), np.uint8), np.full((256, 256, 3), 200, np.uint8)]
-    >>> VGGFeatures(model=net, scales=(224,), progress=False).fit_transform(imgs).shape
+    >>> with warnings.catch_warnings():  # a shape check: these features mean nothing
+    ...     warnings.simplefilter("ignore")
+    ...     print(VGGFeatures(model=net, scales=(224,), progress=False).fit_transform(imgs).shape)
     (2, 32)
     """
 
     def __init__(
         self,
-        model="D",
+        model=None,
         *,
         weights="default",
         scales=None,

@@ -2,29 +2,25 @@
 call that asks for that image under the same protocol, whatever list it comes in.
 
 Layout of a ``cache=`` folder: one store per layer, so that a run of several layers and a run
-of one of them share rows (:func:`layer_store`)::
+of one of them share rows, and under each layer one store per protocol, named by the protocol's
+digest (as the Hugging Face datasets cache names a dataset by its fingerprint), so that one
+folder serves runs of several weights, scales or options and never mixes their rows
+(:func:`layer_store`)::
 
-    <layer>/manifest.json               the protocol every row depends on (weights fingerprints,
-                                        scales, layer, flip, aggregate, normalize, precision) and
-                                        each net's row width; written once, never changed
-    <layer>/chunks/<writer>-<seq>.npz   immutable chunks: ``keys`` (k,) and ``rows`` (k, D) of one
+    <layer>/<protocol>/manifest.json    the protocol every row depends on (weights fingerprints,
+                                        scales, layer, flip, aggregate, normalize, precision, and
+                                        the torch, torchvision and Pillow versions whose resize
+                                        and decoding made them) and each net's row width;
+                                        written once, never changed
+    <layer>/<protocol>/chunks/<writer>-<seq>.npz
+                                        immutable chunks: ``keys`` (k,) and ``rows`` (k, D) of one
                                         net (``part``), stamped with the manifest's digest
+    <layer>/<protocol>/writers/<writer>.json
+                                        one per process writing now (host, pid), removed when it
+                                        is done: :func:`compact` refuses to run beside a writer
 
-**Keys** name an image's content, not its place in a list:
-
-- a file: its resolved path, size and modification time (ns). Not a content hash: hashing
-  would read every file in full just to learn that it is cached (on ImageNet over a network
-  file system that is the cost of the run), while size and mtime change whenever a file is
-  rewritten, as ``make`` and ``rsync`` rely on. A file copied elsewhere is recomputed, never
-  mistaken; a rewrite keeping size and a timestamp of the same tick (coarse-clock file systems)
-  is the one case it cannot see.
-- an in-memory image: a hash of its pixels with shape and dtype (arrays, tensors), or of the
-  RGB image it decodes to (PIL, so mode, palette and EXIF orientation count).
-- a Hugging Face row: a hash of the encoded image bytes (or the file key when the row stores a
-  path). It survives ``select``, ``shuffle`` and ``filter``, which a fingerprint + row index
-  does not, and needs no private attribute.
-- a torch Dataset: only items that are file paths carry an identity; otherwise pass ``keys=``.
-- ``keys=``: one id per image from the caller, hashed in its own namespace.
+**Keys** name an image's content, not its place in a list (:mod:`vggfeat.identity`), so a
+row serves the image in any list it comes in.
 
 **Why it is safe without locks**, on a local disk or a shared network file system where file
 locks and SQLite's locking are unreliable: no file is ever written in place. Every process
@@ -32,14 +28,15 @@ locks and SQLite's locking are unreliable: no file is ever written in place. Eve
 a random id), each to a temporary name, flushed and fsync'ed, then renamed, and rename is atomic
 on POSIX and on NFS. A reader lists the complete chunks and merges them; a chunk is visible only
 once whole, so a kill at any moment loses only the rows not yet flushed, and a damaged file
-(zip CRC, shape, or another protocol's stamp) is skipped and its rows recomputed, never served.
-Two writers of the same image write the same row twice; readers take the first chunk in name
-order. The manifest is created with an exclusive link, so two first runs cannot both claim it.
+(zip CRC, shape, or another protocol's stamp) is skipped with one warning naming it and its rows
+recomputed, never served. Two writers of the same image write the same row twice; readers take
+the first chunk in name order. The manifest is created with an exclusive link, so two first runs
+cannot both claim it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import os
@@ -49,87 +46,14 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
-from .data import ImageSource, load_image
+from .identity import KEY, digest, image_keys
+
+__all__ = ["FeatureStore", "StoreBusy", "compact", "count_rows", "image_keys", "layer_store", "stores"]
 
 log = logging.getLogger("vggfeat")
-VERSION = 2
-KEY = "S32"  # 32 hex digits: 128-bit blake2b digests
+VERSION = 3
 STALE_TMP_S = 24 * 3600  # temporary files older than this were left by killed writers
-
-
-def _digest(*parts) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for p in parts:
-        h.update(p if isinstance(p, (bytes, memoryview)) else str(p).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def file_key(path) -> str:
-    """(resolved path, size, mtime in ns) of an image file; see the module docstring."""
-    real = os.path.realpath(path)
-    try:
-        st = os.stat(real)
-    except OSError:  # unreadable: a key that never matches, the engine reports the file
-        return uuid.uuid4().hex
-    return _digest("file", real, st.st_size, st.st_mtime_ns)
-
-
-def item_key(item) -> str:
-    """The key of one input of any kind :func:`vggfeat.data.load_image` accepts."""
-    if isinstance(item, (str, os.PathLike)):
-        return file_key(item)
-    if isinstance(item, dict) and (item.get("bytes") or item.get("path")):  # HF Image(decode=False)
-        return _digest("bytes", item["bytes"]) if item.get("bytes") else file_key(item["path"])
-    if isinstance(item, np.ndarray):
-        return _digest("array", item.shape, item.dtype.str, np.ascontiguousarray(item).data)
-    if isinstance(item, torch.Tensor):
-        t = item.detach().cpu().contiguous()
-        return _digest("tensor", tuple(t.shape), t.dtype, t.reshape(-1).view(torch.uint8).numpy().data)
-    if isinstance(item, Image.Image):
-        try:
-            rgb = load_image(item)
-        except Exception:  # undecodable: never matches, the engine reports it
-            return uuid.uuid4().hex
-        return _digest("pil", rgb.size, rgb.tobytes())
-    return uuid.uuid4().hex  # unsupported input: the engine reports it
-
-
-def image_keys(source: ImageSource, keys=None, lo: int = 0, hi: int | None = None) -> list[str]:
-    """Keys of ``source[lo:hi]``: from the caller's ``keys`` (one id per image) or from each
-    image's identity (module docstring). A torch Dataset whose items are not paths needs keys."""
-    hi = len(source) if hi is None else hi
-    if keys is not None:
-        if len(keys) != len(source):
-            raise ValueError(f"keys= has {len(keys)} entries for {len(source)} images; pass one per image")
-        return [_digest("key", keys[i]) for i in range(lo, hi)]
-    if source.kind == "hf":
-        return _hf_keys(source, lo, hi)
-    if source.kind == "torch" and len(source) and not _has_path(source[0]):
-        raise ValueError(
-            f"cache= needs an identity for every image, and the items of this torch Dataset are "
-            f"{type(source[0]).__name__}s, not file paths. Pass keys= (one stable id per item, "
-            "e.g. its file path), pass the list of image paths instead of the Dataset, or cache=None."
-        )
-    return [item_key(source[i]) for i in range(lo, hi)]
-
-
-def _has_path(item) -> bool:
-    return isinstance(item, (str, os.PathLike)) or (isinstance(item, dict) and bool(item.get("path")))
-
-
-def _hf_keys(source: ImageSource, lo: int, hi: int) -> list[str]:
-    import datasets
-
-    ds, col = source.items, source.column
-    if not isinstance(ds.features[col], datasets.Image):
-        return [item_key(source[i]) for i in range(lo, hi)]
-    # the encoded bytes, read without decoding a pixel
-    raw = ds.select(range(lo, hi)).select_columns([col]).cast_column(col, datasets.Image(decode=False))
-    return [item_key(item) for batch in raw.iter(batch_size=256) for item in batch[col]]
 
 
 def _flat(d, prefix="") -> dict:
@@ -155,10 +79,26 @@ class FeatureStore:
             want = json.loads(json.dumps({"version": VERSION, "dims": list(dims), **protocol}))
             self.manifest = self._claim(want)
         self.dims = self.manifest["dims"]
-        self.digest = _digest(json.dumps(self.manifest, sort_keys=True))
+        self.digest = digest(json.dumps(self.manifest, sort_keys=True))
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._seq = 0
         self._seen: dict[str, tuple[int, np.ndarray] | None] = {}  # chunk -> (part, keys), immutable
+        self.damaged: list[str] = []  # chunks found damaged on reading their rows
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Announce this process as a writer of the store while the block runs (:func:`compact`
+        refuses to run beside one); a killed writer leaves its file, judged by its pid."""
+        mine = self.root / "writers" / f"{self.writer}.json"
+        try:
+            mine.parent.mkdir(exist_ok=True)
+            mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        except OSError:  # a read-only store: it can serve rows, and this process writes none
+            pass
+        try:
+            yield self
+        finally:
+            mine.unlink(missing_ok=True)
 
     def _claim(self, want: dict) -> dict:
         """Create the manifest (exclusively) or check that the existing one matches ``want``."""
@@ -226,6 +166,8 @@ class FeatureStore:
                 with np.load(entry.path) as z:
                     ok = bytes(z["protocol"]).decode() == self.digest and int(z["part"]) < len(self.dims)
                     self._seen[name] = (int(z["part"]), z["keys"]) if ok else None
+            except FileNotFoundError:  # merged away by compact() meanwhile
+                continue
             except Exception as e:
                 log.warning("feature store %s: skipping unreadable chunk %s (%s)", self.root, name, e)
                 self._seen[name] = None
@@ -272,9 +214,11 @@ class FeatureStore:
         key found, one chunk in memory at a time; returns the found mask. Rows ``expected`` (a
         mask) that other processes write are waited for up to ``wait_s`` seconds: a network
         file system may list new files late."""
-        deadline = time.monotonic() + wait_s
+        deadline, damaged = time.monotonic() + wait_s, len(self.damaged)
         found = self._read(keys, part, out, columns, scale)
         while expected is not None and not found[expected].all():
+            if len(self.damaged) > damaged:  # rows lost with a damaged chunk: the caller recomputes
+                return found
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"feature store {self.root}: {int((~found & expected).sum())} rows computed by "
@@ -286,38 +230,141 @@ class FeatureStore:
         return found
 
     def _read(self, keys, part, out, columns, scale) -> np.ndarray:
-        found, chunk, row, names = self._locate(keys, part)
-        idx = np.flatnonzero(found)
-        order = idx[np.argsort(chunk[idx], kind="stable")]
-        groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
-        for g in groups:
-            with np.load(self.chunks / names[chunk[g[0]]]) as z:
-                out[g, columns] = z["rows"][row[g]] * scale
-        return found
+        while True:  # again after a chunk proves damaged or merged away: its keys may be elsewhere
+            found, chunk, row, names = self._locate(keys, part)
+            idx = np.flatnonzero(found)
+            order = idx[np.argsort(chunk[idx], kind="stable")]
+            groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
+            if all(self._copy(names[chunk[g[0]]], part, row[g], out, g, columns, scale) for g in groups):
+                return found
+
+    def _copy(self, name: str, part: int, rows, out, at, columns, scale) -> bool:
+        """``out[at, columns] = rows`` of chunk ``name``; False (the chunk forgotten) if it is
+        gone or damaged, with one warning for a damaged one."""
+        try:
+            with np.load(self.chunks / name) as z:
+                stored = z["rows"]
+            if stored.shape != (len(self._seen[name][1]), self.dims[part]):
+                raise ValueError(f"rows of shape {stored.shape}")
+        except FileNotFoundError:  # merged by compact(): the merged chunk holds the rows
+            del self._seen[name]
+            return False
+        except Exception as e:
+            log.warning(
+                "feature store %s: skipping damaged chunk %s (%s: %s); its rows are recomputed",
+                self.root,
+                name,
+                type(e).__name__,
+                e,
+            )
+            self._seen[name] = None
+            self.damaged.append(name)
+            return False
+        out[at, columns] = stored[rows] * scale
+        return True
 
 
 def layer_store(root, layer: str, protocol: dict, dims: list[int]) -> FeatureStore:
-    """The store of ``layer`` in the ``cache=`` folder ``root`` (module docstring)."""
+    """The store of ``layer`` and ``protocol`` in the ``cache=`` folder ``root``: a folder per
+    protocol digest under the layer's folder (module docstring)."""
     root = Path(root)
-    if (root / "manifest.json").exists():  # a store of the one-layer-per-folder layout
-        v = json.loads((root / "manifest.json").read_text()).get("version")
-        raise ValueError(
-            f"{root} holds features in an earlier layout (format {v}: "
-            f"{'the whole-list cache' if v == 1 else 'one layer per folder'}); a cache folder now "
-            "holds one store per layer. Delete it or use another folder."
-        )
-    return FeatureStore(root / layer, protocol, dims)
+    for old, layout in ((root, "one layer per folder"), (root / layer, "one store per layer")):
+        if (old / "manifest.json").exists():  # a store of an earlier layout
+            v = json.loads((old / "manifest.json").read_text()).get("version")
+            raise ValueError(
+                f"{old} holds features in an earlier layout (format {v}: "
+                f"{'the whole-list cache' if v == 1 else layout}, whose image keys this version no "
+                "longer matches); a cache folder now holds one store per layer and protocol. "
+                f"Delete {old} or use another cache folder."
+            )
+    manifest = json.dumps({"version": VERSION, "dims": list(dims), **protocol}, sort_keys=True)
+    return FeatureStore(root / layer / digest(manifest)[:16], protocol, dims)
+
+
+def stores(path) -> list[FeatureStore]:
+    """Every store under ``path`` (a ``cache=`` folder, a layer's folder, or one store)."""
+    found = sorted({m.parent for m in Path(path).rglob("manifest.json") if (m.parent / "chunks").is_dir()})
+    return [FeatureStore(p) for p in found]
 
 
 def count_rows(path, layer: str = "fc7") -> int:
     """Images with a complete row (every fused net) of ``layer`` in the ``cache=`` folder
-    ``path``; 0 if none yet."""
-    try:
-        store = FeatureStore(Path(path) / layer)
-    except (OSError, ValueError):  # no manifest yet, or one being written
-        return 0
-    common = None
-    for part in range(len(store.dims)):
-        keys = store._index(part)[0]
-        common = keys if common is None else np.intersect1d(common, keys)
-    return 0 if common is None else len(common)
+    ``path``, summed over its protocols' stores; 0 if none yet."""
+    total = 0
+    for store in stores(Path(path) / layer) if (Path(path) / layer).is_dir() else []:
+        common = None
+        for part in range(len(store.dims)):
+            keys = store._index(part)[0]
+            common = keys if common is None else np.intersect1d(common, keys)
+        total += 0 if common is None else len(common)
+    return total
+
+
+def _live_writers(store: FeatureStore) -> list[str]:
+    """The writers of ``store`` that may be running (a dead pid on this host is removed)."""
+    live = []
+    for f in sorted((store.root / "writers").glob("*.json")) if (store.root / "writers").is_dir() else []:
+        try:
+            who = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written or removed now: the writer is starting or done
+        if who.get("host") == socket.gethostname():
+            try:
+                os.kill(int(who["pid"]), 0)
+            except ProcessLookupError:  # killed: its chunks are complete or invisible
+                f.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                pass
+        live.append(f"{f} (host {who.get('host')}, pid {who.get('pid')})")
+    return live
+
+
+class StoreBusy(ValueError):
+    """A store that a process is writing now; the message names the process."""
+
+
+COMPACT_ROWS = 65536  # rows per merged chunk: 1 GiB of fc7 rows at most in memory
+
+
+def compact(path, rows_per_chunk: int = COMPACT_ROWS) -> list[tuple[Path, int, int]]:
+    """Merge the chunks of every store under ``path`` into chunks of ``rows_per_chunk`` rows
+    (one row per image, duplicates and damaged chunks dropped); returns (store, chunks before,
+    after) of each. The merged chunks are renamed in before the old ones are removed, so a
+    kill at any moment loses nothing; refused while a writer runs (its own chunks would not be
+    merged, and a reader started before may look for a removed chunk)."""
+    done, found = [], stores(path)
+    if not found:
+        raise FileNotFoundError(f"no feature store under {path} (a cache= folder holds <layer>/<protocol>/)")
+    for store in found:
+        live = _live_writers(store)
+        if live:
+            raise StoreBusy(
+                f"feature store {store.root} is being written by {', '.join(live)}; run compact when "
+                "no extraction writes to it (delete a writer's file if that process is gone)"
+            )
+        store._scan()
+        old = [n for n, e in store._seen.items() if e is not None]
+        for part in range(len(store.dims)):
+            _merge(store, part, rows_per_chunk)
+        for name in old + store.damaged:
+            (store.chunks / name).unlink(missing_ok=True)
+        done.append((store.root, len(old), store._seq))
+    return done
+
+
+def _merge(store: FeatureStore, part: int, rows_per_chunk: int) -> None:
+    """Rewrite the rows of ``part`` as chunks of ``rows_per_chunk`` rows, reading each old chunk
+    once, in name order (the order that decides between duplicates)."""
+    keys, chunk, row, names = store._index(part)
+    order = np.argsort(chunk, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
+    held_k, held_r = [], []
+    for i, g in enumerate(groups):
+        rows = np.empty((len(g), store.dims[part]), np.float32)
+        if store._copy(names[chunk[g[0]]], part, row[g], rows, slice(None), slice(None), 1.0):
+            held_k.append(keys[g])
+            held_r.append(rows)
+        if held_k and (sum(map(len, held_k)) >= rows_per_chunk or i == len(groups) - 1):
+            store.write(part, np.concatenate(held_k), np.concatenate(held_r))
+            held_k, held_r = [], []

@@ -20,13 +20,14 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import ConfigMismatch, WeightsError
 from .featuremaps import FeatureMaps
 from .layouts import infer_arch, to_torchvision
 from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, scaled
@@ -36,7 +37,15 @@ from .timm_conventions import pretrained_cfg, timm_keywords
 log = logging.getLogger("vggfeat")
 META_KEY = "vggfeat"
 ARCH_DEFAULTS = dict(num_classes=1000, width=1.0, fc_dim=4096, batch_norm=False, crop=PAPER_CROP)
-__all__ = ["WeightsError", "vgg", "load_weights", "save_weights", "fingerprint", "parse_name"]
+__all__ = [
+    "WeightsError",
+    "ConfigMismatch",
+    "vgg",
+    "load_weights",
+    "save_weights",
+    "fingerprint",
+    "parse_name",
+]
 
 
 @dataclass
@@ -160,6 +169,24 @@ def _read_file(path: Path) -> tuple[dict, dict]:
     )
 
 
+def not_weights(path) -> str:
+    return (
+        f"{path} is not a weights file; vggfeat reads .safetensors, torchvision/timm .pth state "
+        "dicts, Caffe .caffemodel"
+    )
+
+
+def _looks_like_weights(path: Path) -> bool:
+    """The first bytes of a file torch or safetensors can read: torch.save's zip archive, a
+    legacy pickle (protocol 2+), or a safetensors header (its length, then JSON)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return True
+    size = path.stat().st_size
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < size
+
+
 def read_weights(source) -> Resolved:
     """A local weights file (``.pth``/``.pt``, ``.safetensors``, ``.caffemodel``) -> :class:`Resolved`."""
     path = Path(source)
@@ -173,15 +200,24 @@ def read_weights(source) -> Resolved:
 
         sd, arch = load_caffemodel(path)
         return Resolved(sd, arch, Preprocess.caffe(), {"provenance": f"caffe {path.name}"}, str(path))
+    if not _looks_like_weights(path):
+        raise WeightsError(not_weights(path))
     try:
         sd, meta = _read_file(path)
     except WeightsError:
         raise
-    except Exception as e:
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):  # a pickle of more than tensors
+            raise WeightsError(
+                f"{path} holds pickled Python objects besides tensors (a whole model saved with "
+                "torch.save(model)?); vggfeat reads state dicts: save model.state_dict() instead"
+            ) from None
+        raise WeightsError(not_weights(path)) from None
+    except Exception as e:  # torch's own text advises unpickling untrusted code: first line only
         raise WeightsError(
-            f"cannot read weights file {path}: {type(e).__name__}: {e}. The file "
-            "may be truncated or not a weights file; download it again."
-        ) from e
+            f"cannot read weights file {path}: {type(e).__name__}: {str(e).splitlines()[0]}. "
+            "The file may be truncated; download it again."
+        ) from None
     pre = meta.pop("preprocess", None)
     arch = meta.pop("arch", None)
     pre = Preprocess.from_dict(pre) if pre else None
@@ -221,6 +257,9 @@ def _apply(model: VGG, res: Resolved, preprocess) -> VGG:
     pre = preprocess or res.preprocess
     model.preprocess = Preprocess.named(pre) if isinstance(pre, str) else pre or Preprocess.imagenet()
     model.meta = dict(res.meta)
+    if str(res.meta.get("provenance", "")).startswith("caffe "):  # the authors' release, as read:
+        # its fingerprint travels with conversions, and tells a fine-tuned copy from the release
+        model.meta.setdefault("release_fingerprint", fingerprint(model))
     model.pretrained_cfg = pretrained_cfg(model, source=res.name, provenance=res.meta.get("provenance"))
     return model
 
@@ -335,10 +374,7 @@ def _with_weights(res: Resolved, config, given: dict, *, dropout, init, std, pre
     """The model ``res`` holds; ``given``: the architecture arguments the caller passed."""
     arch = res.arch or infer_arch(res.state_dict, given["width"])
     if config is not None and config != arch["config"]:
-        raise WeightsError(
-            f"weights {res.name} are for VGG-{arch['config']}, not VGG-{config}; pass "
-            f"config={arch['config']!r} or None"
-        )
+        raise ConfigMismatch(res.name, arch["config"], config)
     _check_agrees(arch, given, f"weights {res.name}")
     with torch.device("meta"):  # no random init of tensors about to be replaced
         model = VGG(dropout=dropout, **arch)

@@ -6,11 +6,14 @@ own slice of the images (rank r takes images r, r + world, ...); one all-reduce 
 means, count) gives the same mean to all ranks at the cost of 1/world of the pass, so a first
 multi-GPU run on ImageNet does not leave the other ranks waiting at a barrier past the
 collective timeout. The result is cached as ``mean_rgb.json`` in the data folder when it is
-writable (every later run on that data finds it), else in the run folder.
+writable (every later run on that data finds it), else in the run folder, keyed by the images it
+was computed over: their number, how many were sampled (``--mean-rgb-images``) and a digest of
+the sampled images' names. A cache of another sample (a quick one-image run) is recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -82,13 +85,23 @@ def cache_paths(data: str, run_dir) -> list[Path]:
     return own + [Path(run_dir) / CACHE_FILE]
 
 
-def _read_cache(paths: list[Path], n_images: int):
+def sample_key(images: LabelledImages, indices) -> dict:
+    """What a mean is computed over: the image count, the sample's size and its names' digest."""
+    h = hashlib.blake2b(digest_size=16)
+    for i in indices:
+        h.update(images.name(i).encode())
+        h.update(b"\0")
+    return dict(images=len(images), sampled=len(indices), sample_digest=h.hexdigest())
+
+
+def _read_cache(paths: list[Path], key: dict):
     for path in paths:
         if not path.is_file():
             continue
         cached = json.loads(path.read_text())
-        if cached.get("images", n_images) != n_images:
-            log.warning("%s is for %s images, not %d: recomputing", path, cached["images"], n_images)
+        held = {k: cached.get(k) for k in key}
+        if held != key:
+            log.warning("%s is the mean of another sample (%s, now %s): recomputing", path, held, key)
             continue
         log.info("mean RGB read from %s", path)
         return tuple(float(v) for v in cached["mean_rgb"])
@@ -114,19 +127,19 @@ def shared_mean_rgb(images: LabelledImages, *, data: str, run_dir, state, max_im
     from accelerate.utils import broadcast_object_list, reduce
 
     paths = cache_paths(data, run_dir)
+    indices = sample_indices(len(images), max_images)
     # The main process decides, so that all ranks agree even while another job writes the cache.
-    cached = [_read_cache(paths, len(images)) if state.is_main_process else None]
+    key = sample_key(images, indices) if state.is_main_process else None
+    cached = [_read_cache(paths, key) if state.is_main_process else None]
     if state.num_processes > 1:
         broadcast_object_list(cached)
     if cached[0] is not None:
         return cached[0]
-    indices = sample_indices(len(images), max_images)
     total = mean_sums(images, indices[state.process_index :: state.num_processes], num_workers=num_workers)
     if state.num_processes > 1:
         total = reduce(total.to(state.device), reduction="sum").cpu()
     mean = _mean(total)
     if state.is_main_process:
-        record = dict(images=len(images), sampled=len(indices), processes=state.num_processes)
-        _write_cache(paths, mean, record)
+        _write_cache(paths, mean, {**key, "processes": state.num_processes})
     state.wait_for_everyone()
     return mean

@@ -434,3 +434,28 @@ def test_action_comparable_only_for_the_paper_protocol(tmp_path):
     _one_reason(
         mod.not_comparable, replace(paper, models=["D"], weights=["default"]), meta_nets("D"), "no such nets"
     )
+
+
+def test_classes_absent_from_the_annotations_are_refused_with_the_names_found(tmp_path):
+    make_voc(tmp_path, per_split=3, class_files=False)
+    with pytest.raises(voc.VOCError, match="unicorn") as e:
+        voc.load_voc(tmp_path, 2007, classes=("cat", "unicorn"))
+    found = sorted({c for j in range(3) for c in (CLASSES[2 * j], CLASSES[2 * j + 1])})
+    assert "classes found in" in str(e.value) and ", ".join(found) in str(e.value)
+    # a class that occurs in Annotations/ but not in a short subset of a split only warns
+    assert voc.load_voc(tmp_path, 2007, classes=("aeroplane", "boat"), max_images=1).classes
+
+
+def test_voc_script_stops_on_unknown_classes_before_extracting(tmp_path):
+    make_voc(tmp_path, per_split=3, class_files=False)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = ["--root", tmp_path, *TINY, "--out", out, "--classes", "cat", "unicorn"]
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "voc_svm.py"), *map(str, argv)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "unicorn" in line and "aeroplane" in line and "Traceback" not in r.stderr
+    assert not (out / "features").exists() and not (out / "results.json").exists()

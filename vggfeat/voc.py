@@ -174,8 +174,8 @@ def check_classes(year_dir: Path, classes, labels: np.ndarray) -> None:
     unknown = [c for c in empty if c not in found]
     if unknown:
         raise VOCError(
-            f"--classes {' '.join(unknown)}: no object of {'that class' if len(unknown) == 1 else 'those classes'} "
-            f"in {year_dir / 'Annotations'}; the classes found in its XML files are: {', '.join(sorted(found))}"
+            f"--classes {' '.join(unknown)}: no object of these classes in {year_dir / 'Annotations'}; "
+            f"the classes found in its XML files are: {', '.join(sorted(found))}"
         )
     log.warning("VOC: no image read holds %s; their APs will be NaN", ", ".join(empty))
 

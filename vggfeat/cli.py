@@ -32,6 +32,10 @@ def _default_models(cls) -> str:
     return " ".join(cls.DEFAULT_MODELS) + files
 
 
+def _default_scales(cls) -> str:
+    return f"{' '.join(map(str, cls.PAPER_SCALES))} for a net trained at crop 224, x c/224 for crop c"
+
+
 @dataclass(kw_only=True)
 class NetOptions:
     """The network options every vggfeat command and benchmark script shares. ``models`` and
@@ -61,8 +65,24 @@ class NetOptions:
 class FeatureOptions(NetOptions):
     """``NetOptions`` and the descriptor's protocol (Appendix B)."""
 
-    scales: tuple[int, ...] = (256, 384, 512)  # smallest sides Q
+    PAPER_SCALES: ClassVar[tuple[int, ...]] = (256, 384, 512)  # Sec. 3.2's Q at the 224 crop
+
+    scales: tuple[int, ...] | None = option(
+        None, help="smallest sides Q", show=lambda cls: _default_scales(cls)
+    )
     aggregate: Literal["mean", "stack", "max"] = "mean"  # over the scales
+
+    def test_scales(self, nets) -> tuple[int, ...]:
+        """``--scales``, else ``PAPER_SCALES`` kept in ratio to the nets' training crop c (x c/224:
+        73, 110, 146 at crop 64), so that a small-crop net runs at its own geometry."""
+        if self.scales:
+            return tuple(self.scales)
+        from .models import paper_scales
+
+        crops = sorted({n.crop for n in nets})
+        if len(crops) > 1:
+            raise ValueError(f"--model: the nets were trained at different crops {crops}; give --scales")
+        return paper_scales(crops[0], self.PAPER_SCALES)
 
 
 @dataclass(kw_only=True)
@@ -76,8 +96,11 @@ class SVMOptions(FeatureOptions):
     cache: bool = True  # features under <out>/features, computed once and reused by later runs
 
     def build_nets(self) -> list:
-        """The networks, built before any data is read, so a missing weights file fails first."""
-        return build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
+        """The networks, built before any data is read, so a missing weights file fails first;
+        ``scales`` becomes the crop's scales when none were given."""
+        nets = build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
+        self.scales = self.test_scales(nets)
+        return nets
 
     def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
         """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
@@ -211,18 +234,19 @@ def cmd_evaluate(args) -> None:
 
     o = from_args(CommandOptions, args)
     images, labels, _ = evaluate.labels_of(args.data)
+    nets = _models(o)
     Ps = [
         evaluate.posteriors(
             m,
             images,
-            scales=o.scales,
+            scales=o.test_scales(nets),
             mode=args.mode,
             flip=o.flip,
             batch_size=o.batch_size,
             device=o.device,
             num_workers=o.num_workers,
         )
-        for m in _models(o)
+        for m in nets
     ]
     P = evaluate.fuse(Ps)
     if not is_main_process():

@@ -233,8 +233,11 @@ def cmd_evaluate(args) -> None:
     from vggfeat import evaluate
 
     o = from_args(CommandOptions, args)
-    images, labels, _ = evaluate.labels_of(args.data)
+    images, labels, classes = evaluate.labels_of(
+        args.data, val_labels=args.val_labels, val_synsets=args.val_synsets
+    )
     nets = _models(o)
+    labels = [evaluate.net_labels(labels, classes, m) for m in nets][0]  # each net checked
     Ps = [
         evaluate.posteriors(
             m,
@@ -309,7 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_extract_parser(sub)
 
     v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
-    v.add_argument("data", help="ImageFolder tree ROOT/<class>/<image>")
+    v.add_argument(
+        "data", help="ImageFolder tree ROOT/<class>/<image>, or ILSVRC's flat val/ with its labels"
+    )
+    v.add_argument(
+        "--val-labels", help="flat val/: LOC_val_solution.csv or the devkit's ground truth (default: found)"
+    )
+    v.add_argument("--val-synsets", help="the devkit's meta.mat, for its ground truth (default: found)")
     add_options(v, CommandOptions, exclude=("aggregate",))
     v.add_argument(
         "--mode",

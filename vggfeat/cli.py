@@ -89,7 +89,10 @@ class FeatureOptions(NetOptions):
 class SVMOptions(FeatureOptions):
     """``FeatureOptions`` and the options the linear-SVM benchmarks share."""
 
-    c_grid: tuple[float, ...] = option(C_GRID, help="SVM C values tried on the held-out split")
+    c_grid: tuple[float, ...] = option(
+        C_GRID,
+        help="SVM C values tried on the held-out split; widened past an end while the score still rises",
+    )
     out: Path | None = None  # output folder (default: runs/<dataset>_<models>)
     seed: int = 0  # splits, held-out sets and random weights
     download: bool = False  # fetch the dataset with torchvision first (online)

@@ -15,6 +15,7 @@ generators, so neither workers nor iterator creation touch the global RNG that d
 """
 
 from .config import ConfigError, TrainConfig, check_config, plateau_schedule
+from .console import Interrupted
 from .lock import RunLocked
 from .loop import Trainer, train
 from .report import plot_metrics
@@ -22,6 +23,7 @@ from .setup import build_model
 
 __all__ = [
     "ConfigError",
+    "Interrupted",
     "RunLocked",
     "TrainConfig",
     "Trainer",

@@ -106,7 +106,7 @@ def test_log_lines_start_their_own_line_and_checkpoints_are_quiet(tmp_path):
     for line in text.split("\n"):
         shown = line.split("\r")[-1].strip()  # what a terminal, or cat, shows of the line
         if " INFO " in shown or " WARNING " in shown:
-            assert shown[:4] == "2026"[:0] + shown[:4] and shown[0].isdigit(), line  # starts with the time
+            assert shown[:2].isdigit(), line  # the log line starts with its time, not after the bar
     assert "Saving current state" not in text and "Model weights saved" not in text
 
 

@@ -18,7 +18,7 @@ from ..weights import save_weights
 from .config import ConfigError, TrainConfig, check_config, plateau_schedule
 from .console import console, interrupted
 from .lock import hold_run_lock
-from .report import MetricsLog, write_resolved_config
+from .report import MetricsLog, clear_run, write_resolved_config
 from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
 
 log = logging.getLogger("vggfeat")
@@ -45,14 +45,18 @@ class Trainer:
         self.acc, self.per_device = make_accelerator(cfg)
         self.lock = hold_run_lock(self.run_dir, self.acc)  # held until run() ends
         try:
-            if not cfg.resume and latest_checkpoint(self.ckpt_root):
+            if cfg.overwrite and not cfg.resume:
+                if self.acc.is_main_process:
+                    clear_run(self.run_dir)
+                self.acc.wait_for_everyone()
+            elif not cfg.resume and latest_checkpoint(self.ckpt_root):
                 raise ConfigError(
                     f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
-                    "or choose another --name"
+                    "--overwrite to start it afresh, or choose another --name"
                 )
             self._build()
         except BaseException:
-            self.lock.release()
+            self.lock.release(remove_empty=True)  # a run refused at start leaves no empty folder
             raise
 
     def _build(self) -> None:

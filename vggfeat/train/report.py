@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from .config import TrainConfig
+
+log = logging.getLogger("vggfeat")
 
 
 def chance_errors(classes: int) -> dict[str, float]:
@@ -102,6 +105,22 @@ class MetricsLog:
         if self.enabled and key != self.drawn:
             plot_metrics(self.path, png)
             self.drawn = key
+
+
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "curves.png", "config.json", "final.safetensors")
+
+
+def clear_run(run_dir: Path) -> None:
+    """``--overwrite``: remove an earlier run's outputs from its folder (a cached mean RGB stays)."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        p = Path(run_dir) / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    log.warning("--overwrite: removed the earlier run's outputs from %s", run_dir)
 
 
 def write_resolved_config(cfg: TrainConfig, path: Path, **extra) -> None:

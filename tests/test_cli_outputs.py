@@ -139,3 +139,28 @@ def test_default_scales_follow_the_crop_the_weights_were_trained_at(folder, tmp_
     )
     cfg.build_nets()
     assert cfg.scales == (80,)  # given scales are kept
+
+
+# -- vggfeat toy, vggfeat info FILE --------------------------------------------------------------
+def test_toy_command_writes_the_same_data_as_the_library(tmp_path):
+    from vggfeat import toy
+
+    small = ["--source-train", "1", "--source-val", "1", "--target-train", "2", "--target-val", "2"]
+    r = vggfeat_command("toy", "data", *small, "--target-test", "2", "--seed", "3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "data/source" in r.stdout and "data/VOCdevkit" in r.stdout
+    cfg = toy.ToyConfig(seed=3, source_train=1, source_val=1, target_train=2, target_val=2, target_test=2)
+    toy.generate(tmp_path / "ref", cfg)
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    got, want = files(tmp_path / "data"), files(tmp_path / "ref")
+    assert got == want and any(k.startswith("VOCdevkit/VOC2007/JPEGImages/") for k in got)
+
+
+def test_info_takes_a_file_and_shows_its_class_names(tiny, tmp_path):
+    m = tiny("A", num_classes=3)
+    w = vggfeat.save_weights(m, tmp_path / "a.safetensors", class_names=["cat", "dog", "eel"])
+    r = vggfeat_command("info", w, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["class_names"] == ["cat", "dog", "eel"] and info["fingerprint"] == vggfeat.fingerprint(m)
+    assert "fc7" in info["layers"] and info["arch"]["config"] == "A"

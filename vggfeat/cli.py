@@ -268,25 +268,21 @@ def cmd_info(args) -> None:
 
     import vggfeat
 
-    if args.weights:
-        m = vggfeat.vgg(None if args.model is None else args.model, weights=args.weights)
-        print(
-            json.dumps(
-                {
-                    "arch": m.arch,
-                    "preprocess": m.preprocess.to_dict(),
-                    "parameters": vggfeat.count_parameters(m),
-                    "fingerprint": vggfeat.fingerprint(m),
-                    "layers": list(m.layers),
-                    **{
-                        k: v
-                        for k, v in getattr(m, "meta", {}).items()
-                        if k not in ("categories", "class_names")
-                    },
-                },
-                indent=1,
-            )
-        )
+    source = args.file or args.weights
+    if source:
+        m = vggfeat.vgg(args.model, weights=source)
+        meta = dict(getattr(m, "meta", {}))
+        names = meta.pop("class_names", None) or meta.pop("categories", None)
+        meta.pop("categories", None)
+        about = {
+            "arch": m.arch,
+            "preprocess": m.preprocess.to_dict(),
+            "parameters": vggfeat.count_parameters(m),
+            "fingerprint": vggfeat.fingerprint(m),
+            "layers": list(m.layers),
+            **meta,
+        }
+        print(json.dumps({**about, **({"class_names": list(names)} if names else {})}, indent=1))
         return
     print(f"{'config':8s} {'weight layers':>13s} {'parameters':>14s}")
     for name in vggfeat.CONFIGS:
@@ -294,6 +290,13 @@ def cmd_info(args) -> None:
             m = vggfeat.vgg(name)
         n = sum(1 for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
         print(f"{name:8s} {n:13d} {vggfeat.count_parameters(m):14,d}")
+
+
+def cmd_toy(args) -> None:
+    from .toy import ToyConfig, generate
+
+    source, voc = generate(args.out, from_args(ToyConfig, args), progress=True)
+    print(f"wrote {source} (ImageFolder: train/, val/) and {voc} (VOC2007 devkit layout)")
 
 
 def cmd_convert(args) -> None:
@@ -332,9 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="the configurations, or what a weights file holds")
-    i.add_argument("--weights", default=None)
-    i.add_argument("--model", default=None)
+    i.add_argument(
+        "file", nargs="?", help="a weights file (.safetensors, .pth, .caffemodel) or a torchvision name"
+    )
+    i.add_argument("--weights", default=None, help="the same as FILE")
+    i.add_argument("--model", default=None, help="configuration, if the file does not say")
     i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser(
+        "toy", help="write the toy data of the demo: an ImageFolder source set and a VOC2007 target"
+    )
+    t.add_argument("out", type=Path, help="folder to write (source/ and VOCdevkit/ inside)")
+    from .toy import ToyConfig
+
+    add_options(t, ToyConfig)
+    t.set_defaults(func=cmd_toy)
 
     c = sub.add_parser("convert", help="any weights file -> our .safetensors with metadata")
     c.add_argument("src", help=".caffemodel, .pth or .safetensors")

@@ -12,7 +12,6 @@ from typing import ClassVar, Literal
 
 from . import __version__
 from .options import add_options, from_args, option
-from .svm import C_GRID
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
@@ -85,53 +84,14 @@ class FeatureOptions(NetOptions):
         return paper_scales(crops[0], self.PAPER_SCALES)
 
 
-@dataclass(kw_only=True)
-class SVMOptions(FeatureOptions):
-    """``FeatureOptions`` and the options the linear-SVM benchmarks share."""
+def __getattr__(name: str):
+    # SVMOptions (the SVM scripts' options) needs scikit-learn for its C grid, ~3 s of imports
+    # that `vggfeat extract` and the other commands do not pay: imported on first use.
+    if name == "SVMOptions":
+        from .cli_svm import SVMOptions
 
-    c_grid: tuple[float, ...] = option(
-        C_GRID,
-        help="SVM C values tried on the held-out split; widened past an end while the score still rises",
-    )
-    out: Path | None = None  # output folder (default: runs/<dataset>_<models>)
-    seed: int = 0  # splits, held-out sets and random weights
-    download: bool = False  # fetch the dataset with torchvision first (online)
-    cache: bool = True  # features under <out>/features, computed once and reused by later runs
-
-    def build_nets(self) -> list:
-        """The networks, built before any data is read, so a missing weights file fails first;
-        ``scales`` becomes the crop's scales when none were given."""
-        nets = build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
-        self.scales = self.test_scales(nets)
-        return nets
-
-    def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
-        """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
-        from .plots import deviations
-
-        return deviations(
-            nets,
-            self.weights,
-            rows=rows,
-            scales=self.scales,
-            paper_scales=paper_scales,
-            aggregate=self.aggregate,
-            paper_aggregate=paper_aggregate,
-        )
-
-    def extract(self, images, nets, *, folder: str = "features"):
-        """Appendix-B descriptors of ``images`` with these options, cached under ``out/folder``."""
-        import vggfeat
-
-        return vggfeat.extract(
-            images,
-            model=nets if len(nets) > 1 else nets[0],
-            scales=self.scales,
-            aggregate=self.aggregate,
-            cache=self.out / folder if self.cache else None,
-            device=self.device,
-            batch_size=self.batch_size,
-        )
+        return SVMOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
@@ -226,6 +186,33 @@ class CommandOptions(FeatureOptions):
     )
     num_workers: int | None = None  # image-decoding processes (default: by CPU count)
     flip: bool = True  # average with the horizontally flipped image
+    threads: int | None = option(
+        None,
+        help="torch's compute threads",
+        show="$OMP_NUM_THREADS if set, else the usable CPUs minus 2 decoding workers, at least 1",
+    )
+
+    def set_threads(self) -> int:
+        """Set torch's thread count on purpose (DESIGN.md, "Threads"): torch's default, one
+        thread per core, beside the decoding workers oversubscribes the cores; on 2 busy cores
+        `vggfeat extract` of 1000 small images took 108 s with it and 18 s with one thread."""
+        import torch
+
+        torch.set_num_threads(compute_threads(self.threads, self.num_workers))
+        return torch.get_num_threads()
+
+
+def compute_threads(threads: int | None, num_workers: int | None) -> int:
+    """``threads`` if given; else what ``OMP_NUM_THREADS`` says (the user's choice); else one
+    per usable CPU left over by the decoding workers (2 by default, see ``dense.py``)."""
+    import os
+
+    if threads:
+        return threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable - (2 if num_workers is None else num_workers))
 
 
 def _models(o: CommandOptions):
@@ -236,6 +223,7 @@ def cmd_evaluate(args) -> None:
     from vggfeat import evaluate
 
     o = from_args(CommandOptions, args)
+    o.set_threads()
     images, labels, classes = evaluate.labels_of(
         args.data, val_labels=args.val_labels, val_synsets=args.val_synsets
     )

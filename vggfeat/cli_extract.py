@@ -212,6 +212,7 @@ def cmd_extract(args) -> None:
     if twice:
         raise ValueError(f"--layer {twice[0]} is given twice; give each layer once")
     fmt = output_format(o)  # before any work
+    o.set_threads()
     source, ids = extract_inputs(args.images, o)
     nets = _models(o)
     ext = vggfeat.Extractor(

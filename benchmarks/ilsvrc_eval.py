@@ -140,7 +140,8 @@ def evaluate_protocols(models: dict, images, labels, *, protocols, jitter, **kw)
             for mode, q in PARTS[proto]:
                 if (mode, q) not in done:
                     t0 = time.perf_counter()
-                    P = evaluate.posteriors(model, images, scales=scales[q], mode=mode, **kw)
+                    bar = f"{name} {proto}: {mode} at Q={','.join(map(str, scales[q]))}"
+                    P = evaluate.posteriors(model, images, scales=scales[q], mode=mode, progress=bar, **kw)
                     done[mode, q] = P, (time.perf_counter() - t0) / max(1, len(labels))
             parts = [done[k] for k in PARTS[proto]]
             P = parts[0][0] if len(parts) == 1 else evaluate.fuse([p for p, _ in parts])
@@ -161,7 +162,7 @@ def main(cfg: Config) -> list[dict] | None:
     names = cfg.models
     images, labels = load_data(cfg)
     nets = build_nets(names, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
-    rows, _ = evaluate_protocols(
+    rows, posteriors = evaluate_protocols(
         dict(zip(names, nets)),
         images,
         labels,
@@ -178,11 +179,23 @@ def main(cfg: Config) -> list[dict] | None:
     text = report(cfg, rows, reasons)
     (out / "report.md").write_text(text)
     payload = {"config": asdict(cfg), "images": len(labels), "rows": rows}
+    payload["plots"] = write_plots(out, rows, posteriors, labels)
     payload |= {"comparable": not reasons, "not_comparable": reasons}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
     print(text)
     print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     return rows
+
+
+def write_plots(out: Path, rows: list[dict], posteriors: dict, labels) -> list[str]:
+    """protocols.png (every row, with chance) and per_class_error.png (the row of lowest top-1)."""
+    best = min(rows, key=lambda r: r["top1"])
+    P = posteriors[best["model"], best["protocol"]]
+    plots.protocol_errors(out / "protocols.png", rows, classes=P.shape[1])
+    err = evaluate.per_class_error(P, labels)
+    title = f"top-1 error per class: {best['model']} {best['protocol']} ({len(labels)} images)"
+    plots.class_errors(out / "per_class_error.png", err, chance=1 - 1 / P.shape[1], title=title)
+    return ["protocols.png", "per_class_error.png"]
 
 
 def not_comparable(cfg: Config, nets) -> list[str]:

@@ -59,7 +59,7 @@ def posteriors(
     on_error: str = "raise",
 ) -> np.ndarray:
     """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes);
-    with ``on_error="skip"`` unreadable images get NaN rows."""
+    with ``on_error="skip"`` unreadable images get NaN rows. ``progress``: a bar, or its label."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kw = dict(
@@ -115,6 +115,17 @@ def topk_error(P: np.ndarray, labels, k: int = 5) -> float:
         P, y = P[~missing], y[~missing]
     top = np.argsort(-P, axis=1, kind="stable")[:, :k]
     return float(1.0 - (top == y[:, None]).any(axis=1).mean())
+
+
+def per_class_error(P: np.ndarray, labels, k: int = 1) -> np.ndarray:
+    """(K,) top-``k`` error of each class over its images (NaN for a class without images); the
+    per-class view of :func:`topk_error`, with the same tie rule."""
+    P, y = np.asarray(P), np.asarray(labels)
+    top = np.argsort(-P, axis=1, kind="stable")[:, :k]
+    wrong = ~(top == y[:, None]).any(axis=1)
+    counts = np.bincount(y, minlength=P.shape[1]).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(y, weights=wrong, minlength=P.shape[1]) / np.where(counts > 0, counts, np.nan)
 
 
 def labels_of(

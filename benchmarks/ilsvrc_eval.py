@@ -122,7 +122,9 @@ PARTS = {
 }
 
 
-def evaluate_protocols(models: dict, images, labels, *, protocols, jitter, **kw) -> tuple[list[dict], dict]:
+def evaluate_protocols(
+    models: dict, images, labels, *, protocols, jitter, progress: bool = True, **kw
+) -> tuple[list[dict], dict]:
     """Rows as ``evaluate.run_protocols`` gives them, and ``{(model, protocol): posteriors}``; the
     seconds per image of ``both`` are those of its two parts (each computed once, however many
     protocols use it). ``fusion``: the mean of the nets' ``both`` posteriors (``multi`` without it)."""
@@ -141,6 +143,7 @@ def evaluate_protocols(models: dict, images, labels, *, protocols, jitter, **kw)
                 if (mode, q) not in done:
                     t0 = time.perf_counter()
                     bar = f"{name} {proto}: {mode} at Q={','.join(map(str, scales[q]))}"
+                    bar = bar if progress else False
                     P = evaluate.posteriors(model, images, scales=scales[q], mode=mode, progress=bar, **kw)
                     done[mode, q] = P, (time.perf_counter() - t0) / max(1, len(labels))
             parts = [done[k] for k in PARTS[proto]]

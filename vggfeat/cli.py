@@ -220,6 +220,8 @@ def _models(o: CommandOptions):
 
 
 def cmd_evaluate(args) -> None:
+    import numpy as np
+
     from vggfeat import evaluate
 
     o = from_args(CommandOptions, args)
@@ -228,7 +230,12 @@ def cmd_evaluate(args) -> None:
         args.data, val_labels=args.val_labels, val_synsets=args.val_synsets
     )
     nets = _models(o)
-    labels = [evaluate.net_labels(labels, classes, m) for m in nets][0]  # each net checked
+    per_net = [evaluate.net_labels(labels, classes, m) for m in nets]  # each net checked
+    if any(not np.array_equal(y, per_net[0]) for y in per_net):
+        raise ValueError(
+            "--model: the nets order their classes differently; their posteriors cannot be fused"
+        )
+    labels = per_net[0]
     Ps = [
         evaluate.posteriors(
             m,

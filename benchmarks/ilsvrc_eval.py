@@ -25,6 +25,7 @@ from pathlib import Path
 
 from vggfeat import evaluate, plots
 from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script
+from vggfeat.models import paper_scale
 from vggfeat.options import add_options, from_args, option
 
 LAYOUT = """expected one of:
@@ -48,7 +49,9 @@ class Config(NetOptions):
         help="comma-separated subset",
         show=",".join(evaluate.PROTOCOLS),
     )
-    jitter: tuple[int, int] = (256, 512)  # training scale range (sets Q)
+    jitter: tuple[int, int] | None = option(
+        None, help="training scale range (sets Q)", show="256 512 for a net of crop 224, x c/224 for crop c"
+    )
     split: str = "validation"  # split of a saved DatasetDict
     max_images: int | None = None  # first N images only: quick run, not comparable
     out: Path | None = None  # output folder (default: runs/ilsvrc_<models>)
@@ -165,6 +168,7 @@ def main(cfg: Config) -> list[dict] | None:
     names = cfg.models
     images, labels = load_data(cfg)
     nets = build_nets(names, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
+    cfg.jitter = cfg.jitter or paper_jitter(nets)
     rows, posteriors = evaluate_protocols(
         dict(zip(names, nets)),
         images,
@@ -190,6 +194,14 @@ def main(cfg: Config) -> list[dict] | None:
     return rows
 
 
+def paper_jitter(nets) -> tuple[int, int]:
+    """Sec. 3.1's S in [256, 512], in ratio to the nets' training crop."""
+    crops = sorted({n.crop for n in nets})
+    if len(crops) > 1:
+        raise ValueError(f"--model: the nets were trained at different crops {crops}; give --jitter")
+    return tuple(paper_scale(crops[0], s) for s in (256, 512))
+
+
 def write_plots(out: Path, rows: list[dict], posteriors: dict, labels) -> list[str]:
     """protocols.png (every row, with chance) and per_class_error.png (the row of lowest top-1)."""
     best = min(rows, key=lambda r: r["top1"])
@@ -205,7 +217,7 @@ def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the protocols of Tables 3-6; empty when it does not."""
     rows = [plots.paper_name([c]) for c in ("C", "D", "E")]  # the nets of Tables 3-6
     reasons = [r for n, w in zip(nets, cfg.weights) for r in plots.deviations([n], [w], rows=rows)]
-    if tuple(cfg.jitter) != (256, 512):
+    if tuple(cfg.jitter or (256, 512)) != (256, 512):  # None: the paper's, at the nets' crop
         reasons.append(f"--jitter {cfg.jitter[0]} {cfg.jitter[1]} (the paper's tables: 256 512)")
     if cfg.max_images:
         reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")

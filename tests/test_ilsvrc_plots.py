@@ -71,3 +71,27 @@ def test_protocol_plot_draws_the_chance_levels(tmp_path):
     assert grey  # the chance lines (90% top-1, 50% top-5 for 10 classes)
     with pytest.raises(ValueError, match="no rows"):
         plots.protocol_errors(tmp_path / "q.png", [], classes=10)
+
+
+def test_default_jitter_follows_the_crop_of_the_weights(tmp_path):
+    from conftest import script
+
+    val = tmp_path / "val"
+    for c in range(2):
+        (val / f"n0{c}").mkdir(parents=True)
+        random_image(120, 130, seed=c).save(val / f"n0{c}" / "0.jpg")
+    net = vggfeat.vgg("D", crop=64, width=0.0625, fc_dim=32, num_classes=2)
+    w = vggfeat.save_weights(net, tmp_path / "d64.safetensors")
+    mod = script("ilsvrc_eval")
+    argv = [
+        "--data",
+        str(val),
+        "--weights",
+        str(w),
+        "--protocols",
+        "single,multi",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    rows = mod.main(mod.config_from_args(mod.get_args_parser().parse_args(argv)))
+    assert [r["scales"] for r in rows] == [[109], [73, 109, 146]]  # S in [256, 512] x 64/224 = [73, 146]

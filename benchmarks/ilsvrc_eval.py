@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vggfeat import evaluate, plots
-from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script
+from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script, training_crop
 from vggfeat.models import paper_scale
 from vggfeat.options import add_options, from_args, option
 
@@ -196,10 +196,8 @@ def main(cfg: Config) -> list[dict] | None:
 
 def paper_jitter(nets) -> tuple[int, int]:
     """Sec. 3.1's S in [256, 512], in ratio to the nets' training crop."""
-    crops = sorted({n.crop for n in nets})
-    if len(crops) > 1:
-        raise ValueError(f"--model: the nets were trained at different crops {crops}; give --jitter")
-    return tuple(paper_scale(crops[0], s) for s in (256, 512))
+    crop = training_crop(nets, "--jitter")
+    return tuple(paper_scale(crop, s) for s in (256, 512))
 
 
 def write_plots(out: Path, rows: list[dict], posteriors: dict, labels) -> list[str]:

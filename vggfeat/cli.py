@@ -31,6 +31,15 @@ def _default_models(cls) -> str:
     return " ".join(cls.DEFAULT_MODELS) + files
 
 
+def training_crop(nets, flag: str) -> int:
+    """The crop the nets were trained at, which sets the paper's scales; nets of several crops
+    have no common default, so ``flag`` must be given."""
+    crops = sorted({n.crop for n in nets})
+    if len(crops) > 1:
+        raise ValueError(f"--model: the nets were trained at different crops {crops}; give {flag}")
+    return crops[0]
+
+
 def _default_scales(cls) -> str:
     return f"{' '.join(map(str, cls.PAPER_SCALES))} for a net trained at crop 224, x c/224 for crop c"
 
@@ -78,10 +87,7 @@ class FeatureOptions(NetOptions):
             return tuple(self.scales)
         from .models import paper_scales
 
-        crops = sorted({n.crop for n in nets})
-        if len(crops) > 1:
-            raise ValueError(f"--model: the nets were trained at different crops {crops}; give --scales")
-        return paper_scales(crops[0], self.PAPER_SCALES)
+        return paper_scales(training_crop(nets, "--scales"), self.PAPER_SCALES)
 
 
 def __getattr__(name: str):

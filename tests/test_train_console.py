@@ -103,6 +103,8 @@ def test_log_lines_start_their_own_line_and_checkpoints_are_quiet(tmp_path):
         assert _launch(1, *args, stdout=log, stderr=subprocess.STDOUT).wait(timeout=300) == 0
     text = (tmp_path / "log.txt").read_text()
     assert "top1_err=" in text and "epoch 1:" in text  # the bar labels the error as one
+    (epoch_line,) = [x for x in text.splitlines() if " INFO epoch 1: " in x]
+    assert '"chance_top1_err": 0.66667' in epoch_line and '"val_loss": ' in epoch_line  # 3 classes
     for line in text.split("\n"):
         shown = line.split("\r")[-1].strip()  # what a terminal, or cat, shows of the line
         if " INFO " in shown or " WARNING " in shown:

@@ -446,6 +446,9 @@ def test_classes_absent_from_the_annotations_are_refused_with_the_names_found(tm
         voc.load_voc(tmp_path, 2007, classes=("cat", "unicorn"))
     found = sorted(CLASSES)
     assert "classes found in" in str(e.value) and ", ".join(found) in str(e.value)
+    make_voc(tmp_path / "2012", 2012, per_split=3, class_files=False, test_labels=False)
+    with pytest.raises(voc.VOCError, match="unicorn"):  # VOC2012's unlabelled test rows count for nothing
+        voc.load_voc(tmp_path / "2012", 2012, classes=("cat", "unicorn"))
     # a class that occurs in Annotations/ but not in a short subset of a split only warns
     assert voc.load_voc(tmp_path, 2007, classes=("aeroplane", "boat"), max_images=1).classes
 

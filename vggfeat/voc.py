@@ -243,7 +243,8 @@ def load_voc(
             f"(e.g. {missing[0].name}).\n" + LAYOUT.format(year=year, action="")
         )
     labels = np.stack([r for _, r in rows]) if rows else np.zeros((0, len(classes)), np.int8)
-    check_classes(year_dir, classes, labels)
+    known = [split_idx[s] for s in labelled]  # an unlabelled split's zeros say nothing
+    check_classes(year_dir, classes, labels[np.unique(np.concatenate(known))] if known else labels[:0])
     return VOCData(year, year_dir, [i for i, _ in rows], images, labels, split_idx, labelled, tuple(classes))
 
 

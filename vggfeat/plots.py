@@ -289,7 +289,9 @@ def class_errors(path, errors: np.ndarray, *, chance: float, title: str = "") ->
     fig = _figure(7.0, 3.5)
     ax = fig.add_subplot()
     ax.plot(np.arange(1, len(e) + 1), 100 * e, drawstyle="steps-mid", color="tab:blue")
-    ax.axhline(100 * e.mean(), color="tab:blue", ls="-", lw=0.8, label=f"mean {100 * e.mean():.1f}")
+    ax.axhline(
+        100 * e.mean(), color="tab:blue", ls="-", lw=0.8, label=f"mean over classes {100 * e.mean():.1f}"
+    )
     ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {100 * chance:.1f}")
     ax.set_xlabel("class, sorted by error")
     ax.set_ylabel("top-1 error (%)")

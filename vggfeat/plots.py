@@ -270,7 +270,7 @@ def protocol_errors(path, rows: Sequence[dict], *, classes: int, title: str = ""
                 s=300,
                 color="k",
                 zorder=3,
-                label=f"paper {key}" if off < 0 else None,
+                label="paper" if off < 0 else None,
             )
     for k, style in ((1, "--"), (min(5, classes), ":")):
         ax.axhline(100 * (1 - k / classes), color="grey", ls=style, lw=1, label=f"chance top-{k}")

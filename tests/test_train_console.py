@@ -142,3 +142,12 @@ def test_ctrl_c_under_accelerate_launch_is_one_line_and_resume_finishes(tmp_path
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
     assert (tmp_path / "runs" / "r" / "final.safetensors").exists()
+
+
+def test_the_interrupt_message_counts_steps_within_the_epoch(tmp_path):
+    from vggfeat.train.console import interrupted
+
+    msg = lambda step: str(interrupted(epoch_steps=6, step=step, epochs=3, checkpoints=tmp_path))
+    assert "epoch 0 of 3, step 6 of 6 in it (step 6 overall)" in msg(6)  # in epoch 0's validation
+    assert "epoch 1 of 3, step 1 of 6 in it (step 7 overall)" in msg(7)
+    assert "starts over: no checkpoint was written yet" in msg(0)

@@ -47,6 +47,8 @@ def interrupted(*, epoch_steps: int, step: int, epochs: int, checkpoints: Path) 
     """The exception that says where a run stopped: its epoch (counted from 0, as the log's
     ``epoch N:`` lines are), the optimiser step, and the checkpoint ``--resume`` continues from."""
     epoch, within = divmod(step, max(epoch_steps, 1))
+    if step and not within:  # stopped after an epoch's last step, in its validation or checkpoint
+        epoch, within = epoch - 1, epoch_steps
     ckpt = latest_checkpoint(checkpoints)
     since = f"continues from {ckpt.name}" if ckpt else "starts over: no checkpoint was written yet"
     return Interrupted(

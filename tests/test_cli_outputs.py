@@ -164,3 +164,10 @@ def test_info_takes_a_file_and_shows_its_class_names(tiny, tmp_path):
     info = json.loads(r.stdout)
     assert info["class_names"] == ["cat", "dog", "eel"] and info["fingerprint"] == vggfeat.fingerprint(m)
     assert "fc7" in info["layers"] and info["arch"]["config"] == "A"
+
+
+def test_info_of_a_configuration_lists_its_layers(capsys):
+    assert cli.main(["info", "--model", "A-LRN"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    with torch.device("meta"):
+        assert info["layers"] == list(vggfeat.vgg("A-LRN").layers) and "norm1" in info["layers"]

@@ -285,6 +285,13 @@ def cmd_info(args) -> None:
         }
         print(json.dumps({**about, **({"class_names": list(names)} if names else {})}, indent=1))
         return
+    if args.model:  # one configuration: its layer names and size, built without weights
+        with torch.device("meta"):
+            m = vggfeat.vgg(args.model)
+        print(
+            json.dumps({"arch": m.arch, "parameters": vggfeat.count_parameters(m), "layers": list(m.layers)})
+        )
+        return
     print(f"{'config':8s} {'weight layers':>13s} {'parameters':>14s}")
     for name in vggfeat.CONFIGS:
         with torch.device("meta"):

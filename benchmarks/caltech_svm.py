@@ -20,7 +20,7 @@ import argparse
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from vggfeat import caltech, plots, svm
 from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
@@ -34,7 +34,7 @@ PAPER_SPLITS = 3
 class Config(SVMOptions):
     root: Path  # folder holding 101_ObjectCategories / 256_ObjectCategories
     dataset: str = option("caltech101", choices=sorted(caltech.DATASETS), help="which Caltech")
-    scales: tuple[int, ...] = PAPER_SCALES
+    PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
     aggregate: Literal["mean", "stack", "max"] = "stack"  # Appendix B: stacking beat mean and max on Caltech
     background: bool = True  # keep BACKGROUND_Google / 257.clutter: the paper counts 102 / 257 classes
     splits: int = PAPER_SPLITS  # seeded random splits, recall reported as mean +- std over them

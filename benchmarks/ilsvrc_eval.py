@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vggfeat import evaluate, plots
-from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script
+from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script, training_crop
+from vggfeat.models import paper_scale
 from vggfeat.options import add_options, from_args, option
 
 LAYOUT = """expected one of:
@@ -49,7 +50,9 @@ class Config(NetOptions):
         help="comma-separated subset",
         show=",".join(evaluate.PROTOCOLS),
     )
-    jitter: tuple[int, int] = (256, 512)  # training scale range (sets Q)
+    jitter: tuple[int, int] | None = option(
+        None, help="training scale range (sets Q)", show="256 512 for a net of crop 224, x c/224 for crop c"
+    )
     split: str = "validation"  # split of a saved DatasetDict
     max_images: int | None = None  # first N images only: quick run, not comparable
     out: Path | None = None  # output folder (default: runs/ilsvrc_<models>)
@@ -127,7 +130,9 @@ PARTS = {
 }
 
 
-def evaluate_protocols(models: dict, images, labels, *, protocols, jitter, **kw) -> tuple[list[dict], dict]:
+def evaluate_protocols(
+    models: dict, images, labels, *, protocols, jitter, progress: bool = True, **kw
+) -> tuple[list[dict], dict]:
     """Rows as ``evaluate.run_protocols`` gives them, and ``{(model, protocol): posteriors}``; the
     seconds per image of ``both`` are those of its two parts (each computed once, however many
     protocols use it). ``fusion``: the mean of the nets' ``both`` posteriors (``multi`` without it)."""
@@ -145,7 +150,9 @@ def evaluate_protocols(models: dict, images, labels, *, protocols, jitter, **kw)
             for mode, q in PARTS[proto]:
                 if (mode, q) not in done:
                     t0 = time.perf_counter()
-                    P = evaluate.posteriors(model, images, scales=scales[q], mode=mode, **kw)
+                    bar = f"{name} {proto}: {mode} at Q={','.join(map(str, scales[q]))}"
+                    bar = bar if progress else False
+                    P = evaluate.posteriors(model, images, scales=scales[q], mode=mode, progress=bar, **kw)
                     done[mode, q] = P, (time.perf_counter() - t0) / max(1, len(labels))
             parts = [done[k] for k in PARTS[proto]]
             P = parts[0][0] if len(parts) == 1 else evaluate.fuse([p for p, _ in parts])
@@ -169,7 +176,8 @@ def main(cfg: Config) -> list[dict] | None:
     images, labels = load_data(cfg)
     nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
     names = [n.config for n in nets]  # a weights file without --model says which net it holds
-    rows, _ = evaluate_protocols(
+    cfg.jitter = cfg.jitter or paper_jitter(nets)
+    rows, posteriors = evaluate_protocols(
         dict(zip(names, nets)),
         images,
         labels,
@@ -187,6 +195,7 @@ def main(cfg: Config) -> list[dict] | None:
     text = report(cfg, rows, reasons, chance)
     (out / "report.md").write_text(text)
     payload = {"config": asdict(cfg), "images": len(labels), "rows": rows, "chance": chance}
+    payload["plots"] = write_plots(out, rows, posteriors, labels)
     payload |= {"comparable": not reasons, "not_comparable": reasons}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
     print(text)
@@ -194,12 +203,29 @@ def main(cfg: Config) -> list[dict] | None:
     return rows
 
 
+def paper_jitter(nets) -> tuple[int, int]:
+    """Sec. 3.1's S in [256, 512], in ratio to the nets' training crop."""
+    crop = training_crop(nets, "--jitter")
+    return tuple(paper_scale(crop, s) for s in (256, 512))
+
+
+def write_plots(out: Path, rows: list[dict], posteriors: dict, labels) -> list[str]:
+    """protocols.png (every row, with chance) and per_class_error.png (the row of lowest top-1)."""
+    best = min(rows, key=lambda r: r["top1"])
+    P = posteriors[best["model"], best["protocol"]]
+    plots.protocol_errors(out / "protocols.png", rows, classes=P.shape[1])
+    err = evaluate.per_class_error(P, labels)
+    title = f"top-1 error per class: {best['model']} {best['protocol']} ({len(labels)} images)"
+    plots.class_errors(out / "per_class_error.png", err, chance=1 - 1 / P.shape[1], title=title)
+    return ["protocols.png", "per_class_error.png"]
+
+
 def not_comparable(cfg: Config, nets, *, images: int = VAL_IMAGES) -> list[str]:
     """Why this run differs from the protocols of Tables 3-6 (``images``: how many were
     evaluated); empty when it does not."""
     rows = [plots.paper_name([c]) for c in ("C", "D", "E")]  # the nets of Tables 3-6
     reasons = [r for n, w in zip(nets, cfg.weights) for r in plots.deviations([n], [w], rows=rows)]
-    if tuple(cfg.jitter) != (256, 512):
+    if tuple(cfg.jitter or (256, 512)) != (256, 512):  # None: the paper's, at the nets' crop
         reasons.append(f"--jitter {cfg.jitter[0]} {cfg.jitter[1]} (the paper's tables: 256 512)")
     if cfg.max_images:
         reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")

@@ -19,6 +19,7 @@ import argparse
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Config(SVMOptions):
     DEFAULT_MODELS = ("D", "E")  # Table 12 stacks the descriptors of D and E
 
     root: Path  # VOCdevkit (or its parent, or VOC2012)
-    scales: tuple[int, ...] = PAPER_SCALES
+    PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
     max_images: int | None = None  # first N persons per split: quick run, not comparable
 
     def __post_init__(self):

@@ -18,7 +18,7 @@ import argparse
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from vggfeat import plots, svm, voc
 from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
@@ -31,7 +31,7 @@ PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scal
 class Config(SVMOptions):
     root: Path  # VOCdevkit (or its parent, or VOC<year>)
     year: Literal[2007, 2008, 2009, 2010, 2011, 2012] = 2007
-    scales: tuple[int, ...] = PAPER_SCALES
+    PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
     max_images: int | None = None  # first N images per split: quick run, not comparable
     classes: tuple[str, ...] = voc.VOC_CLASSES  # class names of a VOC-layout dataset of your own
 

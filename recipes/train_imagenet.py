@@ -19,7 +19,7 @@ from dataclasses import replace
 from vggfeat import options
 from vggfeat.imagefolder import DataError
 from vggfeat.options import add_options
-from vggfeat.train import ConfigError, RunLocked, TrainConfig, check_config, train
+from vggfeat.train import ConfigError, Interrupted, RunLocked, TrainConfig, check_config, train
 
 PAPER = TrainConfig()  # the defaults are Sec. 3.1's: batch 256, lr 1e-2, momentum 0.9, wd 5e-4, 74 epochs
 # Presets that start from another preset's weights name that run: its final.safetensors is looked
@@ -118,6 +118,8 @@ def main(args: argparse.Namespace) -> None:
             train(cfg)
     except (ConfigError, DataError, RunLocked) as e:
         raise SystemExit(f"error: {e}") from None
+    except Interrupted:  # Ctrl-C: the trainer logged where it stopped, once
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_weights_default_to_imagenet_and_none_means_random():
 def test_extract_uses_imagenet_weights_by_default(fake_vgg16, folder, tmp_path):
     out = tmp_path / "x.npy"
     assert cli.main(["extract", str(folder / "0.png"), "--out", str(out), "--scales", "224", "--quiet"]) == 0
-    (net,) = json.loads(out.with_suffix(".json").read_text())["models"]
+    (net,) = json.loads(out.with_name(out.name + ".json").read_text())["models"]
     assert net["config"] == "D" and net["fingerprint"] == vggfeat.fingerprint(
         vggfeat.vgg("D", weights="default")
     )
@@ -93,7 +93,7 @@ def test_two_ranks_write_each_output_once(folder, tmp_path):
         == 0
     )
     np.testing.assert_allclose(np.load(out), np.load(tmp_path / "one.npy"), atol=1e-6)
-    assert json.loads(out.with_suffix(".json").read_text())["shape"] == [3, 32]
+    assert json.loads(out.with_name(out.name + ".json").read_text())["shape"] == [3, 32]
 
 
 def test_downloads_run_on_the_main_process():
@@ -118,7 +118,8 @@ def test_extract_help_shows_every_default_the_cost_and_examples(capsys):
         if e.strip()
     }
     for f in fields(ExtractOptions):
-        entry = entries["--model" if f.name == "models" else "--" + f.name.replace("_", "-")]
+        flag = {"models": "--model", "layers": "--layer"}.get(f.name, "--" + f.name.replace("_", "-"))
+        entry = entries[flag]
         assert "default:" in entry or (f.name == "out" and "(required)" in entry), entry
     assert text.count("vggfeat extract ") >= 2 and "--no-normalize" in text and "--list" in text
 
@@ -159,7 +160,7 @@ def test_extract_reads_folders_and_a_list_and_writes_parquet_with_the_paths(fold
     net = vggfeat.vgg("D", weights=None, width=0.0625, fc_dim=32)
     ref = vggfeat.extract([str(p) for p in order], model=net, scales=(224,), progress=False)
     np.testing.assert_allclose(X, ref, atol=1e-5)
-    assert json.loads(out.with_suffix(".json").read_text())["rows"] == [str(p) for p in order]
+    assert json.loads(table.schema.metadata[b"vggfeat"])["scales"] == [224]  # no sidecar: inside
 
 
 def test_extract_no_normalize_and_a_saved_hf_dataset_with_its_image_column(tmp_path):
@@ -177,7 +178,7 @@ def test_extract_no_normalize_and_a_saved_hf_dataset_with_its_image_column(tmp_p
     ref = vggfeat.extract(pics, model=net, scales=(224,), normalize=False, progress=False)
     np.testing.assert_allclose(X, ref, rtol=1e-5, atol=1e-6)
     assert not np.allclose(np.linalg.norm(X, axis=1), 1)  # not L2-normalised
-    assert json.loads(out.with_suffix(".json").read_text())["rows"] == [0, 1, 2]
+    assert json.loads(out.with_name(out.name + ".json").read_text())["rows"] == [0, 1, 2]
 
 
 @pytest.mark.parametrize(

@@ -398,7 +398,7 @@ def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     X = np.load(out)
-    side = json.loads(out.with_suffix(".json").read_text())
+    side = json.loads(out.with_name(out.name + ".json").read_text())
     assert side["rows"] == [str(p) for p in sorted(files)] and side["scales"] == [224, 256]
     assert side["models"][0]["fingerprint"] == vggfeat.fingerprint(m)
     np.testing.assert_allclose(

@@ -54,8 +54,9 @@ def expected_label(objects, cls) -> int:
 
 
 def make_voc(root: Path, year=2007, *, per_split=10, class_files=True, test_labels=True):
-    """VOCdevkit/VOC<year> with train/val/test, each image holding two classes (so every class
-    has a positive in every split), some objects difficult, one grayscale JPEG. Returns
+    """VOCdevkit/VOC<year> with train/val/test, each image holding two classes (and the last one
+    of a split every class not seen yet in it, so every class has a positive in every split),
+    some objects difficult, one grayscale JPEG. Returns
     {split: [(id, objects)]}."""
     d = root / "VOCdevkit" / f"VOC{year}"
     main = d / "ImageSets" / "Main"
@@ -72,6 +73,9 @@ def make_voc(root: Path, year=2007, *, per_split=10, class_files=True, test_labe
             objects = [(a, False, (10, 20, 150, 200), None), (b, j % 3 == 0, (100, 30, 290, 230), None)]
             if j % 4 == 1:
                 objects.append((a, True, (5, 5, 50, 50), None))  # a difficult duplicate: still 1
+            if j == per_split - 1:  # the split's last image holds the classes not seen yet
+                seen = {o[0] for _, objs in rows for o in objs} | {a, b}
+                objects += [(c, False, (20, 20, 80, 80), None) for c in CLASSES if c not in seen]
             _jpeg(d / "JPEGImages" / f"{iid}.jpg", n, gray=(n == 3))
             (d / "Annotations" / f"{iid}.xml").write_text(_xml(objects))
             rows.append((iid, objects))
@@ -473,3 +477,31 @@ def test_action_comparable_only_for_the_paper_protocol(tmp_path):
     _one_reason(
         mod.not_comparable, replace(paper, models=["D"], weights=["default"]), meta_nets("D"), "no such nets"
     )
+
+
+def test_classes_absent_from_the_annotations_are_refused_with_the_names_found(tmp_path):
+    make_voc(tmp_path, per_split=3, class_files=False)
+    with pytest.raises(voc.VOCError, match="unicorn") as e:
+        voc.load_voc(tmp_path, 2007, classes=("cat", "unicorn"))
+    found = sorted(CLASSES)
+    assert "classes found in" in str(e.value) and ", ".join(found) in str(e.value)
+    make_voc(tmp_path / "2012", 2012, per_split=3, class_files=False, test_labels=False)
+    with pytest.raises(voc.VOCError, match="unicorn"):  # VOC2012's unlabelled test rows count for nothing
+        voc.load_voc(tmp_path / "2012", 2012, classes=("cat", "unicorn"))
+    # a class that occurs in Annotations/ but not in a short subset of a split only warns
+    assert voc.load_voc(tmp_path, 2007, classes=("aeroplane", "boat"), max_images=1).classes
+
+
+def test_voc_script_stops_on_unknown_classes_before_extracting(tmp_path):
+    make_voc(tmp_path, per_split=3, class_files=False)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = ["--root", tmp_path, *TINY, "--out", out, "--classes", "cat", "unicorn"]
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "voc_svm.py"), *map(str, argv)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert "unicorn" in line and "aeroplane" in line and "Traceback" not in r.stderr
+    assert not (out / "features").exists() and not (out / "results.json").exists()

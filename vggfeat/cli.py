@@ -12,7 +12,6 @@ from typing import ClassVar, Literal
 
 from . import __version__
 from .options import add_options, from_args, option
-from .svm import C_GRID
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
@@ -30,6 +29,19 @@ WEIGHTS_HELP = (
 def _default_models(cls) -> str:
     files = ", or what the --weights files hold" if cls.FROM_FILES else ""
     return " ".join(cls.DEFAULT_MODELS) + files
+
+
+def training_crop(nets, flag: str) -> int:
+    """The crop the nets were trained at, which sets the paper's scales; nets of several crops
+    have no common default, so ``flag`` must be given."""
+    crops = sorted({n.crop for n in nets})
+    if len(crops) > 1:
+        raise ValueError(f"--model: the nets were trained at different crops {crops}; give {flag}")
+    return crops[0]
+
+
+def _default_scales(cls) -> str:
+    return f"{' '.join(map(str, cls.PAPER_SCALES))} for a net trained at crop 224, x c/224 for crop c"
 
 
 @dataclass(kw_only=True)
@@ -68,51 +80,31 @@ class NetOptions:
 class FeatureOptions(NetOptions):
     """``NetOptions`` and the descriptor's protocol (Appendix B)."""
 
-    scales: tuple[int, ...] = (256, 384, 512)  # smallest sides Q
+    PAPER_SCALES: ClassVar[tuple[int, ...]] = (256, 384, 512)  # Sec. 3.2's Q at the 224 crop
+
+    scales: tuple[int, ...] | None = option(
+        None, help="smallest sides Q", show=lambda cls: _default_scales(cls)
+    )
     aggregate: Literal["mean", "stack", "max"] = "mean"  # over the scales
 
+    def test_scales(self, nets) -> tuple[int, ...]:
+        """``--scales``, else ``PAPER_SCALES`` kept in ratio to the nets' training crop c (x c/224:
+        73, 110, 146 at crop 64), so that a small-crop net runs at its own geometry."""
+        if self.scales:
+            return tuple(self.scales)
+        from .models import paper_scales
 
-@dataclass(kw_only=True)
-class SVMOptions(FeatureOptions):
-    """``FeatureOptions`` and the options the linear-SVM benchmarks share."""
+        return paper_scales(training_crop(nets, "--scales"), self.PAPER_SCALES)
 
-    c_grid: tuple[float, ...] = option(C_GRID, help="SVM C values tried on the held-out split")
-    out: Path | None = None  # output folder (default: runs/<dataset>_<models>)
-    seed: int = 0  # splits, held-out sets and random weights
-    download: bool = False  # fetch the dataset with torchvision first (online)
-    cache: bool = True  # features under <out>/features, computed once and reused by later runs
 
-    def build_nets(self) -> list:
-        """The networks, built before any data is read, so a missing weights file fails first."""
-        return build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
+def __getattr__(name: str):
+    # SVMOptions (the SVM scripts' options) needs scikit-learn for its C grid, ~3 s of imports
+    # that `vggfeat extract` and the other commands do not pay: imported on first use.
+    if name == "SVMOptions":
+        from .cli_svm import SVMOptions
 
-    def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
-        """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
-        from .plots import deviations
-
-        return deviations(
-            nets,
-            self.weights,
-            rows=rows,
-            scales=self.scales,
-            paper_scales=paper_scales,
-            aggregate=self.aggregate,
-            paper_aggregate=paper_aggregate,
-        )
-
-    def extract(self, images, nets, *, folder: str = "features"):
-        """Appendix-B descriptors of ``images`` with these options, cached under ``out/folder``."""
-        import vggfeat
-
-        return vggfeat.extract(
-            images,
-            model=nets if len(nets) > 1 else nets[0],
-            scales=self.scales,
-            aggregate=self.aggregate,
-            cache=self.out / folder if self.cache else None,
-            device=self.device,
-            batch_size=self.batch_size,
-        )
+        return SVMOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
@@ -211,6 +203,33 @@ class CommandOptions(FeatureOptions):
     )
     num_workers: int | None = None  # image-decoding processes (default: by CPU count)
     flip: bool = True  # average with the horizontally flipped image
+    threads: int | None = option(
+        None,
+        help="torch's compute threads",
+        show="$OMP_NUM_THREADS if set, else the usable CPUs minus 2 decoding workers, at least 1",
+    )
+
+    def set_threads(self) -> int:
+        """Set torch's thread count on purpose (DESIGN.md, "Threads"): torch's default, one
+        thread per core, beside the decoding workers oversubscribes the cores; on 2 busy cores
+        `vggfeat extract` of 1000 small images took 108 s with it and 18 s with one thread."""
+        import torch
+
+        torch.set_num_threads(compute_threads(self.threads, self.num_workers))
+        return torch.get_num_threads()
+
+
+def compute_threads(threads: int | None, num_workers: int | None) -> int:
+    """``threads`` if given; else what ``OMP_NUM_THREADS`` says (the user's choice); else one
+    per usable CPU left over by the decoding workers (2 by default, see ``dense.py``)."""
+    import os
+
+    if threads:
+        return threads
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable - (2 if num_workers is None else num_workers))
 
 
 def _models(o: CommandOptions):
@@ -218,22 +237,34 @@ def _models(o: CommandOptions):
 
 
 def cmd_evaluate(args) -> None:
+    import numpy as np
+
     from vggfeat import evaluate
 
     o = from_args(CommandOptions, args)
-    images, labels, _ = evaluate.labels_of(args.data)
+    o.set_threads()
+    images, labels, classes = evaluate.labels_of(
+        args.data, val_labels=args.val_labels, val_synsets=args.val_synsets
+    )
+    nets = _models(o)
+    per_net = [evaluate.net_labels(labels, classes, m) for m in nets]  # each net checked
+    if any(not np.array_equal(y, per_net[0]) for y in per_net):
+        raise ValueError(
+            "--model: the nets order their classes differently; their posteriors cannot be fused"
+        )
+    labels = per_net[0]
     Ps = [
         evaluate.posteriors(
             m,
             images,
-            scales=o.scales,
+            scales=o.test_scales(nets),
             mode=args.mode,
             flip=o.flip,
             batch_size=o.batch_size,
             device=o.device,
             num_workers=o.num_workers,
         )
-        for m in _models(o)
+        for m in nets
     ]
     P = evaluate.fuse(Ps)
     if not is_main_process():
@@ -249,24 +280,27 @@ def cmd_info(args) -> None:
 
     import vggfeat
 
-    if args.weights:
-        m = vggfeat.vgg(None if args.model is None else args.model, weights=args.weights)
+    source = args.file or args.weights
+    if source:
+        m = vggfeat.vgg(args.model, weights=source)
+        meta = dict(getattr(m, "meta", {}))
+        names = meta.pop("class_names", None) or meta.pop("categories", None)
+        meta.pop("categories", None)
+        about = {
+            "arch": m.arch,
+            "preprocess": m.preprocess.to_dict(),
+            "parameters": vggfeat.count_parameters(m),
+            "fingerprint": vggfeat.fingerprint(m),
+            "layers": list(m.layers),
+            **meta,
+        }
+        print(json.dumps({**about, **({"class_names": list(names)} if names else {})}, indent=1))
+        return
+    if args.model:  # one configuration: its layer names and size, built without weights
+        with torch.device("meta"):
+            m = vggfeat.vgg(args.model)
         print(
-            json.dumps(
-                {
-                    "arch": m.arch,
-                    "preprocess": m.preprocess.to_dict(),
-                    "parameters": vggfeat.count_parameters(m),
-                    "fingerprint": vggfeat.fingerprint(m),
-                    "layers": list(m.layers),
-                    **{
-                        k: v
-                        for k, v in getattr(m, "meta", {}).items()
-                        if k not in ("categories", "class_names")
-                    },
-                },
-                indent=1,
-            )
+            json.dumps({"arch": m.arch, "parameters": vggfeat.count_parameters(m), "layers": list(m.layers)})
         )
         return
     print(f"{'config':8s} {'weight layers':>13s} {'parameters':>14s}")
@@ -275,6 +309,13 @@ def cmd_info(args) -> None:
             m = vggfeat.vgg(name)
         n = sum(1 for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
         print(f"{name:8s} {n:13d} {vggfeat.count_parameters(m):14,d}")
+
+
+def cmd_toy(args) -> None:
+    from .toy import ToyConfig, generate
+
+    source, voc = generate(args.out, from_args(ToyConfig, args), progress=True)
+    print(f"wrote {source} (ImageFolder: train/, val/) and {voc} (VOC2007 devkit layout)")
 
 
 def cmd_convert(args) -> None:
@@ -303,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_extract_parser(sub)
 
     v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
-    v.add_argument("data", help="ImageFolder tree ROOT/<class>/<image>")
+    v.add_argument(
+        "data", help="ImageFolder tree ROOT/<class>/<image>, or ILSVRC's flat val/ with its labels"
+    )
+    v.add_argument(
+        "--val-labels", help="flat val/: LOC_val_solution.csv or the devkit's ground truth (default: found)"
+    )
+    v.add_argument("--val-synsets", help="the devkit's meta.mat, for its ground truth (default: found)")
     add_options(v, CommandOptions, exclude=("aggregate",))
     v.add_argument(
         "--mode",
@@ -314,9 +361,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="the configurations, or what a weights file holds")
-    i.add_argument("--weights", default=None)
-    i.add_argument("--model", default=None)
+    i.add_argument(
+        "file", nargs="?", help="a weights file (.safetensors, .pth, .caffemodel) or a torchvision name"
+    )
+    i.add_argument("--weights", default=None, help="the same as FILE")
+    i.add_argument("--model", default=None, help="configuration, if the file does not say")
     i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser(
+        "toy", help="write the toy data of the demo: an ImageFolder source set and a VOC2007 target"
+    )
+    t.add_argument("out", type=Path, help="folder to write (source/ and VOCdevkit/ inside)")
+    from .toy import ToyConfig
+
+    add_options(t, ToyConfig)
+    t.set_defaults(func=cmd_toy)
 
     c = sub.add_parser("convert", help="any weights file -> our .safetensors with metadata")
     c.add_argument("src", help=".caffemodel, .pth or .safetensors")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,18 +13,41 @@ from typing import Literal
 import numpy as np
 
 from .cli import CommandOptions, _models, is_main_process
-from .options import add_options, from_args
+from .options import add_options, from_args, option
+
+log = logging.getLogger("vggfeat")
+# E's layers, the most of any config; the others have fewer convs per block (Table 1).
+E_LAYERS = [
+    *(
+        n
+        for b, k in enumerate((2, 2, 4, 4, 4), 1)
+        for n in [*(f"conv{b}_{i}" for i in range(1, k + 1)), f"pool{b}"]
+    ),
+    *("fc6", "fc7", "fc8"),
+]
+LAYER_HELP = (
+    "the layer whose maps are pooled into descriptors; repeat for several layers in one pass "
+    "(one .npy per layer, feats.<layer>.npy, or one column per layer). Names, E's: "
+    + " ".join(E_LAYERS)
+    + "; fewer convs per block in A-D (1,1,2,2,2 for A; 2,2,3,3,3 for C, D), norm1 in A-LRN; "
+    "fc7 is post-ReLU (Appendix B); `vggfeat info --model X` lists a net's layers"
+)
 
 
 @dataclass(kw_only=True)
 class ExtractOptions(CommandOptions):
     """``vggfeat extract``: what to read, what to compute, where to write."""
 
-    out: Path  # .npy (identities in the .json beside it) or .parquet (an id column beside the rows)
+    out: Path  # .npy (identities in feats.npy.json), .parquet (an id column), or an hf dataset folder
+    format: Literal["npy", "parquet", "hf"] | None = option(
+        None, help="hf: a Hugging Face dataset folder (save_to_disk)", show="by --out's suffix"
+    )
     list: Path | None = None  # a text file of image paths, one per line (relative to the file's folder)
     image_column: str | None = None  # a saved HF dataset's image column (default: its Image-typed column)
     split: str | None = None  # a saved DatasetDict's split (default: its only one, else an error)
-    layer: str = "fc7"  # fc7 is post-ReLU, as in the Caffe models (Appendix B)
+    layers: tuple[str, ...] = option(
+        ("fc7",), flag="--layer", action="append", metavar="NAME", help=LAYER_HELP
+    )
     normalize: bool = True  # L2-normalise each descriptor (Appendix B)
     cache: Path | None = None  # folder of a resumable feature store (default: none)
     on_error: Literal["raise", "skip"] = "raise"  # skip: unreadable images get NaN rows, listed in the .json
@@ -90,23 +114,79 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     return ImageSource(files, names=files), [str(f) for f in files]
 
 
-def write_features(out: Path, X: np.ndarray, ids: list, side: dict) -> list[Path]:
-    """``X`` as ``out`` (.npy, or .parquet with an ``id`` column beside a ``features`` column) and
-    ``side`` (protocol, identities, failures) as the .json beside it."""
+FORMATS = {".npy": "npy", ".parquet": "parquet"}  # by --out's suffix; "hf" is asked for by name
+
+
+def output_format(o: ExtractOptions) -> str:
+    """npy, parquet or hf: ``--format``, else ``--out``'s suffix; checked before any work."""
+    fmt = o.format or FORMATS.get(o.out.suffix)
+    if fmt is None:
+        raise ValueError(
+            f"--out {o.out}: write .npy or .parquet, or a Hugging Face dataset folder with --format hf"
+        )
+    return fmt
+
+
+def sidecar(out: Path) -> Path:
+    """Where a .npy output's identities and protocol go: ``feats.npy.json``, a name no other
+    output shares (a .parquet file and an hf folder hold them inside)."""
+    return out.with_name(out.name + ".json")
+
+
+def layer_file(out: Path, layer: str, layers: list[str]) -> Path:
+    """The .npy of ``layer``: ``out`` itself for one layer, ``feats.fc7.npy`` beside it for several."""
+    return out if len(layers) == 1 else out.with_name(f"{out.stem}.{layer}{out.suffix}")
+
+
+def column(layer: str, layers: list[str]) -> str:
+    """A parquet or hf column: ``features`` for one layer, ``features_<layer>`` for several (as
+    ``Extractor`` names its ``Dataset.map`` columns)."""
+    return "features" if len(layers) == 1 else f"features_{layer}"
+
+
+def _replacing(path: Path) -> Path:
+    if path.exists():
+        log.warning("overwriting %s", path)
+    return path
+
+
+def write_features(out: Path, fmt: str, X: dict[str, np.ndarray], ids: list, side: dict) -> list[Path]:
+    """Each layer's rows ``X[layer]`` as ``fmt``: .npy files (one per layer) with the sidecar
+    (identities, protocol, failures); a .parquet file with an ``id`` column beside one column per
+    layer and ``side`` in its schema metadata; or a Hugging Face dataset (``save_to_disk``) with
+    the same columns and ``side`` as its description. Existing files are replaced with a warning."""
+    layers = list(X)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        import pyarrow as pa
+    side = {"rows": ids, **side}
+    if fmt == "npy":
+        files = {n: layer_file(out, n, layers) for n in layers}
+        for n, f in files.items():
+            np.save(_replacing(f), X[n])
+        if len(layers) > 1:
+            side["files"] = {n: f.name for n, f in files.items()}
+        meta = _replacing(sidecar(out))
+        meta.write_text(json.dumps(side, indent=1, default=str))
+        return [*files.values(), meta]
+    import pyarrow as pa
+
+    cols = {"id": ids}
+    for n in layers:
+        cols[column(n, layers)] = pa.FixedSizeListArray.from_arrays(
+            pa.array(X[n].reshape(-1), pa.float32()), X[n].shape[1]
+        )
+    table = pa.table(cols)
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        feats = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1), pa.float32()), X.shape[1])
-        table = pa.table({"id": ids, "features": feats})
-        pq.write_table(table.replace_schema_metadata({"vggfeat": json.dumps(side)}), out)
-    elif out.suffix == ".npy":
-        np.save(out, X)
-    else:
-        raise ValueError(f"--out {out}: write .npy or .parquet")
-    out.with_suffix(".json").write_text(json.dumps({"rows": ids, **side}, indent=1, default=str))
-    return [out, out.with_suffix(".json")]
+        text = json.dumps({k: v for k, v in side.items() if k != "rows"}, default=str)
+        pq.write_table(table.replace_schema_metadata({"vggfeat": text}), _replacing(out))
+        return [out]
+    import datasets
+
+    ds = datasets.Dataset(datasets.table.InMemoryTable(table))
+    ds.info.description = json.dumps({k: v for k, v in side.items() if k != "rows"}, default=str)
+    ds.save_to_disk(str(_replacing(out)))
+    return [out]
 
 
 EXTRACT_DOC = """Appendix-B descriptors: each image rescaled to every Q of --scales, run densely through the
@@ -120,6 +200,7 @@ examples:
   vggfeat extract photos/ more_photos/ --out feats.npy              # VGG-D, ImageNet weights
   vggfeat extract --list files.txt --model E --scales 256 384 --out feats.parquet
   vggfeat extract saved_ds/ --image-column img --split train --out feats.parquet
+  vggfeat extract photos/ --layer pool5 --layer fc7 --format hf --out feats_ds/  # two columns
 """
 
 
@@ -127,15 +208,19 @@ def cmd_extract(args) -> None:
     import vggfeat
 
     o = from_args(ExtractOptions, args)
+    twice = sorted({n for n in o.layers if o.layers.count(n) > 1})
+    if twice:
+        raise ValueError(f"--layer {twice[0]} is given twice; give each layer once")
+    fmt = output_format(o)  # before any work
+    o.set_threads()
     source, ids = extract_inputs(args.images, o)
-    if o.out.suffix not in (".npy", ".parquet"):  # before any work
-        raise ValueError(f"--out {o.out}: write .npy or .parquet")
+    nets = _models(o)
     ext = vggfeat.Extractor(
-        tuple(_models(o)),
-        scales=o.scales,
+        tuple(nets),
+        scales=o.test_scales(nets),
         flip=o.flip,
         aggregate=o.aggregate,
-        layer=o.layer,
+        layer=tuple(o.layers),
         normalize=o.normalize,
         batch_size=o.batch_size,
         device=o.device,
@@ -144,13 +229,15 @@ def cmd_extract(args) -> None:
         on_error=o.on_error,
         progress=not o.quiet,
     )
-    X = np.asarray(ext(source), dtype=np.float32)
+    X = {n: np.asarray(x, dtype=np.float32) for n, x in ext(source).items()}
     if not is_main_process():
         return
     failures = [{"index": i, "name": str(n), "reason": r} for i, n, r in ext.failures_]
-    side = {"shape": list(X.shape), "failures": failures, **ext.protocol()}
-    written = write_features(o.out, X, ids, side)
-    print(f"wrote {written[0]} {tuple(X.shape)} and {written[1]}")
+    shapes = {n: list(x.shape) for n, x in X.items()}
+    side = {"shape": shapes[o.layers[0]] if len(X) == 1 else shapes, "failures": failures, **ext.protocol()}
+    side["layer"] = o.layers[0] if len(X) == 1 else list(o.layers)
+    written = write_features(o.out, fmt, X, ids, side)
+    print(f"wrote {', '.join(map(str, written))}: {len(ids)} rows of {', '.join(map(str, shapes.values()))}")
 
 
 def add_extract_parser(sub) -> None:
@@ -160,7 +247,7 @@ def add_extract_parser(sub) -> None:
     )
     e = sub.add_parser(
         "extract",
-        help="appendix-B descriptors of images -> .npy or .parquet (+ .json)",
+        help="appendix-B descriptors of images -> .npy (+ .npy.json), .parquet or an hf dataset folder",
         description=EXTRACT_DOC.format(**costs),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -268,7 +268,8 @@ class _Batches:
         self.done: list[tuple[int, np.ndarray]] = []  # finished rows not yet given to the sink
         self.last_flush = time.monotonic()
         show = engine.progress and process_state().is_main_process
-        self.bar = tqdm(total=total, desc="vggfeat", unit="img", disable=not show)
+        desc = engine.progress if isinstance(engine.progress, str) else "vggfeat"  # a str names the bar
+        self.bar = tqdm(total=total, desc=desc, unit="img", disable=not show)
 
     def add(self, i: int, resized: list[torch.Tensor]) -> None:
         """Queue image ``i``'s resized copies (one per scale)."""

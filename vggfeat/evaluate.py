@@ -59,7 +59,7 @@ def posteriors(
     on_error: str = "raise",
 ) -> np.ndarray:
     """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes);
-    with ``on_error="skip"`` unreadable images get NaN rows."""
+    with ``on_error="skip"`` unreadable images get NaN rows. ``progress``: a bar, or its label."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kw = dict(
@@ -127,22 +127,45 @@ def chance_errors(num_classes: int) -> dict:
     )
 
 
-def labels_of(data, label_column: str = "label") -> tuple[list, np.ndarray, list[str]]:
-    """Images, integer labels and class names from an ImageFolder tree, a Hugging Face dataset
+def per_class_error(P: np.ndarray, labels, k: int = 1) -> np.ndarray:
+    """(K,) top-``k`` error of each class over its images (NaN for a class without images); the
+    per-class view of :func:`topk_error`, with the same tie rule."""
+    P, y = np.asarray(P), np.asarray(labels)
+    top = np.argsort(-P, axis=1, kind="stable")[:, :k]
+    wrong = ~(top == y[:, None]).any(axis=1)
+    counts = np.bincount(y, minlength=P.shape[1]).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(y, weights=wrong, minlength=P.shape[1]) / np.where(counts > 0, counts, np.nan)
+
+
+def labels_of(
+    data, label_column: str = "label", *, val_labels=None, val_synsets=None
+) -> tuple[list, np.ndarray, list[str]]:
+    """Images, integer labels and class names from an ImageFolder tree, ImageNet's flat ``val/``
+    as distributed (labelled as the trainer reads it: Kaggle's ``LOC_val_solution.csv`` or the
+    devkit's ground truth with ``val_synsets``, found next to the data or given as ``val_labels``;
+    classes: the label file's wnids, sorted as the class folders are), a Hugging Face dataset
     (``label_column``, a ClassLabel) or a torch dataset with ``.samples``/``.classes``."""
     from pathlib import Path
 
     if isinstance(data, (str, Path)):
-        from torchvision.datasets import ImageFolder
-
         root = Path(data)
         if not root.is_dir():
             raise FileNotFoundError(
-                f"{root} is not a folder; expected an ImageFolder tree "
-                "ROOT/<class>/<image>.jpg (e.g. ILSVRC val sorted by class)"
+                f"{root} is not a folder; expected an ImageFolder tree ROOT/<class>/<image>.jpg, or "
+                "ILSVRC's flat val/ with its label file"
             )
-        ds = ImageFolder(str(root), loader=lambda p: p)
-        return [p for p, _ in ds.samples], np.array(ds.targets), ds.classes
+        if not any(p.is_dir() for p in root.iterdir()):
+            from .imagefolder import flat_val, val_wnids
+
+            _, wnids = val_wnids(root, labels=val_labels, synsets=val_synsets, near=root)
+            data = flat_val(
+                root, sorted(set(wnids.values())), labels=val_labels, synsets=val_synsets, near=root
+            )
+        else:
+            from .imagefolder import FolderImages
+
+            data = FolderImages(root).folder
     import datasets
 
     if isinstance(data, datasets.Dataset):
@@ -152,8 +175,32 @@ def labels_of(data, label_column: str = "label") -> tuple[list, np.ndarray, list
         names = list(getattr(feat, "names", []) or [])
         return data, np.array(data[label_column]), names
     if hasattr(data, "samples") and hasattr(data, "classes"):
-        return [p for p, _ in data.samples], np.array([t for _, t in data.samples]), data.classes
+        return [p for p, _ in data.samples], np.array([t for _, t in data.samples]), list(data.classes)
     raise TypeError(f"cannot read labels from {type(data).__name__}")
+
+
+def net_labels(labels, classes: list[str], model) -> np.ndarray:
+    """``labels`` (indices into ``classes``, the data's class names) as indices of ``model``'s
+    outputs: by name when its weights carry ``class_names``; else by position, which is only
+    right when the data has exactly the net's classes (an ImageFolder tree with fewer folders
+    would otherwise be scored against the wrong outputs), so any other count is refused."""
+    names = list(getattr(model, "meta", {}).get("class_names") or [])
+    labels = np.asarray(labels)
+    if names:
+        missing = [c for c in classes if c not in names]
+        if missing:
+            raise ValueError(
+                f"the data's classes {missing[:5]} are not among the {len(names)} class names its "
+                "weights were trained with; evaluate on data of the net's own classes"
+            )
+        return np.array([names.index(c) for c in classes])[labels] if len(labels) else labels
+    if classes and len(classes) != model.num_classes:
+        raise ValueError(
+            f"the data has {len(classes)} classes but VGG-{model.config} has {model.num_classes} outputs, "
+            "and its weights name no classes: labelling by folder index would score the wrong outputs. "
+            "Evaluate on every class (e.g. the full ILSVRC val), or with weights that carry class_names"
+        )
+    return labels
 
 
 # Published top-1 / top-5 val error (%), Tables 3-6, for the scale-jittered nets (S in [256, 512]).

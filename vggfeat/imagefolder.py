@@ -207,8 +207,9 @@ def _find(dirs: list[Path], names: tuple[str, ...]) -> Path | None:
     return next((d / n for d in dirs for n in names if (d / n).is_file()), None)
 
 
-def flat_val(val_dir: Path, classes: list[str], *, labels=None, synsets=None, near: Path) -> ListedImages:
-    """A flat ``val/`` labelled by an ILSVRC label file; ``classes``: the train folders' wnids."""
+def val_wnids(val_dir: Path, *, labels=None, synsets=None, near: Path) -> tuple[Path, dict[str, str]]:
+    """(the label file, {image stem: wnid}) of a flat ILSVRC ``val/``: ``labels`` (Kaggle's CSV or
+    the devkit's ground truth, with ``synsets`` for its order) or the first found near ``near``."""
     files = sorted(p for p in val_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     dirs = _search_dirs(near)
     found = Path(labels) if labels else _find(dirs, (KAGGLE_SOLUTION, DEVKIT_TRUTH))
@@ -225,6 +226,13 @@ def flat_val(val_dir: Path, classes: list[str], *, labels=None, synsets=None, ne
     else:
         order = Path(synsets) if synsets else _find([found.parent, *dirs], (DEVKIT_META,))
         wnids = _devkit_labels(found, order)
+    return found, wnids
+
+
+def flat_val(val_dir: Path, classes: list[str], *, labels=None, synsets=None, near: Path) -> ListedImages:
+    """A flat ``val/`` labelled by an ILSVRC label file; ``classes``: the train folders' wnids."""
+    found, wnids = val_wnids(val_dir, labels=labels, synsets=synsets, near=near)
+    files = sorted(p for p in val_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     index = {c: k for k, c in enumerate(classes)}
     samples, missing = [], []
     for f in files:
@@ -232,7 +240,9 @@ def flat_val(val_dir: Path, classes: list[str], *, labels=None, synsets=None, ne
         if wnid is None:
             missing.append(f.name)
         elif wnid not in index:
-            raise DataError(f"{found}: {f.name} is labelled {wnid}, which is not a class folder of train/")
+            raise DataError(
+                f"{found}: {f.name} is labelled {wnid}, which is not one of the {len(classes)} classes"
+            )
         else:
             samples.append((str(f), index[wnid]))
     if missing or not samples:

@@ -314,3 +314,58 @@ def recall_report(
     values = {c: 0.0 if np.isnan(v) else v for c, v in zip(classes, result.class_recall)}
     bar_chart(out_dir / "recall_per_class.png", values, title=title, ylabel="recall (%)", references=refs)
     return md
+
+
+# --- ILSVRC protocols (Tables 3-6) -------------------------------------------------------------
+
+
+def protocol_errors(path, rows: Sequence[dict], *, classes: int, title: str = "") -> Path:
+    """Top-1 and top-5 error (%) of each (model, protocol) row of ``ilsvrc_eval`` as bars, the
+    paper's values as black ticks where it reports them, and the chance levels of ``classes``
+    classes, 100 (1 - 1/K) and 100 (1 - min(5, K)/K), as dashed lines."""
+    if not rows:
+        raise ValueError("protocol_errors: no rows to plot")
+    fig = _figure(max(6.0, 1.1 * len(rows) + 2), 4.0)
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    for off, key, colour in ((-0.2, "top1", "tab:blue"), (0.2, "top5", "tab:orange")):
+        ax.bar(x + off, [r[key] for r in rows], width=0.4, color=colour, label=f"ours {key}")
+        paper = [
+            (i + off, r[f"paper_{key}"]) for i, r in enumerate(rows) if r.get(f"paper_{key}") is not None
+        ]
+        if paper:
+            ax.scatter(
+                *zip(*paper),
+                marker="_",
+                s=300,
+                color="k",
+                zorder=3,
+                label="paper" if off < 0 else None,
+            )
+    for k, style in ((1, "--"), (min(5, classes), ":")):
+        ax.axhline(100 * (1 - k / classes), color="grey", ls=style, lw=1, label=f"chance top-{k}")
+    ax.set_xticks(x, [f"{r['model']} {r['protocol']}" for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 102)
+    ax.set_ylabel("error (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "ILSVRC-2012 val: error per protocol", fontsize=10)
+    return _save(fig, path)
+
+
+def class_errors(path, errors: np.ndarray, *, chance: float, title: str = "") -> Path:
+    """Per-class top-1 error (%) sorted from best to worst (classes without images left out),
+    its mean, and the chance level 100 (1 - 1/K): how evenly a net's error spreads over classes."""
+    e = np.sort(np.asarray(errors, dtype=float)[~np.isnan(errors)])
+    fig = _figure(7.0, 3.5)
+    ax = fig.add_subplot()
+    ax.plot(np.arange(1, len(e) + 1), 100 * e, drawstyle="steps-mid", color="tab:blue")
+    ax.axhline(
+        100 * e.mean(), color="tab:blue", ls="-", lw=0.8, label=f"mean over classes {100 * e.mean():.1f}"
+    )
+    ax.axhline(100 * chance, color="grey", ls="--", lw=1, label=f"chance {100 * chance:.1f}")
+    ax.set_xlabel("class, sorted by error")
+    ax.set_ylabel("top-1 error (%)")
+    ax.set_ylim(0, 102)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "top-1 error per class", fontsize=10)
+    return _save(fig, path)

@@ -194,6 +194,9 @@ class MultiLabelSVC(BaseEstimator):
         return np.stack(cols, axis=1)
 
 
+WIDEN = 4  # at most this many steps past each end of the C grid
+
+
 def select_c(
     make: Callable[[float], BaseEstimator],
     train: tuple[np.ndarray, np.ndarray],
@@ -201,15 +204,49 @@ def select_c(
     *,
     score: Callable[[BaseEstimator, np.ndarray, np.ndarray], float],
     grid: Sequence[float] = C_GRID,
+    widen: int = WIDEN,
 ) -> tuple[float, dict[float, float]]:
     """Fit ``make(C)`` on ``train`` = (X, y) for each C of ``grid`` and score it on ``val``;
-    returns the best C (the smallest on ties) and every validation score."""
+    returns the best C (the smallest on ties) and every validation score.
+
+    A best C at an end of the grid, strictly better than its neighbour, has not shown its peak:
+    the grid is extended past that end by its own end ratio (x10 for 1, 10, ...), up to ``widen``
+    steps, until the score turns down; a C still at the edge then is logged as a warning."""
     scores = {}
-    for c in grid:
+
+    def fit(c: float) -> None:
         scores[float(c)] = float(score(make(c).fit(*train), *val))
         log.info("C=%g: validation score %.4f", c, scores[float(c)])
+
+    for c in grid:
+        fit(c)
+    for step in range(widen + 1):
+        edge = _rising_edge(scores)
+        if edge is None:
+            break
+        if step == widen:
+            log.warning(
+                "C=%g is at the edge of the C values tried (%s) and its validation score is still "
+                "rising: widen --c-grid past it",
+                edge[0],
+                ", ".join(f"{c:g}" for c in sorted(scores)),
+            )
+            break
+        fit(edge[1])
     best = max(scores, key=lambda c: (scores[c], -c))
     return best, scores
+
+
+def _rising_edge(scores: dict[float, float]) -> tuple[float, float] | None:
+    """(the best C, the next C past it) when the best C ends the grid and beats its neighbour."""
+    cs = sorted(scores)
+    if len(cs) < 2:
+        return None
+    best = max(scores, key=lambda c: (scores[c], -c))
+    for end, neighbour in ((cs[-1], cs[-2]), (cs[0], cs[1])):
+        if best == end and scores[end] > scores[neighbour]:
+            return end, end * end / neighbour
+    return None
 
 
 def _voc_score(ap: Callable) -> Callable:

@@ -158,6 +158,28 @@ def _split_labels(year_dir: Path, split: str, ids: list[str], classes) -> np.nda
     )
 
 
+def annotated_classes(year_dir: Path) -> set[str]:
+    """The object names that occur in ``Annotations/*.xml``."""
+    return {o.name for f in sorted((year_dir / "Annotations").glob("*.xml")) for o in read_annotation(f)}
+
+
+def check_classes(year_dir: Path, classes, labels: np.ndarray) -> None:
+    """Refuse class names that no annotation holds (their APs would all be NaN), naming those
+    found in ``Annotations/``; a class that occurs there but not in the images read (a short
+    ``max_images`` run) only warns. Annotations are read only when some class has no image."""
+    empty = [c for k, c in enumerate(classes) if not (labels[:, k] >= 0).any()]
+    if not empty:
+        return
+    found = annotated_classes(year_dir)
+    unknown = [c for c in empty if c not in found]
+    if unknown:
+        raise VOCError(
+            f"--classes {' '.join(unknown)}: no object of these classes in {year_dir / 'Annotations'}; "
+            f"the classes found in its XML files are: {', '.join(sorted(found))}"
+        )
+    log.warning("VOC: no image read holds %s; their APs will be NaN", ", ".join(empty))
+
+
 @dataclass
 class VOCData:
     """Images of several splits, each image once: ``ids`` (N,), ``images`` (N,) paths,
@@ -221,6 +243,8 @@ def load_voc(
             f"(e.g. {missing[0].name}).\n" + LAYOUT.format(year=year, action="")
         )
     labels = np.stack([r for _, r in rows]) if rows else np.zeros((0, len(classes)), np.int8)
+    known = [split_idx[s] for s in labelled]  # an unlabelled split's zeros say nothing
+    check_classes(year_dir, classes, labels[np.unique(np.concatenate(known))] if known else labels[:0])
     return VOCData(year, year_dir, [i for i, _ in rows], images, labels, split_idx, labelled, tuple(classes))
 
 

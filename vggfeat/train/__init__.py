@@ -16,6 +16,7 @@ generators, so neither workers nor iterator creation touch the global RNG that d
 """
 
 from .config import ConfigError, TrainConfig, check_config
+from .console import Interrupted
 from .lock import RunLocked
 from .loop import Trainer, train
 from .report import plot_metrics
@@ -24,6 +25,7 @@ from .setup import build_model
 
 __all__ = [
     "ConfigError",
+    "Interrupted",
     "RunLocked",
     "Schedule",
     "TrainConfig",

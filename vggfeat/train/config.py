@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..imagefolder import DATA_LAYOUTS
 from ..models import PAPER_CROP, fc6_kernel, paper_scale
+from ..options import option
 from ..transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 from .schedule import SCHEDULES
 
@@ -19,7 +20,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Every option of a training run; defaults are the paper's (Sec. 3.1) where it states one."""
 
-    name: str = "run"  # outputs go to <output_dir>/<name>/
+    name: str = option("run", help="outputs go to <output_dir>/<name>/", show="the --preset's name, else run")
     data: str = ""  # ImageFolder root (train/, val/), saved HF dataset folder, or hub name
     output_dir: str = "runs"
     train_split: str = "train"
@@ -72,6 +73,8 @@ class TrainConfig:
     report_to: str | None = None  # e.g. tensorboard (only if installed)
     progress: bool = True
     step_delay: float = 0.0  # seconds of sleep per step: lets tests interrupt a tiny run
+    sync_bn: bool = False  # batch-norm statistics over all processes' batches (SyncBatchNorm; GPUs only)
+    overwrite: bool = False  # start afresh in a run folder that holds an earlier run's outputs
 
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

@@ -70,8 +70,10 @@ class RunLock:
             proc_start=_proc_start(os.getpid()),
         )
         self.held = False
+        self.created = False  # the run folder was made for this run: removed if left empty
 
     def acquire(self) -> None:
+        self.created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             try:
@@ -125,7 +127,9 @@ class RunLock:
                 pass
         grave.unlink()
 
-    def release(self) -> None:
+    def release(self, *, remove_empty: bool = False) -> None:
+        """Remove the lock file; with ``remove_empty``, also the run folder if this lock made it and
+        nothing was written there (a run refused at start, e.g. by its --data check)."""
         if not self.held:
             return
         self.held = False
@@ -134,6 +138,11 @@ class RunLock:
                 self.path.unlink()
         except (OSError, ValueError):
             pass
+        if remove_empty and self.created:
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass
 
 
 def hold_run_lock(run_dir, state) -> RunLock:

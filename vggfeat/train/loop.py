@@ -16,13 +16,13 @@ from ..imagefolder import TrainingSet
 from ..transforms import eval_transform, train_transform
 from ..weights import save_weights
 from .config import ConfigError, TrainConfig, check_config
+from .console import console, interrupted
 from .lock import hold_run_lock
-from .report import MetricsLog, write_resolved_config
+from .report import MetricsLog, clear_run, write_resolved_config
 from .schedule import Schedule
 from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
 
 log = logging.getLogger("vggfeat")
-PLOT_AFTER_S = 60.0  # refresh curves.png after epochs longer than this, and at the end
 
 
 def batch_loss(model, x: torch.Tensor, y: torch.Tensor, *, preprocess, channels_last: bool) -> torch.Tensor:
@@ -45,14 +45,18 @@ class Trainer:
         self.acc, self.per_device = make_accelerator(cfg)
         self.lock = hold_run_lock(self.run_dir, self.acc)  # held until run() ends
         try:
-            if not cfg.resume and latest_checkpoint(self.ckpt_root):
+            if cfg.overwrite and not cfg.resume:
+                if self.acc.is_main_process:
+                    clear_run(self.run_dir)
+                self.acc.wait_for_everyone()
+            elif not cfg.resume and latest_checkpoint(self.ckpt_root):
                 raise ConfigError(
                     f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
-                    "or choose another --name"
+                    "--overwrite to start it afresh, or choose another --name"
                 )
             self._build()
         except BaseException:
-            self.lock.release()
+            self.lock.release(remove_empty=True)  # a run refused at start leaves no empty folder
             raise
 
     def _build(self) -> None:
@@ -98,7 +102,9 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.totals = torch.zeros(3, dtype=torch.float64)  # loss sum, samples, skipped in this epoch
         self.rng_to_reapply = None
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.acc.is_main_process)
+        self.metrics = MetricsLog(
+            self.run_dir / "metrics.jsonl", enabled=self.acc.is_main_process, classes=len(self.classes)
+        )
 
     def plain_model(self) -> torch.nn.Module:
         """The trained VGG itself: without DDP and without torch.compile's wrapper (whose
@@ -161,6 +167,7 @@ class Trainer:
         if self.acc.is_main_process:
             self.totals = torch.tensor(state["totals"], dtype=torch.float64)
         self.rng_to_reapply = rng_state()
+        self.metrics.note(resumed_at_step=self.step)  # marked on the curves
         log.info(
             "resumed from %s: epoch %d, batch %d, step %d", ckpt, self.epoch, self.batch_in_epoch, self.step
         )
@@ -205,19 +212,24 @@ class Trainer:
     @torch.no_grad()
     def _validate(self) -> tuple[float, float, int]:
         """Top-1/top-5 error over the validation set, single centre crop at Q (Sec. 3.1 uses it
-        to schedule the learning rate). ``gather_for_metrics`` drops the padded duplicates."""
+        to schedule the learning rate); the mean cross-entropy is noted as ``val_loss`` in the
+        epoch's metrics. ``gather_for_metrics`` drops the padded duplicates."""
         self.model.eval()
         rows = []
         for x, y, valid, _ in self.val_loader:
             x = self.preprocess.apply(x)
             if self.cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            top = self.model(x).topk(min(5, len(self.classes)), dim=1).indices
-            hit = top == y[:, None]
-            rows.append(self.acc.gather_for_metrics(torch.stack([hit[:, 0], hit.any(1), valid], 1).float()))
+            logits = self.model(x).float()
+            hit = logits.topk(min(5, len(self.classes)), dim=1).indices == y[:, None]
+            loss = F.cross_entropy(logits, y.clamp(min=0), reduction="none")  # skipped slots: masked
+            rows.append(
+                self.acc.gather_for_metrics(torch.stack([hit[:, 0], hit.any(1), valid, loss], 1).float())
+            )
         r = torch.cat(rows).cpu().double()
         ok = r[:, 2] > 0
         n = max(int(ok.sum()), 1)
+        self.metrics.note(val_loss=float(r[ok, 3].sum()) / n)
         return 1 - float(r[ok, 0].sum()) / n, 1 - float(r[ok, 1].sum()) / n, int((~ok).sum())
 
     def _validate_dense(self) -> dict:
@@ -314,8 +326,21 @@ class Trainer:
         return path
 
     def run(self) -> Path:
+        """Train; Ctrl-C raises :class:`~vggfeat.train.console.Interrupted`, naming where the run
+        stopped (logged once, by the main process) and how to resume it."""
         try:
-            return self._run()
+            with console():
+                return self._run()
+        except KeyboardInterrupt:
+            e = interrupted(
+                epoch_steps=len(self.train_loader) // self.acc.gradient_accumulation_steps,
+                step=self.step,
+                epochs=self.cfg.epochs,
+                checkpoints=self.ckpt_root,
+            )
+            if self.acc.is_main_process:
+                log.warning("%s", e)
+            raise e from None
         finally:
             self.lock.release()
 
@@ -335,11 +360,9 @@ class Trainer:
             started = time.time()
             self._train_epoch(epoch, bar)
             last = self._end_epoch(epoch, started)
-            bar.set_postfix(loss=f"{last['train_loss']:.3f}", top1=f"{last['val_top1_err']:.3f}")
-            if last["time"] > PLOT_AFTER_S:  # a refresh costs ~1 s: skip it for short epochs
-                self.metrics.plot(self.run_dir / "curves.png")
+            bar.set_postfix(loss=f"{last['train_loss']:.3f}", top1_err=f"{last['val_top1_err']:.3f}")
         bar.close()
-        self.metrics.plot(self.run_dir / "curves.png")
+        self.metrics.plot(self.run_dir / "curves.png")  # each epoch drew it; a run with none left to do too
         path = self._final_weights(last)
         self.acc.end_training()
         return path

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
 from .config import TrainConfig
 
+log = logging.getLogger("vggfeat")
+
+
+def chance_errors(classes: int) -> dict[str, float]:
+    """Top-1/top-5 error of a net that guesses: 1 - 1/K and 1 - min(5, K)/K for K classes (the
+    expected error of uniformly random scores, whatever the class balance)."""
+    return dict(chance_top1_err=1 - 1 / classes, chance_top5_err=1 - min(5, classes) / classes)
+
+
+PANELS = (  # (title, [(metrics key, label)], chance key)
+    ("loss", [("train_loss", "train"), ("val_loss", "validation")], None),
+    ("top-1 error", [("val_top1_err", "validation")], "chance_top1_err"),
+    ("top-5 error", [("val_top5_err", "validation")], "chance_top5_err"),
+    ("learning rate", [("lr", None)], None),
+)
+
 
 def plot_metrics(metrics_file, png) -> None:
-    """Loss, top-1/top-5 error and learning rate per epoch, from metrics.jsonl, as one PNG.
+    """Train and validation loss, top-1/top-5 error with the chance level, and the learning rate
+    per epoch, from metrics.jsonl, as one PNG; a dotted line marks each epoch a run was resumed in.
 
     Drawn on a ``matplotlib.figure.Figure`` (as :mod:`vggfeat.plots` does), which saves through the
     Agg canvas without pyplot: the caller's matplotlib backend and figure list stay as they were."""
@@ -20,24 +38,37 @@ def plot_metrics(metrics_file, png) -> None:
     if not rows:
         return
     epochs = [r["epoch"] + 1 for r in rows]
-    panels = [("train_loss", "train loss"), ("val_top1_err", "top-1 error"), ("val_top5_err", "top-5 error")]
+    resumed = [r["epoch"] + 1 for r in rows if "resumed_at_step" in r]
     fig = Figure(figsize=(16, 3.5))
-    axes = fig.subplots(1, 4)
-    for ax, (key, title) in zip(axes, panels + [("lr", "learning rate")]):
-        ax.plot(epochs, [r[key] for r in rows], marker="o")
+    for ax, (title, series, chance) in zip(fig.subplots(1, 4), PANELS):
+        for key, label in series:
+            if any(key in r for r in rows):
+                ax.plot(epochs, [r.get(key, float("nan")) for r in rows], marker="o", label=label)
+        if chance and chance in rows[-1]:
+            ax.axhline(rows[-1][chance], color="grey", linestyle="--", label="chance")
+        for k, e in enumerate(resumed):
+            ax.axvline(e, color="tab:red", linestyle=":", label="resumed" if k == 0 else None)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        if key == "lr" and all(r["lr"] > 0 for r in rows):  # a frozen run's lr 0 has no log
+        if title == "learning rate" and all(r["lr"] > 0 for r in rows):  # a frozen run's lr 0 has no log
             ax.set_yscale("log")
+        elif ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=80)
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON line per epoch, written by the main process only."""
+    """metrics.jsonl, one JSON line per epoch, and curves.png redrawn from it after each epoch (so
+    an interrupted run has its curves), written by the main process only. Each row carries the
+    chance levels of ``classes`` classes and the values given to :meth:`note` in its epoch."""
 
-    def __init__(self, path: Path, *, enabled: bool = True):
+    def __init__(self, path: Path, *, enabled: bool = True, classes: int | None = None):
         self.path, self.enabled = Path(path), enabled
+        self.png = self.path.with_name("curves.png")
+        self.chance = chance_errors(classes) if classes else {}
+        self.noted: dict = {}
+        self.drawn = None  # (png, rows in the file) of the last drawing
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
@@ -50,15 +81,46 @@ class MetricsLog:
             keep = [r for r in self.rows() if r["epoch"] < before_epoch]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
+    def note(self, **values) -> None:
+        """Values measured during the epoch by other parts of the trainer (validation loss, a
+        resume), added to the epoch's row by :meth:`append`."""
+        self.noted.update(values)
+
     def append(self, row: dict) -> None:
+        """Add the noted values and the chance levels to ``row`` (so the caller's log line shows
+        them too), write it, and redraw the curves."""
+        row.update(self.noted)
+        row.update(self.chance)
+        self.noted = {}
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.plot(self.png)
 
-    def plot(self, png) -> None:
-        if self.enabled:
+    def plot(self, png=None) -> None:
+        """Draw ``png`` (default: curves.png beside the file), unless it shows these rows already."""
+        png = Path(png or self.png)
+        key = (png, len(self.rows()))
+        if self.enabled and key != self.drawn:
             plot_metrics(self.path, png)
+            self.drawn = key
+
+
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "curves.png", "config.json", "final.safetensors")
+
+
+def clear_run(run_dir: Path) -> None:
+    """``--overwrite``: remove an earlier run's outputs from its folder (a cached mean RGB stays)."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        p = Path(run_dir) / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    log.warning("--overwrite: removed the earlier run's outputs from %s", run_dir)
 
 
 def write_resolved_config(cfg: TrainConfig, path: Path, **extra) -> None:

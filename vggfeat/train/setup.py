@@ -43,7 +43,25 @@ def make_accelerator(cfg: TrainConfig):
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
     per_device, acc.gradient_accumulation_steps = split_batch(cfg, acc.num_processes)
+    check_sync_bn(cfg, acc.device)
     return acc, per_device
+
+
+SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")  # where torch's SyncBatchNorm runs (it refuses CPU tensors)
+
+
+def check_sync_bn(cfg: TrainConfig, device: torch.device) -> None:
+    """``--sync-bn`` needs batch norm and a device torch's SyncBatchNorm supports: without it each
+    process normalises over its own per-device batch, so 2 processes x b differ from 1 x 2b."""
+    if not cfg.sync_bn:
+        return
+    if not cfg.batch_norm:
+        raise ConfigError("--sync-bn synchronises batch norm: add --batch-norm, or drop --sync-bn")
+    if device.type not in SYNC_BN_DEVICES:
+        raise ConfigError(
+            f"--sync-bn: torch's SyncBatchNorm runs on {'/'.join(SYNC_BN_DEVICES)} devices, not on "
+            f"{device.type}; drop --sync-bn (each process then normalises over its own batch)"
+        )
 
 
 def rng_state() -> dict:
@@ -110,6 +128,8 @@ def build_model(cfg: TrainConfig, num_classes: int, mean) -> torch.nn.Module:
         crop=cfg.crop_size,
         preprocess=Preprocess.mean_rgb(mean),
     )
+    if cfg.sync_bn:  # same parameters and state-dict keys: the saved weights are plain batch norm
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     start = cfg.init_weights()
     if start is not None:
         source = vgg(None, weights=str(start))  # a compiled model's "_orig_mod." keys load too

@@ -1,0 +1,60 @@
+"""The options the linear-SVM benchmark scripts share (``vggfeat.cli.SVMOptions``); apart from
+:mod:`vggfeat.cli` because its C grid comes with scikit-learn, which the command does not need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cli import FeatureOptions, build_nets
+from .options import option
+from .svm import C_GRID
+
+
+@dataclass(kw_only=True)
+class SVMOptions(FeatureOptions):
+    """``FeatureOptions`` and the options the linear-SVM benchmarks share."""
+
+    c_grid: tuple[float, ...] = option(
+        C_GRID,
+        help="SVM C values tried on the held-out split; widened past an end while the score still rises",
+    )
+    out: Path | None = None  # output folder (default: runs/<dataset>_<models>)
+    seed: int = 0  # splits, held-out sets and random weights
+    download: bool = False  # fetch the dataset with torchvision first (online)
+    cache: bool = True  # features under <out>/features, computed once and reused by later runs
+
+    def build_nets(self) -> list:
+        """The networks, built before any data is read, so a missing weights file fails first;
+        ``scales`` becomes the crop's scales when none were given."""
+        nets = build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
+        self.scales = self.test_scales(nets)
+        return nets
+
+    def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
+        """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
+        from .plots import deviations
+
+        return deviations(
+            nets,
+            self.weights,
+            rows=rows,
+            scales=self.scales,
+            paper_scales=paper_scales,
+            aggregate=self.aggregate,
+            paper_aggregate=paper_aggregate,
+        )
+
+    def extract(self, images, nets, *, folder: str = "features"):
+        """Appendix-B descriptors of ``images`` with these options, cached under ``out/folder``."""
+        import vggfeat
+
+        return vggfeat.extract(
+            images,
+            model=nets if len(nets) > 1 else nets[0],
+            scales=self.scales,
+            aggregate=self.aggregate,
+            cache=self.out / folder if self.cache else None,
+            device=self.device,
+            batch_size=self.batch_size,
+        )

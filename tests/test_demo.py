@@ -28,7 +28,14 @@ def quick(tmp_path_factory):
 
 
 QS = list(vggfeat.paper_scales(64, (256, 384, 512, 640, 768)))  # appendix B's VOC grid at crop 64
-ROWS = {"transfer-multiscale", "transfer-multiscale-l2", "scratch", "random", "pixels"}
+ROWS = {
+    "transfer-multiscale",
+    "transfer-multiscale-l2",
+    "transfer-multiscale-3q",
+    "scratch",
+    "random",
+    "pixels",
+}
 
 
 @pytest.mark.slow

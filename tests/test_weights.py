@@ -362,3 +362,18 @@ def test_a_pickled_whole_model_says_to_save_its_state_dict(tmp_path, tiny):
     torch.save(tiny("A"), path)
     with pytest.raises(WeightsError, match=r"model.pth holds pickled Python objects.*model.state_dict\(\)"):
         vggfeat.vgg(weights=path)
+
+
+def test_saved_weights_follow_the_umask(tmp_path, tiny):
+    """A weights file gets the mode any file the user creates gets (0644 under umask 022),
+    not the 0600 safetensors gives its own files, so a shared run folder stays readable."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = vggfeat.save_weights(tiny("A"), tmp_path / "w.safetensors")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644

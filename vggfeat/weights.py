@@ -412,6 +412,10 @@ def save_weights(model: VGG, path, **meta) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(sd, str(tmp), metadata={META_KEY: json.dumps(info, default=str)})
+    # safetensors creates its file 0600 whatever the umask: give it the mode open() would
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
     return path
 

@@ -115,10 +115,11 @@ def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
 def models_and_weights(args, default=("D",), from_files: bool = False) -> tuple[list, list]:
     """(configs, weights), one weights source per model: "default" without ``--weights``, None
     for ``--weights none`` (random). Without ``--model``: the ``default`` configs, or with
-    ``from_files`` and ``--weights`` None each (each file says what it holds)."""
+    ``from_files`` and weights files None each (each file says what it holds)."""
     weights = [None if str(w).lower() == RANDOM else w for w in getattr(args, "weights", None) or []]
+    files = [w for w in weights if w not in (None, "default")]  # "none"/"default" hold no net
     models = getattr(args, "models", None) or (
-        [None] * len(weights) if weights and from_files else list(default)
+        [None] * len(weights) if files and from_files else list(default)
     )
     if not weights or (len(weights) == 1 and weights[0] in (None, "default")):
         weights = (weights or ["default"]) * len(models)

@@ -340,10 +340,15 @@ def test_resume_after_sigkill_mid_epoch_is_bit_exact(tmp_path, schedule):
     a, b = _weights(out / "ref"), _weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = lambda run: [  # noqa: E731
-        {k: v for k, v in json.loads(line).items() if k != "time"}
+        {k: v for k, v in json.loads(line).items() if k not in ("time", "resumed_at_step")}
         for line in (run / "metrics.jsonl").read_text().splitlines()
     ]
     assert rows(out / "ref") == rows(killed)
+    marks = [
+        json.loads(line).get("resumed_at_step")
+        for line in (killed / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert marks == [None, int(ckpts[-1].name.split("_")[1])]  # the resumed epoch is marked on curves.png
     assert [r["skipped_images"] for r in rows(killed)] == [1, 1]  # the broken file, each epoch
 
 

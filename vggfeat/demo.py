@@ -44,6 +44,7 @@ import numpy as np
 
 from . import toy
 from .demo_report import System, judge, report
+from .models import APPENDIX_B_VOC_Q
 from .options import add_options, given, option
 
 log = logging.getLogger("vggfeat")
@@ -282,18 +283,19 @@ def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
 
 
 def per_scale_descriptors(
-    weights: Path, images: list, stores: Path | None, progress: bool
+    weights: Path, images: list, stores: Path | None, progress: bool, *, qs=APPENDIX_B_VOC_Q
 ) -> tuple[np.ndarray, list]:
     """Appendix-B descriptors before the last two steps: (N, len(Q), D) flip-averaged global
-    averages of the dense fc7 map at each Q of appendix B's VOC grid in the paper's ratio to the
-    net's crop. Rows are kept in a feature store under ``stores``, one per weights."""
+    averages of the dense fc7 map at each Q of ``qs`` (the paper's values at crop 224; default
+    appendix B's VOC grid) in the paper's ratio to the net's crop. Rows are kept in a feature
+    store under ``stores``, one per weights (a retrained net gets its own)."""
     from .extract import extract
-    from .models import APPENDIX_B_VOC_Q, paper_scales
+    from .models import paper_scales
     from .weights import fingerprint, vgg
 
     net = vgg(None, weights=str(weights))
     store = None if stores is None else Path(stores) / fingerprint(net)
-    scales = list(paper_scales(net.crop, APPENDIX_B_VOC_Q))
+    scales = list(paper_scales(net.crop, qs))
     # The toy images decode in under a millisecond: decoding in this process beats worker
     # processes that take CPU from the network on 2 cores (measured 12 s vs 43 s for 600 images).
     X = extract(

@@ -1,8 +1,9 @@
 """The paper in miniature: the findings of Sec. 4 and appendix B measured on :mod:`vggfeat.toy`
 data and judged against the paper's numbers.
 
-1. data: the toy source set (24 classes) with a third split, ``holdout/``, that the trainer's
-   plateau schedule reads, so that nothing is tuned on ``val/``, the split every verdict uses;
+1. data: the toy source set (24 classes) with a third split, ``holdout/``, that the trainer
+   validates on (every net anneals, cosine to lr/100), so that nothing is tuned on ``val/``,
+   the split every verdict uses;
    and the toy VOC2007 target;
 2. train (in this process, through :func:`vggfeat.train.train`, so ``accelerate launch`` spreads
    it over GPUs) narrow nets of one width at crop c, with the paper's geometry and scale ratios

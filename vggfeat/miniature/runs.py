@@ -36,7 +36,7 @@ class MiniatureConfig:
     batch_size: int = option(32, help="global batch")
     source_train: int = option(80, help="source training images per class")
     source_val: int = option(40, help="source val images per class: every verdict is measured here")
-    source_holdout: int = option(10, help="images per class the plateau schedule reads (not val)")
+    source_holdout: int = option(10, help="images per class of the curve the trainer validates on (not val)")
     target_train: int = option(200, help="toy VOC train images")
     target_val: int = option(200, help="toy VOC val images")
     target_test: int = option(400, help="toy VOC test images")
@@ -142,7 +142,9 @@ def sha256(path: Path) -> str:
 
 def train_config(cfg: MiniatureConfig, net: Net, source: Path):
     """The trainer's options for ``net``: batch norm, no dropout (a narrow net trains in a few
-    epochs only so), the plateau schedule on ``holdout/``."""
+    epochs only so), a cosine schedule to lr/100 (the plateau rule never fires in a run this
+    short), with one epoch of warm-up for a net that starts from random weights; ``holdout/``
+    is the curve the trainer validates on."""
     from ..train import TrainConfig
 
     nets = cfg.out / "nets"
@@ -150,7 +152,8 @@ def train_config(cfg: MiniatureConfig, net: Net, source: Path):
         name=net.name, data=str(source), output_dir=str(nets), val_split="holdout",
         config=net.config, width=cfg.width, fc_dim=cfg.fc_dim, dropout=0.0, batch_norm=True,
         init_from=str(nets / net.start / "final.safetensors") if net.start else None,
-        epochs=net.epochs, batch_size=cfg.batch_size, lr=net.lr, lr_patience=2,
+        epochs=net.epochs, batch_size=cfg.batch_size, lr=net.lr, schedule="cosine",
+        warmup_epochs=0 if net.start or net.epochs < 2 else 1,
         crop_size=cfg.crop, scale=None if net.jitter else cfg.fixed_s(),
         scale_jitter=cfg.jitter() if net.jitter else None, seed=net.seed,
         num_workers=cfg.num_workers, progress=cfg.progress,

@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.svm import LinearSVC
 
 import vggfeat
-from vggfeat import demo, demo_report, stats, toy
+from vggfeat import appendix_b, demo, demo_report, stats, toy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_nets_anneal_and_have_the_papers_geometry_and_the_random_baseline_their_
     rand = vggfeat.vgg(None, weights=str(cfg.out / "random-s0.safetensors"))
     assert rand.arch == trained.arch and rand.preprocess == trained.preprocess
     assert vggfeat.fingerprint(rand) != vggfeat.fingerprint(trained)
-    again = demo.random_weights(
+    again = appendix_b.random_weights(
         cfg.out / "source-s0" / "final.safetensors", cfg.out / "r2.safetensors", seed=0
     )
     assert vggfeat.fingerprint(vggfeat.vgg(None, weights=str(again))) == vggfeat.fingerprint(rand)
@@ -215,7 +215,7 @@ def test_claims_on_scripted_systems_follow_the_statistics_module():
 def test_pixel_baseline_matches_a_naive_reimplementation(tmp_path):
     cfg = toy.ToyConfig(source_train=1, source_val=1, target_train=30, target_val=30, target_test=40)
     _, devkit = toy.generate(tmp_path / "data", cfg)
-    got = demo.pixel_baseline(devkit)
+    got = appendix_b.pixel_baseline(devkit)
     main = devkit / "VOC2007" / "ImageSets" / "Main"
     ids = {s: (main / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
 
@@ -342,10 +342,10 @@ def test_demo_descriptors_are_the_librarys_appendix_b_aggregation(tmp_path):
     images = [
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((96, 128), (128, 96))
     ]
-    X, scales = demo.per_scale_descriptors(path, images, None, False)
+    X, scales = appendix_b.per_scale_descriptors(path, images, None, False)
     assert scales == QS and X.shape == (2, 5, 32)
     for normalize in (True, "per_scale"):
         want = vggfeat.extract(
             images, model=net, scales=QS, aggregate="mean", normalize=normalize, progress=False
         )
-        np.testing.assert_allclose(demo.over_scales(X, normalize=normalize), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(appendix_b.over_scales(X, normalize=normalize), want, rtol=1e-5, atol=1e-6)

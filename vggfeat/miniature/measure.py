@@ -120,7 +120,7 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     (fixed S, the shallow reference), D and E (jittered) and D & E (descriptors stacked); the
     test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
-    from .. import demo, stats, svm, voc
+    from .. import appendix_b, stats, svm, voc
 
     data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
     proto = voc.protocol(data)
@@ -136,12 +136,12 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
         X = {}
         for name, run in (("A", f"A-fixed-s{s}"), ("D", f"D-jitter-s{s}"), ("E", f"E-jitter-s{s}")):
             store = cfg.out / "features" / run  # a feature store holds one net's rows
-            D, _ = demo.per_scale_descriptors(
+            D, _ = appendix_b.per_scale_descriptors(
                 weights[run], data.images, store, cfg.progress, qs=(256, 384, 512)
             )
-            X[name] = demo.l2(D.mean(axis=1))
+            X[name] = appendix_b.l2(D.mean(axis=1))
             add(name, X[name])
-        add("D&E", demo.l2(np.hstack([X["D"], X["E"]])))  # appendix B: late fusion by stacking
+        add("D&E", appendix_b.l2(np.hstack([X["D"], X["E"]])))  # appendix B: late fusion by stacking
     d_or_e = max("DE", key=lambda n: np.mean([r["value"] for r in systems[(n, "transfer")]]))
     systems[("best-of-D-E", "transfer")] = systems[(d_or_e, "transfer")]
     chance = stats.chance_map(data.labels[proto.test], permutations=cfg.permutations, ap=proto.ap)

@@ -13,6 +13,14 @@ from . import toy
 from .models import APPENDIX_B_VOC_Q
 
 
+def load_target(devkit: Path):
+    """The toy target (:func:`vggfeat.toy.write_voc`) as the VOC loader reads it: a
+    :class:`vggfeat.voc.VOCData` of VOC2007 with the toy's classes."""
+    from . import voc
+
+    return voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+
+
 def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
     """The trained net's architecture and preprocessing with seeded random (Glorot) weights, so
     that the comparison isolates what training learned."""
@@ -89,7 +97,7 @@ def pixel_features(devkit: Path, *, side: int = 32) -> np.ndarray:
     from . import voc
     from .data import open_image
 
-    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    data = load_target(devkit)
     proto = voc.protocol(data)
     X = np.stack(
         [
@@ -104,5 +112,5 @@ def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
     """The test mAP of :func:`pixel_features` through the same VOC2007 protocol."""
     from . import voc
 
-    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    data = load_target(devkit)
     return voc_map(pixel_features(devkit, side=side), data, voc.protocol(data))

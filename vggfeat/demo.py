@@ -43,7 +43,15 @@ from pathlib import Path
 import numpy as np
 
 from . import toy
-from .appendix_b import l2, over_scales, per_scale_descriptors, pixel_features, random_weights, voc_result
+from .appendix_b import (
+    l2,
+    load_target,
+    over_scales,
+    per_scale_descriptors,
+    pixel_features,
+    random_weights,
+    voc_result,
+)
 from .demo_report import System, judge, report
 from .options import add_options, given, option
 
@@ -226,9 +234,7 @@ def target_imagefolder(
     images (the curve that shows when the net stopped improving), ``train/`` the others,
     ``repeat`` times (hard links, so that an epoch is about as long as the source's). The
     target's val and test splits are never seen. Returns (root, number of training entries)."""
-    from . import voc
-
-    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    data = load_target(devkit)
     fit, held = _holdout_with_every_class(data.labels, data.splits["train"], holdout, seed)
     # an ImageFolder needs the same classes on both sides: a class too rare to split is left out
     both = ((data.labels[fit] == 1).any(0)) & ((data.labels[held] == 1).any(0))
@@ -309,7 +315,7 @@ def run(cfg: DemoConfig = DemoConfig()) -> dict:
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     source, devkit = timed("data", toy.generate, cfg.out / "data", cfg.data(), progress=cfg.progress)
-    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    data = load_target(devkit)
     proto = voc.protocol(data)
     n_source = cfg.source_train * len(toy.SOURCE_CLASSES)
     n_entries = int((data.labels[data.splits["train"]] == 1).sum() * (1 - cfg.scratch_holdout))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import toy
 from ..models import paper_scales
 from .runs import MiniatureConfig, Net, kind, sha256
 
@@ -122,7 +121,7 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
     from .. import appendix_b, stats, svm, voc
 
-    data = voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
+    data = appendix_b.load_target(devkit)
     proto = voc.protocol(data)
     systems: dict = {}
 

@@ -60,9 +60,7 @@ def main(cfg: Config) -> svm.VOCResult | None:
     X = cfg.extract(data.images, nets)
     if not is_main_process():
         return None
-    res = svm.voc_classification(
-        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap, grid=cfg.c_grid
-    )
+    res = svm.voc_classification(X, data.labels, proto, grid=cfg.c_grid)
     if proto.submit is not None:  # VOC2012 test: devkit files for the evaluation server
         model = svm.MultiLabelSVC(C=res.C).fit(X[proto.submit[0]], data.labels[proto.submit[0]])
         ids = [data.ids[i] for i in proto.submit[1]]

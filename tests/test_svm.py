@@ -208,3 +208,20 @@ def test_caltech_protocol_on_separable_data():
     res = svm.caltech_classification(X, y, splits, grid=(0.1, 1.0))
     assert res.recalls == [1.0, 1.0] and res.mean == 1.0 and res.std == 0.0
     assert res.class_recall.shape == (4,) and len(res.Cs) == 2
+
+
+def test_voc_classification_takes_the_protocol_whole():
+    """A VOC protocol passed whole gives the result its four parts give one by one; without
+    either, a clear error."""
+    from vggfeat.voc import Protocol
+
+    rng = np.random.default_rng(0)
+    Y = rng.choice([1, -1, -1], size=(60, 3))
+    X = Y + rng.normal(0, 1.0, Y.shape)
+    idx = np.arange(60)
+    proto = Protocol((idx[:20], idx[20:40]), idx[:40], idx[40:], "voc07", "test")
+    whole = svm.voc_classification(X, Y, proto)
+    parts = svm.voc_classification(X, Y, select=proto.select, fit=proto.fit, test=proto.test, ap="voc07")
+    assert whole.map == parts.map and whole.C == parts.C
+    with pytest.raises(TypeError, match="needs a protocol"):
+        svm.voc_classification(X, Y)

@@ -79,9 +79,7 @@ def voc_result(X: np.ndarray, data, proto):
     (test mAP in [0, 1], test scores, the validation mAP of each C)."""
     from . import svm
 
-    return svm.voc_classification(
-        X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
-    )
+    return svm.voc_classification(X, data.labels, proto)
 
 
 def voc_map(X: np.ndarray, data, proto) -> float:

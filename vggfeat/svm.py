@@ -274,16 +274,22 @@ class VOCResult:
 def voc_classification(
     X: np.ndarray,
     Y: np.ndarray,
+    protocol=None,
     *,
-    select: tuple[np.ndarray, np.ndarray],
-    fit: np.ndarray,
-    test: np.ndarray,
+    select: tuple[np.ndarray, np.ndarray] | None = None,
+    fit: np.ndarray | None = None,
+    test: np.ndarray | None = None,
     ap: str = "voc07",
     grid: Sequence[float] = C_GRID,
 ) -> VOCResult:
     """The VOC protocol on precomputed descriptors ``X`` (N, D) and labels ``Y`` (N, K): choose
     C by training on ``select[0]`` and scoring mAP on ``select[1]`` (row indices), refit on
-    ``fit`` and report per-class AP on ``test`` (``ap`` = "voc07" 11-point or "voc12")."""
+    ``fit`` and report per-class AP on ``test`` (``ap`` = "voc07" 11-point or "voc12").
+    ``protocol`` (a :class:`vggfeat.voc.Protocol`) gives all four at once."""
+    if protocol is not None:
+        select, fit, test, ap = protocol.select, protocol.fit, protocol.test, protocol.ap
+    if select is None or fit is None or test is None:
+        raise TypeError("voc_classification needs a protocol, or select=, fit= and test= row indices")
     ap_fn = AP_FUNCTIONS[ap]
     tr, va = select
     C, val_scores = select_c(

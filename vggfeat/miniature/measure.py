@@ -126,9 +126,7 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     systems: dict = {}
 
     def add(name, X):
-        res = svm.voc_classification(
-            X, data.labels, select=proto.select, fit=proto.fit, test=proto.test, ap=proto.ap
-        )
+        res = svm.voc_classification(X, data.labels, proto)
         systems.setdefault((name, "transfer"), []).append(dict(scores=res.scores, value=100 * res.map))
 
     for s in cfg.deep_seeds:

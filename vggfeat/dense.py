@@ -28,14 +28,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data import ImageError, ImageSource, as_source, resize_smallest, to_tensor
-from .models import VGG
+from .models import PAPER_CROP, VGG
 
 log = logging.getLogger("vggfeat")
-CROP = 224  # Sec. 3.2 multi-crop size: the training crop of the paper's nets
 GRID = 5  # 5x5 regular grid of crops per scale
 
 
-def crop_grid(height: int, width: int, size: int = CROP, n: int = GRID) -> list[tuple[int, int]]:
+def crop_grid(height: int, width: int, size: int = PAPER_CROP, n: int = GRID) -> list[tuple[int, int]]:
     """Top-left corners of an n x n grid of size x size crops, evenly spaced, corners included."""
     if min(height, width) < size:
         raise ValueError(f"multi-crop needs images of at least {size}x{size}, got {height}x{width}")
@@ -119,7 +118,9 @@ class DenseEngine:
         if not self.scales:
             raise ValueError("scales must name at least one smallest-side size Q")
         self.net = model.dense()
-        self.crop = getattr(model, "crop", CROP)  # multi-crop takes crops of the training size
+        self.crop = getattr(
+            model, "crop", PAPER_CROP
+        )  # Sec. 3.2: multi-crop takes crops of the training size
         self.views_per_image = GRID * GRID if views == "grid" else 1
         need = self.crop if views == "grid" else max(self.net.min_side(n) for n in self.layers)
         if min(self.scales) < need:

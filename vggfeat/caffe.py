@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .models import PAPER_CROP, VGG, infer_width
+from .layouts import infer_width
+from .models import PAPER_CROP, VGG
 
 # Wire types of the protobuf encoding.
 VARINT, I64, LEN, I32 = 0, 1, 2, 5

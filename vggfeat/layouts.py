@@ -26,7 +26,7 @@ import torch
 
 from .errors import WeightsError
 from .featuremaps import from_timm_features_only
-from .models import CONFIGS, infer_width
+from .models import CONFIGS, canonical_config, scaled
 
 log = logging.getLogger("vggfeat")
 # Keys of a state dict saved from a wrapped model: torch.compile and DataParallel/DDP.
@@ -126,3 +126,30 @@ def infer_arch(sd: dict[str, torch.Tensor], width: float | None = None) -> dict:
                 crop=32 * kernel,
             )
     raise WeightsError(f"no VGG configuration has conv kernels/widths {shapes}")
+
+
+def conv_widths(config: str) -> list[int]:
+    """Table-1 output channels of each conv layer of ``config``, in order."""
+    return [
+        s[1] if isinstance(s, tuple) else s
+        for b in CONFIGS[canonical_config(config)]
+        for s in b
+        if s != "LRN"
+    ]
+
+
+def infer_width(config: str, channels: list[int], hint: float | None = None) -> float | None:
+    """The width factor that gives every conv layer of ``config`` the ``channels`` found in a
+    file: ``hint`` if it fits, else the simplest fraction p/q that does (0.1, 0.3, 1/16, ...);
+    None if none does. conv1 alone cannot tell 0.1 (6.4 -> 6 channels) from 0.09375."""
+    pairs = list(zip(conv_widths(config), channels))
+    fits = lambda w: all(scaled(base, w) == c for base, c in pairs)  # noqa: E731
+    if hint is not None and fits(hint):
+        return hint
+    lo = max((c - 0.5) / base for base, c in pairs)
+    hi = min((c + 0.5) / base for base, c in pairs)
+    for q in range(1, 257):
+        for p in range(max(1, math.floor(lo * q)), math.ceil(hi * q) + 1):
+            if fits(p / q):
+                return p / q
+    return None

@@ -68,7 +68,7 @@ def paper_scales(crop: int, qs=(256, 384, 512)) -> tuple[int, ...]:
 APPENDIX_B_VOC_Q = (256, 384, 512, 640, 768)  # Appendix B: VOC descriptors averaged over these Q
 
 
-def _canonical(config: str) -> str:
+def canonical_config(config: str) -> str:
     key = {k.upper(): k for k in CONFIGS}.get(str(config).upper().replace("_", "-"))
     if key is None:
         raise ValueError(f"unknown VGG configuration {config!r}; choose one of {sorted(CONFIGS)}")
@@ -77,28 +77,6 @@ def _canonical(config: str) -> str:
 
 def scaled(width: int, factor: float) -> int:
     return max(1, int(round(width * factor)))
-
-
-def conv_widths(config: str) -> list[int]:
-    """Table-1 output channels of each conv layer of ``config``, in order."""
-    return [s[1] if isinstance(s, tuple) else s for b in CONFIGS[_canonical(config)] for s in b if s != "LRN"]
-
-
-def infer_width(config: str, channels: list[int], hint: float | None = None) -> float | None:
-    """The width factor that gives every conv layer of ``config`` the ``channels`` found in a
-    file: ``hint`` if it fits, else the simplest fraction p/q that does (0.1, 0.3, 1/16, ...);
-    None if none does. conv1 alone cannot tell 0.1 (6.4 -> 6 channels) from 0.09375."""
-    pairs = list(zip(conv_widths(config), channels))
-    fits = lambda w: all(scaled(base, w) == c for base, c in pairs)  # noqa: E731
-    if hint is not None and fits(hint):
-        return hint
-    lo = max((c - 0.5) / base for base, c in pairs)
-    hi = min((c + 0.5) / base for base, c in pairs)
-    for q in range(1, 257):
-        for p in range(max(1, math.floor(lo * q)), math.ceil(hi * q) + 1):
-            if fits(p / q):
-                return p / q
-    return None
 
 
 class VGG(nn.Module):
@@ -125,7 +103,7 @@ class VGG(nn.Module):
         preprocess: Preprocess | None = None,
     ):
         super().__init__()
-        self.config = _canonical(config)
+        self.config = canonical_config(config)
         self.kernel = fc6_kernel(crop)
         self.crop = crop
         self.arch = dict(

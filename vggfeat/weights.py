@@ -29,8 +29,8 @@ from torch import nn
 
 from .errors import ConfigMismatch, WeightsError
 from .featuremaps import FeatureMaps
-from .layouts import infer_arch, to_torchvision
-from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, _canonical, conv_widths, scaled
+from .layouts import conv_widths, infer_arch, to_torchvision
+from .models import PAPER_CROP, TORCHVISION_NAMES, VGG, canonical_config, scaled
 from .preprocess import Preprocess
 from .timm_conventions import pretrained_cfg, timm_keywords
 
@@ -75,7 +75,7 @@ def parse_name(name: str | None) -> tuple[str | None, bool | None]:
     for letter, tv in TORCHVISION_NAMES.items():
         if key in (tv, f"{tv}_bn"):
             return letter, key.endswith("_bn")
-    return _canonical(name), None
+    return canonical_config(name), None
 
 
 def _torchvision_enum(source):
@@ -102,7 +102,7 @@ def torchvision_weights(config: str, batch_norm: bool = False, variant: str = "I
     """torchvision's weights enum member for a configuration (A/B/D/E only)."""
     from torchvision.models import get_weight
 
-    config = _canonical(config)
+    config = canonical_config(config)
     if config not in TORCHVISION_NAMES:
         raise WeightsError(
             f"torchvision has no weights for VGG-{config} (no public ImageNet weights exist for "

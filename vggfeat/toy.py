@@ -93,19 +93,10 @@ TARGET_CLASSES = {
     "medal": (("circle", "solid"), ("star", "checker"), "inside"),
 }
 PALETTE = np.array(
-    [
-        (220, 40, 40),
-        (40, 170, 60),
-        (40, 80, 220),
-        (235, 200, 30),
-        (200, 60, 200),
-        (30, 190, 200),
-        (245, 130, 30),
-        (240, 240, 240),
-        (30, 30, 30),
-    ],
+    [(220, 40, 40), (40, 170, 60), (40, 80, 220), (235, 200, 30), (200, 60, 200), (30, 190, 200),
+     (245, 130, 30), (240, 240, 240), (30, 30, 30)],
     dtype=np.uint8,
-)
+)  # fmt: skip
 # Context colours of the target classes (hues spread around the wheel), see the module docstring.
 CONTEXT = {
     name: tuple(int(255 * v) for v in colorsys.hsv_to_rgb(k / len(TARGET_CLASSES), 0.55, 0.8))
@@ -142,21 +133,9 @@ def _polygon(shape: str) -> list[tuple[float, float]] | None:
     if shape == "diamond":
         return [(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5)]
     if shape == "cross":
-        a, b = 0.33, 0.67
-        return [
-            (a, 0),
-            (b, 0),
-            (b, a),
-            (1, a),
-            (1, b),
-            (b, b),
-            (b, 1),
-            (a, 1),
-            (a, b),
-            (0, b),
-            (0, a),
-            (a, a),
-        ]
+        a, b = 0.33, 0.67  # the arms' edges
+        return [(a, 0), (b, 0), (b, a), (1, a), (1, b), (b, b), (b, 1), (a, 1), (a, b), (0, b), (0, a),
+                (a, a)]  # fmt: skip
     if shape == "star":
         ang = [-math.pi / 2 + k * math.pi / 5 for k in range(10)]
         rad = [0.5 if k % 2 == 0 else 0.2 for k in range(10)]
@@ -305,13 +284,8 @@ def render_target(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Imag
     for _ in range(int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))):
         s = _log_uniform(rng, *TARGET_PART) * unit
         shape, texture = SHAPES[rng.integers(len(SHAPES))], TEXTURES[rng.integers(len(TEXTURES))]
-        draw_part(
-            canvas,
-            rng,
-            shape,
-            texture,
-            (rng.uniform(-s / 2, w - s / 2), rng.uniform(-s / 2, h - s / 2), s, s),
-        )
+        box = (rng.uniform(-s / 2, w - s / 2), rng.uniform(-s / 2, h - s / 2), s, s)
+        draw_part(canvas, rng, shape, texture, box)
     objects = []
     for name in present:
         # Parts spread over a factor of 10 (log-uniform), as objects in photographs do: no

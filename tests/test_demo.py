@@ -16,7 +16,9 @@ from PIL import Image
 from sklearn.svm import LinearSVC
 
 import vggfeat
-from vggfeat import appendix_b, demo, demo_report, stats, toy
+from vggfeat import appendix_b, demo, stats, toy
+from vggfeat.demo import claims as demo_report
+from vggfeat.demo import jobs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,8 +276,8 @@ def test_failed_step_reports_its_log(tmp_path):
     cfg = replace(demo.QUICK, out=tmp_path, progress=False)
     cmd = [sys.executable, "-c", "import sys; print('the reason it broke'); sys.exit(3)"]
     with pytest.raises(RuntimeError, match=r"(?s)exit code 3.*the reason it broke"):
-        demo._run(cmd, tmp_path / "step", tmp_path / "step" / "never.txt", desc="failing step", cfg=cfg)
-    assert not (tmp_path / "step" / demo.STAMP).exists()
+        jobs.run_one(cmd, tmp_path / "step", tmp_path / "step" / "never.txt", desc="failing step", cfg=cfg)
+    assert not (tmp_path / "step" / jobs.STAMP).exists()
 
 
 def test_cli_flags():
@@ -307,27 +309,27 @@ def test_bad_options_end_in_one_line(argv, words, capsys):
 
 def test_a_failing_job_stops_the_ones_beside_it(tmp_path):
     cfg = replace(demo.QUICK, out=tmp_path, progress=False)
-    slow = demo.Job([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "slow", tmp_path / "x")
-    bad = demo.Job(
+    slow = jobs.Job([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "slow", tmp_path / "x")
+    bad = jobs.Job(
         [sys.executable, "-c", "import sys; print('broke'); sys.exit(4)"], tmp_path / "bad", tmp_path / "y"
     )
     started = time.time()
     with pytest.raises(RuntimeError, match=r"(?s)exit code 4.*broke"):
-        demo.run_jobs([slow, bad], parallel=2, desc="two", cfg=cfg)
+        jobs.run_jobs([slow, bad], parallel=2, desc="two", cfg=cfg)
     assert time.time() - started < 30 and slow.proc.poll() is not None  # killed, not waited for
-    assert not (tmp_path / "slow" / demo.STAMP).exists()
+    assert not (tmp_path / "slow" / jobs.STAMP).exists()
 
 
 def test_a_step_reruns_only_when_its_command_or_inputs_change(tmp_path):
     cfg = replace(demo.QUICK, out=tmp_path, progress=False)
     product = tmp_path / "step" / "made.txt"
     cmd = [sys.executable, "-c", f"open({str(product)!r}, 'a').write('x')"]
-    run = lambda c, inputs: demo._run(c, tmp_path / "step", product, desc="s", cfg=cfg, inputs=inputs)  # noqa: E731
+    run = lambda c, inputs: jobs.run_one(c, tmp_path / "step", product, desc="s", cfg=cfg, inputs=inputs)  # noqa: E731
     assert run(cmd, "data v1") is True
     assert run(cmd, "data v1") is False and product.read_text() == "x"  # reused
     assert run(cmd, "data v2") is True  # other data: made again
     assert run([*cmd, "# other flags"], "data v2") is True
-    assert run(cmd, "data v2") is True and demo._run(
+    assert run(cmd, "data v2") is True and jobs.run_one(
         cmd, tmp_path / "step", product, desc="s", cfg=replace(cfg, fresh=True), inputs="data v2"
     )
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import stats, toy
+from .. import stats, toy
 
 # The claims, exactly as summary.json names them, and the test each one takes (vggfeat.stats).
 CLAIMS = (
@@ -83,7 +83,7 @@ def _fmt(v: float) -> str:
 
 
 def _tables(cfg, systems, chance, best_q, claims) -> str:
-    from . import plots
+    from .. import plots
 
     rows = []
     for name, s in systems.items():
@@ -123,7 +123,7 @@ def _tables(cfg, systems, chance, best_q, claims) -> str:
 
 def report(cfg, systems: dict[str, System], chance, best_q: int, claims, source_err, seconds) -> str:
     """Write ``<out>/report.md``, ``<out>/summary.json`` and ``<out>/map.png``; returns the markdown."""
-    from . import plots
+    from .. import plots
 
     k = len(toy.SOURCE_CLASSES)
     c = 100 * np.asarray(chance)

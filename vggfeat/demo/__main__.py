@@ -1,0 +1,5 @@
+"""``python -m vggfeat.demo``: see :mod:`vggfeat.demo`."""
+
+from . import main
+
+main()

@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,56 +118,6 @@ def report(cfg: Config, rows: list[dict], not_comparable: list[str], chance: dic
     return "\n".join(lines) + "\n"
 
 
-# Each protocol as the posterior runs it averages: "both" (Sec. 3.2, Table 5) is the mean of the
-# dense and the multi-crop posteriors at the same scales, so a run that asks for several protocols
-# computes each (mode, scales) once and "both" and "fusion" reuse them.
-PARTS = {
-    "single": [("dense", "single")],
-    "multi": [("dense", "multi")],
-    "multicrop": [("multicrop", "multi")],
-    "both": [("dense", "multi"), ("multicrop", "multi")],
-}
-
-
-def evaluate_protocols(
-    models: dict, images, labels, *, protocols, jitter, progress: bool = True, **kw
-) -> tuple[list[dict], dict]:
-    """Rows as ``evaluate.run_protocols`` gives them, and ``{(model, protocol): posteriors}``; the
-    seconds per image of ``both`` are those of its two parts (each computed once, however many
-    protocols use it). ``fusion``: the mean of the nets' ``both`` posteriors (``multi`` without it)."""
-    bad = [p for p in protocols if p not in evaluate.PROTOCOLS]
-    if bad:
-        raise ValueError(f"--protocols: unknown {bad}; choose from {','.join(evaluate.PROTOCOLS)}")
-    scales = {
-        "multi": evaluate.scales_for(jitter=jitter),
-        "single": evaluate.scales_for(jitter=jitter, multi=False),
-    }
-    rows, kept = [], {}
-    for name, model in models.items():
-        done = {}  # (mode, scales name) -> (posteriors, seconds per image)
-        for proto in [p for p in protocols if p in PARTS]:
-            for mode, q in PARTS[proto]:
-                if (mode, q) not in done:
-                    t0 = time.perf_counter()
-                    bar = f"{name} {proto}: {mode} at Q={','.join(map(str, scales[q]))}"
-                    bar = bar if progress else False
-                    P = evaluate.posteriors(model, images, scales=scales[q], mode=mode, progress=bar, **kw)
-                    done[mode, q] = P, (time.perf_counter() - t0) / max(1, len(labels))
-            parts = [done[k] for k in PARTS[proto]]
-            P = parts[0][0] if len(parts) == 1 else evaluate.fuse([p for p, _ in parts])
-            kept[name, proto] = P
-            q = PARTS[proto][0][1]
-            rows.append(evaluate._row(name, proto, scales[q], P, labels, sum(t for _, t in parts)))
-    if "fusion" in protocols and len(models) > 1:
-        base = "both" if "both" in protocols else "multi"
-        parts = [kept[n, base] for n in models if (n, base) in kept]
-        if len(parts) < 2:
-            raise ValueError("--protocols: fusion needs 'both' or 'multi' with at least two --model")
-        kept["&".join(models), "fusion"] = P = evaluate.fuse(parts)
-        rows.append(evaluate._row("&".join(models), "fusion", scales["multi"], P, labels, None))
-    return rows, kept
-
-
 VAL_IMAGES = 50_000  # ILSVRC-2012's validation set
 
 
@@ -177,7 +126,7 @@ def main(cfg: Config) -> list[dict] | None:
     nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
     names = [n.config for n in nets]  # a weights file without --model says which net it holds
     cfg.jitter = cfg.jitter or paper_jitter(nets)
-    rows, posteriors = evaluate_protocols(
+    rows, posteriors = evaluate.run_protocols(
         dict(zip(names, nets)),
         images,
         labels,

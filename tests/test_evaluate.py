@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import torchrun
+from conftest import random_image, torchrun
 from torchvision.transforms.v2 import functional as TF
 
 from vggfeat import evaluate
@@ -325,3 +325,79 @@ def test_a_tree_with_fewer_classes_than_outputs_is_mapped_by_name_or_refused(tin
     assert r.returncode == 0, r.stderr
     P = evaluate.posteriors(m, images, scales=(224,), flip=False, progress=False)
     assert f"top-1 error {100 * evaluate.topk_error(P, [1, 3], 1):.2f}%" in r.stdout
+
+
+def test_run_protocols_runs_each_engine_once_and_equals_each_protocol_alone(tmp_path, tiny, monkeypatch):
+    """Tables 3-6 from one dense and one multi-crop pass per net: every row and posterior equals
+    the protocol computed on its own by posteriors + topk_error."""
+    images = []
+    for i, (h, w) in enumerate([(230, 250), (250, 230), (240, 240)]):
+        random_image(h, w, seed=i).save(tmp_path / f"{i}.png")
+        images.append(tmp_path / f"{i}.png")
+    labels = np.array([0, 1, 0])
+    nets = {"D": tiny("D", seed=1, num_classes=2), "E": tiny("E", seed=2, num_classes=2)}
+    runs, real = [], evaluate.posteriors
+
+    def spy(model, images, **kw):
+        runs.append((next(n for n, m in nets.items() if m is model), kw["mode"]))
+        return real(model, images, **kw)
+
+    monkeypatch.setattr(evaluate, "posteriors", spy)
+    rows, P = evaluate.run_protocols(
+        nets, images, labels, protocols=evaluate.PROTOCOLS, jitter=(224, 256), progress=False
+    )
+    monkeypatch.setattr(evaluate, "posteriors", real)
+    assert runs == [("D", "dense"), ("D", "multicrop"), ("E", "dense"), ("E", "multicrop")]
+
+    q = (224, 240, 256)
+    alone = {
+        (n, proto): real(m, images, scales=qs, mode=mode, progress=False)
+        for n, m in nets.items()
+        for proto, qs, mode in (
+            ("single", (240,), "dense"),
+            ("multi", q, "dense"),
+            ("multicrop", q, "multicrop"),
+            ("both", q, "both"),
+        )
+    }
+    alone["D&E", "fusion"] = evaluate.fuse([alone["D", "both"], alone["E", "both"]])
+    assert set(P) == set(alone)
+    for key, ref in alone.items():
+        np.testing.assert_allclose(P[key], ref, rtol=1e-6, atol=1e-7, err_msg=str(key))
+    assert not np.allclose(P["D", "both"], P["D", "multi"])  # "both" is not one of its parts
+    got = {(r["model"], r["protocol"]): r for r in rows}
+    assert list(got) == [*[(n, p) for n in nets for p in evaluate.PROTOCOLS[:4]], ("D&E", "fusion")]
+    for (n, proto), ref in alone.items():
+        r = got[n, proto]
+        assert (r["top1"], r["top5"]) == (
+            100 * evaluate.topk_error(ref, labels, 1),
+            100 * evaluate.topk_error(ref, labels, 5),
+        )
+        assert r["scales"] == ([240] if proto == "single" else list(q))
+    assert (
+        got["D", "both"]["seconds_per_image"]
+        == got["D", "multi"]["seconds_per_image"] + got["D", "multicrop"]["seconds_per_image"]
+    )
+    assert got["D", "single"]["seconds_per_image"] == got["D", "multi"]["seconds_per_image"]  # one pass
+
+
+def test_run_protocols_single_alone_runs_its_one_q(tiny, images, monkeypatch):
+    runs, real = [], evaluate.posteriors
+    monkeypatch.setattr(
+        evaluate, "posteriors", lambda m, x, **kw: runs.append(kw["scales"]) or real(m, x, **kw)
+    )
+    model = tiny(num_classes=3)
+    rows, P = evaluate.run_protocols(
+        {"D": model}, images, [0] * len(images), protocols=("single",), progress=False
+    )
+    assert runs == [(384,)] and rows[0]["scales"] == [384]
+    np.testing.assert_allclose(
+        P["D", "single"], real(model, images, scales=(384,), progress=False), atol=1e-7
+    )
+
+
+def test_run_protocols_refuses_unknown_protocols_and_a_bad_single_q(tiny, images):
+    with pytest.raises(ValueError, match="unknown \\['Multi'\\]"):
+        evaluate.run_protocols({"D": tiny()}, images, [0] * len(images), protocols=("Multi",))
+    with pytest.raises(ValueError, match="single Q 300 must be one of"):
+        evaluate.run_protocols({"D": tiny()}, images, [0] * len(images), scales={"D": ((256, 384), 300)})

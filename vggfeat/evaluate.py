@@ -44,6 +44,11 @@ def _softmax_mean(t: torch.Tensor) -> torch.Tensor:
     return torch.softmax(t, dim=-1).mean(dim=(0, 1, 2))
 
 
+def _softmax_per_scale(t: torch.Tensor) -> torch.Tensor:
+    """(S, F, V, K) class scores -> (S * K,): per Q the posterior averaged over flips and views."""
+    return torch.softmax(t, dim=-1).mean(dim=(1, 2)).flatten()
+
+
 def posteriors(
     model: VGG,
     images,
@@ -57,9 +62,11 @@ def posteriors(
     progress=True,
     image_column=None,
     on_error: str = "raise",
+    per_scale: bool = False,
 ) -> np.ndarray:
     """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes);
-    with ``on_error="skip"`` unreadable images get NaN rows. ``progress``: a bar, or its label."""
+    with ``on_error="skip"`` unreadable images get NaN rows. ``progress``: a bar, or its label.
+    ``per_scale``: (N, len(scales), num_classes), one posterior per Q, from the same one pass."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kw = dict(
@@ -71,13 +78,12 @@ def posteriors(
         num_workers=num_workers,
         progress=progress,
     )
+    combine, k = (_softmax_per_scale, len(scales)) if per_scale else (_softmax_mean, 1)
     out = []
     for views in {"dense": ["full"], "multicrop": ["grid"], "both": ["full", "grid"]}[mode]:
         engine = DenseEngine(model, views=views, **kw)
-        res = engine.run(
-            images, _softmax_mean, model.num_classes, image_column=image_column, on_error=on_error
-        )
-        out.append(res.rows)
+        res = engine.run(images, combine, k * model.num_classes, image_column=image_column, on_error=on_error)
+        out.append(res.rows.reshape(len(res.rows), len(scales), -1) if per_scale else res.rows)
     return np.mean(out, axis=0).astype(np.float32)
 
 
@@ -215,41 +221,91 @@ PROTOCOLS = ("single", "multi", "multicrop", "both", "fusion")
 
 
 def run_protocols(
-    models: dict, images, labels, *, protocols=PROTOCOLS, jitter=(256, 512), **kw
-) -> list[dict]:
-    """Tables 3-6 for each named model (``{"D": model, ...}``) and protocol; rows of
-    ``{model, protocol, scales, top1, top5, paper_top1, paper_top5, seconds_per_image}``.
-    ``single``: dense at the jitter midpoint; ``multi``: dense at {Smin, mid, Smax};
-    ``multicrop`` / ``both`` at the same three scales; ``fusion``: the mean of the nets'
-    ``both`` posteriors (their ``multi`` ones when ``both`` was not asked for)."""
-    import time
+    models: dict,
+    images,
+    labels,
+    *,
+    protocols=PROTOCOLS,
+    jitter=(256, 512),
+    scales: dict | None = None,
+    engine=None,
+    progress: bool = True,
+    **kw,
+) -> tuple[list[dict], dict]:
+    """The Sec. 3.2 test protocols of Tables 3-6 for each named net (``{"D": model, ...}``).
 
+    - ``single``: dense evaluation at one Q (Table 3);
+    - ``multi``: dense, the posteriors averaged over three Q (Table 4);
+    - ``multicrop``: 150 crops, 50 per Q at the same three Q (Table 5);
+    - ``both``: the mean of the ``multi`` and ``multicrop`` posteriors (Table 5);
+    - ``fusion``: the mean of the nets' ``both`` posteriors (``multi`` without it; Sec. 4.4).
+
+    Q: ``scales[name] = (three Q, single Q)``, else Sec. 4.2-4.3's from ``jitter`` (Smin, mid,
+    Smax and mid); the single Q must be one of the three. Each net's dense and multi-crop
+    evaluation each run once, however many protocols use them: ``single`` and ``multi`` read one
+    per-Q dense pass. ``engine(name, mode, qs)`` -> (N, len(qs), K) per-Q posteriors replaces
+    :func:`posteriors` (``per_scale=True``, with ``kw``), e.g. to cache them.
+
+    Returns rows ``{model, protocol, scales, top1, top5, paper_top1, paper_top5,
+    seconds_per_image}`` (the seconds of the evaluation runs a protocol reads, ``None`` for
+    fusion) and ``{(model, protocol): (N, K) posteriors}``."""
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
-        raise ValueError(f"unknown protocols {bad}; choose from {PROTOCOLS}")
-    multi, single = scales_for(jitter=jitter), scales_for(jitter=jitter, multi=False)
-    plan = {
-        "single": (single, "dense"),
-        "multi": (multi, "dense"),
-        "multicrop": (multi, "multicrop"),
-        "both": (multi, "both"),
-    }
+        raise ValueError(f"protocols: unknown {bad}; choose from {','.join(PROTOCOLS)}")
+    if engine is None:
+
+        def engine(name, mode, qs):
+            bar = f"{name}: {mode} at Q={','.join(map(str, qs))}" if progress else False
+            return posteriors(models[name], images, scales=qs, mode=mode, per_scale=True, progress=bar, **kw)
+
+    qs_of = dict.fromkeys(models, (scales_for(jitter=jitter), scales_for(jitter=jitter, multi=False)[0]))
+    qs_of |= scales or {}
     rows, kept = [], {}
-    for name, model in models.items():
-        for proto in [p for p in protocols if p in plan]:
-            scales, mode = plan[proto]
-            t0 = time.perf_counter()
-            P = posteriors(model, images, scales=scales, mode=mode, **kw)
-            secs = (time.perf_counter() - t0) / max(1, len(labels))
-            kept[(name, proto)] = P
-            rows.append(_row(name, proto, scales, P, labels, secs))
+    for name in models:
+        qs, single = qs_of[name]
+        if single not in qs:
+            raise ValueError(f"scales[{name!r}]: the single Q {single} must be one of the three {qs}")
+        for proto, P, q, secs in _net_protocols(name, engine, protocols, qs, single, len(labels)):
+            kept[name, proto] = P
+            rows.append(_row(name, proto, q, P, labels, secs))
     if "fusion" in protocols and len(models) > 1:
         base = "both" if "both" in protocols else "multi"
-        parts = [kept[(n, base)] for n in models if (n, base) in kept]
+        parts = [kept[n, base] for n in models if (n, base) in kept]
         if len(parts) < 2:
-            raise ValueError("fusion needs the 'both' or 'multi' protocol of at least two models")
-        rows.append(_row("&".join(models), "fusion", multi, fuse(parts), labels, None))
-    return rows
+            raise ValueError("protocols: fusion needs 'both' or 'multi' of at least two nets")
+        kept["&".join(models), "fusion"] = P = fuse(parts)
+        rows.append(_row("&".join(models), "fusion", qs_of[next(iter(models))][0], P, labels, None))
+    return rows, kept
+
+
+def _net_protocols(name, engine, protocols, qs, single, n):
+    """(protocol, posteriors, Q, seconds per image) of one net, each engine mode run once."""
+    import time
+
+    runs = {}  # mode -> (per-Q posteriors, seconds per image)
+    # single alone needs its one Q only; with multi or both it reads that Q of their dense pass
+    dense_qs = qs if {"multi", "both"} & set(protocols) else (single,)
+
+    def run(mode):
+        if mode not in runs:
+            t0 = time.perf_counter()
+            P = engine(name, mode, dense_qs if mode == "dense" else qs)
+            runs[mode] = P, (time.perf_counter() - t0) / max(1, n)
+        return runs[mode]
+
+    for proto in [p for p in protocols if p != "fusion"]:
+        if proto == "single":
+            (D, secs), i = run("dense"), dense_qs.index(single)
+            yield proto, D[:, i], (single,), secs
+        elif proto == "multi":
+            D, secs = run("dense")
+            yield proto, D.mean(axis=1), qs, secs
+        elif proto == "multicrop":
+            G, secs = run("multicrop")
+            yield proto, G.mean(axis=1), qs, secs
+        else:  # both: Sec. 4.3, dense and multi-crop are complementary
+            (D, dt), (G, gt) = run("dense"), run("multicrop")
+            yield proto, fuse([D.mean(axis=1), G.mean(axis=1)]), qs, dt + gt
 
 
 def _row(name, proto, scales, P, labels, secs) -> dict:

@@ -24,20 +24,13 @@ def eval_scales(cfg: MiniatureConfig, net: Net) -> tuple[tuple[int, ...], int]:
     return qs, qs[1]
 
 
-def _per_scale_posteriors(t):
-    """(S, F, V, K) class scores of one image -> (S * K,): per Q the softmax averaged over flips
-    and views (evaluate.posteriors averages these over Q too)."""
-    import torch
-
-    return torch.softmax(t, dim=-1).mean(dim=(1, 2)).flatten()
-
-
 def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) -> np.ndarray:
     """(N, len(scales), K) posteriors of the net ``weights`` per Q, dense (``views="full"``) or
     multi-crop (``"grid"``: 5x5 crops of the net's own crop size, Sec. 3.2), in one pass over
     the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the hashes of the weights
     and of the image list."""
-    from ..dense import DenseEngine, process_state
+    from ..dense import process_state
+    from ..evaluate import posteriors as per_q
     from ..weights import vgg
 
     path = cfg.out / "posteriors" / f"{weights.parent.name}-{views}.npz"
@@ -50,33 +43,41 @@ def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) 
     log.info("%s: %s posteriors at Q = %s", weights.parent.name, views, list(scales))
     model = vgg(None, weights=str(weights))
     batch = 8 if views == "grid" else None  # grid: 8 images = 400 crops per forward (2x faster than 1)
-    engine = DenseEngine(
+    mode = {"full": "dense", "grid": "multicrop"}[views]
+    P = per_q(
         model,
+        images,
         scales=scales,
-        views=views,
+        mode=mode,
+        per_scale=True,
         batch_size=batch,
         progress=cfg.progress,
         num_workers=cfg.num_workers,
     )
-    k = model.num_classes
-    P = engine.run(images, _per_scale_posteriors, len(scales) * k).rows.reshape(len(images), len(scales), k)
     if process_state().is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, key=key, P=P)
     return P
 
 
-def protocols(cfg: MiniatureConfig, net: Net, weights: Path, images) -> dict:
-    """Tables 3-5 for one net: protocol -> (N, K) posteriors. Every net gets ``single`` (dense,
-    one Q) and ``multi`` (dense, three Q); jittered D and E also ``multicrop`` (three Q) and
-    ``both`` (Sec. 4.3: the mean of the multi-scale dense and multi-crop posteriors)."""
-    qs, single = eval_scales(cfg, net)
-    dense = posteriors(cfg, weights, images, "full", qs)
-    table = {"single": dense[:, qs.index(single)], "multi": dense.mean(axis=1)}
-    if net.jitter and net.config in MULTICROP:
-        table["multicrop"] = posteriors(cfg, weights, images, "grid", qs).mean(axis=1)
-        table["both"] = (table["multi"] + table["multicrop"]) / 2
-    return table
+def protocols(cfg: MiniatureConfig, net: Net, weights: Path, images, y) -> dict:
+    """Tables 3-5 for one net by :func:`evaluate.run_protocols` on the cached per-Q posteriors:
+    protocol -> (N, K) posteriors. Every net gets ``single`` (dense, one Q) and ``multi``
+    (dense, three Q); jittered D and E also ``multicrop`` (three Q) and ``both`` (Sec. 4.3: the
+    mean of the multi-scale dense and multi-crop posteriors)."""
+    from ..evaluate import run_protocols
+
+    asked = ("single", "multi") + (("multicrop", "both") if net.jitter and net.config in MULTICROP else ())
+    views = {"dense": "full", "multicrop": "grid"}
+    _, P = run_protocols(
+        {net.name: weights},
+        images,
+        y,
+        protocols=asked,
+        scales={net.name: eval_scales(cfg, net)},
+        engine=lambda _, mode, qs: posteriors(cfg, weights, images, views[mode], qs),
+    )
+    return {proto: P[net.name, proto] for proto in asked}
 
 
 def wrong(P: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -98,7 +99,7 @@ def classification(cfg: MiniatureConfig, nets: list[Net], weights: dict, images,
 
     systems: dict = {}
     for net in nets:
-        for proto, P in protocols(cfg, net, weights[net.name], images).items():
+        for proto, P in protocols(cfg, net, weights[net.name], images, y).items():
             systems.setdefault((kind(net.name), proto), []).append(_result(P, y))
 
     def best(*keys):

@@ -31,9 +31,10 @@ import torch
 from PIL import Image
 
 from .data import SubsetSource, as_source
-from .dense import DenseEngine, _shard, process_state
+from .dense import DenseEngine
+from .distributed import from_main, gather_keys, process_state
 from .errors import ConfigMismatch
-from .identity import image_keys, library_versions
+from .identity import library_versions
 from .models import VGG, paper_scales
 from .store import layer_store
 from .weights import fingerprint, load_weights, vgg
@@ -280,7 +281,7 @@ class Extractor:
         (:func:`vggfeat.store.layer_store`), so rows of one layer serve any later request that
         names it, alone or with others."""
         state = process_state()
-        ids = _gather_keys(source, keys, state)
+        ids = gather_keys(source, keys, state)
         stores = {n: layer_store(self.cache, n, self.protocol(n), self.widths[n]) for n in self.layers}
         out = self._empty(len(source))
         failed: dict[str, str] = {}  # key -> reason
@@ -298,7 +299,7 @@ class Extractor:
         """Compute and store net ``k``'s missing rows, then read every row of it into ``out``;
         False if a chunk proved damaged on reading (every rank reads every row, so all see it)."""
         # one view of the store for all ranks
-        missing = _on_main(state, lambda: {n: set(s.missing(ids, k)) for n, s in stores.items()})
+        missing = from_main(state, lambda: {n: set(s.missing(ids, k)) for n, s in stores.items()})
         todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
         for n, m in missing.items():
             log.info("feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids))
@@ -348,28 +349,6 @@ def _is_batch(images) -> bool:
     if not isinstance(images, Mapping):
         return False
     return not set(images) <= {"bytes", "path"} or isinstance(next(iter(images.values()), None), list)
-
-
-def _on_main(state, fn):
-    """``fn()`` computed by the main process and given to every rank."""
-    if state.num_processes == 1:
-        return fn()
-    from accelerate.utils import broadcast_object_list
-
-    box = [fn() if state.is_main_process else None]
-    broadcast_object_list(box)
-    return box[0]
-
-
-def _gather_keys(source, keys, state) -> list[str]:
-    """Every image's key, each rank hashing its shard (the image bytes are read once)."""
-    if state.num_processes == 1:
-        return image_keys(source, keys)
-    from accelerate.utils import gather_object
-
-    lo, hi = _shard(len(source), state.process_index, state.num_processes)
-    parts = sorted(gather_object([(lo, image_keys(source, keys, lo, hi))]), key=lambda p: p[0])
-    return [key for _, part in parts for key in part]
 
 
 def extract(

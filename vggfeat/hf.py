@@ -22,7 +22,7 @@ import json
 import os
 
 from .data import as_source, hf_image_column
-from .dense import process_state
+from .distributed import process_state
 from .extract import Extractor, column_names, feature_columns
 from .store import image_keys
 

@@ -37,7 +37,8 @@ def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) 
     multi-crop (``"grid"``: 5x5 crops of the net's own crop size, Sec. 3.2), in one pass over
     the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the hashes of the weights
     and of the image list."""
-    from ..dense import DenseEngine, process_state
+    from ..dense import DenseEngine
+    from ..distributed import process_state
     from ..weights import vgg
 
     path = cfg.out / "posteriors" / f"{weights.parent.name}-{views}.npz"

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from vggfeat import caltech, plots, svm
-from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
+from vggfeat.cli import SVMOptions, run_script
+from vggfeat.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512)

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vggfeat import evaluate, plots
-from vggfeat.cli import NetOptions, build_nets, is_main_process, run_script, training_crop
+from vggfeat.cli import NetOptions, build_nets, run_script, training_crop
+from vggfeat.distributed import is_main_process
 from vggfeat.models import paper_scale
 from vggfeat.options import add_options, from_args, option
 

@@ -24,7 +24,8 @@ from typing import ClassVar
 import numpy as np
 
 from vggfeat import plots, svm, voc
-from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
+from vggfeat.cli import SVMOptions, run_script
+from vggfeat.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B

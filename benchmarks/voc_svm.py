@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from vggfeat import plots, svm, voc
-from vggfeat.cli import SVMOptions, is_main_process, on_main_process, run_script
+from vggfeat.cli import SVMOptions, run_script
+from vggfeat.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales

@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def compute_mean_rgb(cfg: TrainConfig) -> None:
     """--compute-mean-rgb: the cached mean, computed over all launched processes."""
-    from vggfeat.dense import process_state
+    from vggfeat.distributed import process_state
     from vggfeat.train.setup import mean_rgb, open_data
 
     train_images, _ = open_data(cfg)

@@ -10,7 +10,7 @@ from conftest import TINY, random_image  # noqa: E402
 
 import vggfeat  # noqa: E402
 from vggfeat import evaluate  # noqa: E402
-from vggfeat.dense import process_state  # noqa: E402
+from vggfeat.distributed import process_state  # noqa: E402
 
 state = process_state()
 torch.manual_seed(0)

@@ -13,7 +13,7 @@ import torch
 from conftest import random_image, script, torchrun
 
 import vggfeat
-from vggfeat import cli
+from vggfeat import cli, distributed
 
 TINY = ["--width", "0.0625", "--fc-dim", "32", "--scales", "224", "--quiet"]
 SCRIPTS = ("voc_svm", "caltech_svm", "voc_action_svm", "ilsvrc_eval")
@@ -98,8 +98,8 @@ def test_two_ranks_write_each_output_once(folder, tmp_path):
 
 def test_downloads_run_on_the_main_process():
     calls = []
-    cli.on_main_process(calls.append, "VOC2007")  # one process: it is the main one
-    assert calls == ["VOC2007"] and cli.is_main_process()
+    distributed.on_main_process(calls.append, "VOC2007")  # one process: it is the main one
+    assert calls == ["VOC2007"] and distributed.is_main_process()
 
 
 # -- vggfeat extract: help, inputs, outputs ---------------------------------------------------

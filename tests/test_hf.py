@@ -151,7 +151,7 @@ RANK_SCRIPT = """
 import json, sys
 import datasets, torch
 import vggfeat, vggfeat.dense
-from vggfeat.dense import process_state
+from vggfeat.distributed import process_state
 from vggfeat.hf import add_features
 
 computed, writers = [], []

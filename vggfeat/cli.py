@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from . import __version__
+from .distributed import is_main_process
 from .options import add_options, from_args, option
 
 log = logging.getLogger("vggfeat")
@@ -154,25 +155,6 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
                 seed + k,
             )
     return nets
-
-
-def is_main_process() -> bool:
-    """Whether this process writes outputs: under ``accelerate launch`` every process runs the
-    same command and computes its shard, and only the main one writes files and prints."""
-    from .dense import process_state
-
-    return process_state().is_main_process
-
-
-def on_main_process(fn, *args) -> None:
-    """``fn(*args)`` on the main process only, the others waiting for it: a download into a
-    folder every process then reads."""
-    from .dense import process_state
-
-    state = process_state()
-    if state.is_main_process:
-        fn(*args)
-    state.wait_for_everyone()
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -12,7 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from .cli import CommandOptions, _models, is_main_process
+from .cli import CommandOptions, _models
+from .distributed import is_main_process
 from .options import add_options, from_args, option
 
 log = logging.getLogger("vggfeat")

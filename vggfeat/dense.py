@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data import ImageError, ImageSource, as_source, resize_smallest, to_tensor
+from .distributed import process_state, shard
 from .models import PAPER_CROP, VGG
 
 log = logging.getLogger("vggfeat")
@@ -42,15 +43,6 @@ def crop_grid(height: int, width: int, size: int = PAPER_CROP, n: int = GRID) ->
     ys = [int(i * (height - size) / (n - 1) + 0.5) for i in range(n)]
     xs = [int(j * (width - size) / (n - 1) + 0.5) for j in range(n)]
     return [(y, x) for y in ys for x in xs]
-
-
-def process_state():
-    """accelerate's process state. Under torchrun on CPU, accelerate only forms the gloo group
-    when told it runs on CPU (``ACCELERATE_USE_CPU=1``, or no GPU here)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
 def default_device(device=None) -> torch.device:
@@ -175,7 +167,7 @@ class DenseEngine:
         source = as_source(images, image_column)
         state = process_state()
         n = len(source)
-        lo, hi = _shard(n, state.process_index, state.num_processes)
+        lo, hi = shard(n, state.process_index, state.num_processes)
         todo = list(range(lo, hi))
         # with a sink (a cache) rows are not kept: memory stays flat in the number of images
         rows = None if sink else np.full((hi - lo, out_dim), np.nan, dtype=np.float32)
@@ -337,9 +329,3 @@ def borrowed(model: torch.nn.Module, device: torch.device):
             m._buffers[k] = b
         for m, training in modes:
             m.training = training
-
-
-def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
-    """Contiguous shard of [0, n) for ``rank``: concatenating shards in rank order is the input."""
-    per = -(-n // world) if world > 1 else n
-    return min(n, rank * per), min(n, (rank + 1) * per)

@@ -24,16 +24,16 @@ import copy
 import functools
 import logging
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .data import SubsetSource, as_source
-from .dense import DenseEngine, _shard, process_state
+from .dense import DenseEngine
+from .distributed import from_main, gather_keys, process_state
 from .errors import ConfigMismatch
-from .identity import image_keys, library_versions
+from .hf import batch_column, feature_columns, is_batch
+from .identity import library_versions
 from .models import VGG, paper_scales
 from .store import layer_store
 from .weights import fingerprint, load_weights, vgg
@@ -231,8 +231,8 @@ class Extractor:
         names several); ``keys``: one stable id per image for the feature store (needed only for
         a torch Dataset whose items are not file paths). A ``Dataset.map`` batch gives a dict of
         new columns (class docstring)."""
-        if _is_batch(images):
-            return feature_columns(self, self(images[self._batch_column(images)], keys=keys))
+        if is_batch(images):
+            return feature_columns(self, self(images[batch_column(images, self.image_column)], keys=keys))
         source = as_source(images, self.image_column)
         if self.cache is not None:
             out, self.failures_ = self._from_store(source, keys)
@@ -248,19 +248,6 @@ class Extractor:
                 stacklevel=2,
             )
         return out[self.layer] if isinstance(self.layer, str) else out
-
-    def _batch_column(self, batch) -> str:
-        if self.image_column is not None:
-            if self.image_column not in batch:
-                raise KeyError(f"image_column {self.image_column!r} is not in the batch {list(batch)}")
-            return self.image_column
-        for name, values in batch.items():
-            if len(values) and isinstance(values[0], (Image.Image, dict, np.ndarray, torch.Tensor, str)):
-                return name
-        raise ValueError(
-            f"no column of this batch holds images (columns: {list(batch)}); pass image_column= "
-            "to the Extractor"
-        )
 
     def _empty(self, n: int) -> dict[str, np.ndarray]:
         return {name: np.full((n, sum(w)), np.nan, dtype=np.float32) for name, w in self.widths.items()}
@@ -280,7 +267,7 @@ class Extractor:
         (:func:`vggfeat.store.layer_store`), so rows of one layer serve any later request that
         names it, alone or with others."""
         state = process_state()
-        ids = _gather_keys(source, keys, state)
+        ids = gather_keys(source, keys, state)
         stores = {n: layer_store(self.cache, n, self.protocol(n), self.widths[n]) for n in self.layers}
         out = self._empty(len(source))
         failed: dict[str, str] = {}  # key -> reason
@@ -298,7 +285,7 @@ class Extractor:
         """Compute and store net ``k``'s missing rows, then read every row of it into ``out``;
         False if a chunk proved damaged on reading (every rank reads every row, so all see it)."""
         # one view of the store for all ranks
-        missing = _on_main(state, lambda: {n: set(s.missing(ids, k)) for n, s in stores.items()})
+        missing = from_main(state, lambda: {n: set(s.missing(ids, k)) for n, s in stores.items()})
         todo = sorted(i for i in set().union(*missing.values()) if ids[i] not in failed)
         for n, m in missing.items():
             log.info("feature store %s/%s: %d of %d rows present", self.cache, n, len(ids) - len(m), len(ids))
@@ -329,47 +316,6 @@ def as_layers(layer) -> tuple[str, ...]:
     if not layers or len(set(layers)) != len(layers) or not all(isinstance(n, str) for n in layers):
         raise ValueError(f"layer must be a layer name or a tuple of distinct names, got {layer!r}")
     return layers
-
-
-def column_names(ext: Extractor, column: str = "features") -> list[str]:
-    """Dataset columns of ``ext``'s rows: ``column``, or ``column_<layer>`` for several layers."""
-    return [column] if isinstance(ext.layer, str) else [f"{column}_{name}" for name in ext.layers]
-
-
-def feature_columns(ext: Extractor, rows, column: str = "features") -> dict:
-    """The rows of one call (an array, or a dict per layer) as dataset columns."""
-    per_layer = [rows] if isinstance(ext.layer, str) else [rows[name] for name in ext.layers]
-    return dict(zip(column_names(ext, column), per_layer))
-
-
-def _is_batch(images) -> bool:
-    """A ``Dataset.map(batched=True)`` batch: a mapping of columns, each a list of values (not
-    one undecoded image, ``{"bytes": ..., "path": ...}``)."""
-    if not isinstance(images, Mapping):
-        return False
-    return not set(images) <= {"bytes", "path"} or isinstance(next(iter(images.values()), None), list)
-
-
-def _on_main(state, fn):
-    """``fn()`` computed by the main process and given to every rank."""
-    if state.num_processes == 1:
-        return fn()
-    from accelerate.utils import broadcast_object_list
-
-    box = [fn() if state.is_main_process else None]
-    broadcast_object_list(box)
-    return box[0]
-
-
-def _gather_keys(source, keys, state) -> list[str]:
-    """Every image's key, each rank hashing its shard (the image bytes are read once)."""
-    if state.num_processes == 1:
-        return image_keys(source, keys)
-    from accelerate.utils import gather_object
-
-    lo, hi = _shard(len(source), state.process_index, state.num_processes)
-    parts = sorted(gather_object([(lo, image_keys(source, keys, lo, hi))]), key=lambda p: p[0])
-    return [key for _, part in parts for key in part]
 
 
 def extract(

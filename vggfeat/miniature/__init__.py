@@ -45,7 +45,7 @@ __all__ = ["CLAIMS", "QUICK", "Claim", "MiniatureConfig", "Net", "judge", "plan"
 
 def run(cfg: MiniatureConfig | None = None) -> dict:
     """Every step in order; returns the results (also in ``<out>/results.json``)."""
-    from ..dense import process_state
+    from ..distributed import process_state
     from ..evaluate import labels_of
 
     cfg = cfg or MiniatureConfig()

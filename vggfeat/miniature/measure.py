@@ -29,7 +29,7 @@ def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) 
     multi-crop (``"grid"``: 5x5 crops of the net's own crop size, Sec. 3.2), in one pass over
     the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the hashes of the weights
     and of the image list."""
-    from ..dense import process_state
+    from ..distributed import process_state
     from ..evaluate import posteriors as per_q
     from ..weights import vgg
 

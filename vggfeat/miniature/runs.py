@@ -164,7 +164,7 @@ def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> Path:
     """Train ``net`` unless its run folder already holds final weights made by the same options
     from the same start weights; a folder with matching options but no final weights (an
     interrupted run) is resumed from its newest checkpoint. Returns the final weights."""
-    from ..dense import process_state
+    from ..distributed import process_state
     from ..train import train
 
     tc = train_config(cfg, net, source)

@@ -10,6 +10,7 @@ import pytest
 from conftest import script
 
 from vggfeat import options
+from vggfeat.cli.common import resolve_models
 from vggfeat.options import add_options, from_args, option
 
 
@@ -118,6 +119,8 @@ def test_svm_scripts_keep_their_flags(tmp_path):
     argv += "--c-grid 1 2 --max-images 6 --classes cat dog --scales 224 --aggregate stack --width 0.5 "
     argv += "--fc-dim 32 --batch-size 2 --device cpu --seed 3 --out O"
     cfg = voc.config_from_args(voc.get_args_parser().parse_args(argv.split()))
+    assert cfg.weights == ["none", "e.pth"]  # as given: resolved where the nets are built
+    resolve_models(cfg)
     assert (cfg.year, cfg.models, cfg.weights, cfg.cache, cfg.download) == (
         2012,
         ["D", "E"],
@@ -152,12 +155,18 @@ def test_svm_scripts_keep_their_flags(tmp_path):
     )
     act = script("voc_action_svm")
     cfg = act.config_from_args(act.get_args_parser().parse_args(["--root", "R", "--weights", "none"]))
+    resolve_models(cfg)
     assert (cfg.models, cfg.weights, cfg.scales) == (["D", "E"], [None, None], None)  # set by the nets
     assert cfg.PAPER_SCALES == (256, 384, 512, 640, 768)
     ils = script("ilsvrc_eval")
     cfg = ils.config_from_args(
         ils.get_args_parser().parse_args("--data V --protocols multi,both --jitter 128 256".split())
     )
-    assert (cfg.protocols, cfg.jitter, cfg.weights) == (("multi", "both"), (128, 256), ["default"])
+    assert (cfg.protocols, cfg.jitter, resolve_models(cfg).weights) == (
+        ("multi", "both"),
+        (128, 256),
+        ["default"],
+    )
+    wrong = ils.Config(data="V", models=["D", "E"], weights=["d.pth"])  # constructing checks nothing
     with pytest.raises(SystemExit, match="one per --model"):
-        ils.Config(data="V", models=["D", "E"], weights=["d.pth"])
+        resolve_models(wrong)

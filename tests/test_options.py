@@ -170,3 +170,30 @@ def test_svm_scripts_keep_their_flags(tmp_path):
     wrong = ils.Config(data="V", models=["D", "E"], weights=["d.pth"])  # constructing checks nothing
     with pytest.raises(SystemExit, match="one per --model"):
         resolve_models(wrong)
+
+
+def _documented_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{flag: help}`` of a parser's shown options (its -h and hidden flags aside)."""
+    return {
+        a.option_strings[-1]: a.help
+        for a in parser._actions
+        if a.option_strings and a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)
+    }
+
+
+@pytest.mark.parametrize("name", ["extract_throughput", "store_memory", "train_throughput"])
+def test_benchmark_options_have_help_and_show_their_default(name):
+    mod = script(name)
+    flags = _documented_flags(mod.get_args_parser())
+    assert {f.name for f in fields(mod.Config)} == {f[2:].replace("-", "_") for f in flags}
+    assert all(h and "(default: " in h for h in flags.values()), flags
+    assert from_args(mod.Config, mod.get_args_parser().parse_args([])) == mod.Config()
+
+
+def test_info_and_convert_options_have_help_and_show_their_default():
+    from vggfeat.cli.command import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, want in (("info", {"--weights", "--model"}), ("convert", {"--config", "--preprocess"})):
+        flags = _documented_flags(sub.choices[command])
+        assert set(flags) == want and all("(default: " in h for h in flags.values()), flags

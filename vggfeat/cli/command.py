@@ -6,10 +6,12 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .. import __version__
-from ..options import add_options, from_args
+from ..options import add_options, from_args, option
 from .common import CommandOptions, command_nets, is_main_process, user_errors
 
 log = logging.getLogger("vggfeat")
@@ -54,14 +56,33 @@ def cmd_evaluate(args) -> None:
     )
 
 
+@dataclass(kw_only=True)
+class InfoOptions:
+    """``vggfeat info``'s options (beside its FILE)."""
+
+    weights: str | None = None  # the same as FILE (default: FILE; without both, the configurations)
+    model: str | None = None  # configuration, if the file does not say (default: what it says)
+
+
+@dataclass(kw_only=True)
+class ConvertOptions:
+    """``vggfeat convert``'s options (beside its SRC and DST)."""
+
+    config: str | None = None  # configuration, if the file does not say (default: what SRC says)
+    preprocess: Literal["imagenet", "caffe"] | None = option(
+        None, help="the weights' preprocessing (caffe: converted Caffe state dicts)", show="what SRC says"
+    )
+
+
 def cmd_info(args) -> None:
     import torch
 
     import vggfeat
 
-    source = args.file or args.weights
+    o = from_args(InfoOptions, args)
+    source = args.file or o.weights
     if source:
-        m = vggfeat.vgg(args.model, weights=source)
+        m = vggfeat.vgg(o.model, weights=source)
         meta = dict(getattr(m, "meta", {}))
         names = meta.pop("class_names", None) or meta.pop("categories", None)
         meta.pop("categories", None)
@@ -75,9 +96,9 @@ def cmd_info(args) -> None:
         }
         print(json.dumps({**about, **({"class_names": list(names)} if names else {})}, indent=1))
         return
-    if args.model:  # one configuration: its layer names and size, built without weights
+    if o.model:  # one configuration: its layer names and size, built without weights
         with torch.device("meta"):
-            m = vggfeat.vgg(args.model)
+            m = vggfeat.vgg(o.model)
         print(
             json.dumps({"arch": m.arch, "parameters": vggfeat.count_parameters(m), "layers": list(m.layers)})
         )
@@ -100,7 +121,8 @@ def cmd_toy(args) -> None:
 def cmd_convert(args) -> None:
     import vggfeat
 
-    m = vggfeat.vgg(args.config, weights=args.src, preprocess=args.preprocess)
+    o = from_args(ConvertOptions, args)
+    m = vggfeat.vgg(o.config, weights=args.src, preprocess=o.preprocess)
     dst = vggfeat.save_weights(m, args.dst, provenance=f"converted from {Path(args.src).name}")
     print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
 
@@ -143,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "file", nargs="?", help="a weights file (.safetensors, .pth, .caffemodel) or a torchvision name"
     )
-    i.add_argument("--weights", default=None, help="the same as FILE")
-    i.add_argument("--model", default=None, help="configuration, if the file does not say")
+    add_options(i, InfoOptions)
     i.set_defaults(func=cmd_info)
 
     t = sub.add_parser(
@@ -159,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="any weights file -> our .safetensors with metadata")
     c.add_argument("src", help=".caffemodel, .pth or .safetensors")
     c.add_argument("dst", help="output .safetensors")
-    c.add_argument("--config", default=None, help="configuration, if the file does not say")
-    c.add_argument("--preprocess", default=None, choices=["imagenet", "caffe"])
+    add_options(c, ConvertOptions)
     c.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("store", help="feature-store upkeep: compact PATH merges its chunk files")

@@ -197,3 +197,14 @@ def test_info_and_convert_options_have_help_and_show_their_default():
     for command, want in (("info", {"--weights", "--model"}), ("convert", {"--config", "--preprocess"})):
         flags = _documented_flags(sub.choices[command])
         assert set(flags) == want and all("(default: " in h for h in flags.values()), flags
+
+
+def test_a_matrix_of_the_wrong_size_is_a_parse_error_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(Base, "--root r --grid 1 2 3".split())
+    assert e.value.code == 2  # argparse's status for a command-line error
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("usage:")
+        and "error: --grid: expected a multiple of 2 values (rows of 2), got 3" in err
+    )

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from vggfeat import caltech, plots, svm
-from vggfeat.cli import SVMOptions, run_script
+from vggfeat.cli.common import run_script
+from vggfeat.cli.svm import SVMOptions
 from vggfeat.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
@@ -44,7 +45,6 @@ class Config(SVMOptions):
     limit_per_class: int | None = None  # first N images per class: quick run, not comparable
 
     def __post_init__(self):  # the dataset's protocol where not given
-        super().__post_init__()
         _, _, n_train, n_test = caltech.DATASETS[self.dataset]
         self.train_per_class = self.train_per_class or n_train
         self.test_per_class = self.test_per_class or n_test

@@ -21,11 +21,14 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+from vggfeat.options import add_options, from_args, option
 from vggfeat.train.throughput import matmul_peak_gflops
 
 SIZES = [(375, 500), (500, 375), (375, 500), (333, 500), (500, 333), (480, 640), (375, 500), (500, 375)]
@@ -193,16 +196,31 @@ def main(args) -> dict:
     return summary
 
 
-def get_args_parser():
+@dataclass(kw_only=True)
+class Config:
+    model: str = "D"  # configuration (A, A-LRN, B, C, D, E, ...)
+    width: float = 1.0  # channel multiplier; 0.25 for a quick run
+    fc_dim: int = 4096  # fc6/fc7 width
+    scales: list[int] = option([256, 384, 512], help="smallest sides Q")
+    images: int = 8  # number of VOC-like images of mixed sizes
+    batch_size: int | None = None  # images per network run of vggfeat.extract (default: sized to fit)
+    device: str | None = None  # cpu, cuda ... (default: cuda if available, else cpu)
+    out_dir: str = "runs/extract_throughput"  # images, descriptors and results.json
+
+
+@dataclass(kw_only=True)
+class Side(Config):
+    """One side's measuring process, which ``main`` starts with the run's options and these."""
+
+    side: Literal["naive", "vggfeat"] | None = None  # which implementation to time
+    paths: str | None = None  # JSON list of the images
+    out: str | None = None  # .npy of the descriptors
+
+
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="D")
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier; 0.25 for a quick run")
-    p.add_argument("--fc-dim", type=int, default=4096)
-    p.add_argument("--scales", type=int, nargs="+", default=[256, 384, 512])
-    p.add_argument("--images", type=int, default=8)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device")
-    p.add_argument("--out-dir", default="runs/extract_throughput")
+    add_options(p, Config)
+    # the measuring processes' own flags: not options of the user's
     p.add_argument("--side", choices=["naive", "vggfeat"], help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -210,7 +228,7 @@ def get_args_parser():
 
 
 if __name__ == "__main__":
-    a = get_args_parser().parse_args()
+    a = from_args(Side, get_args_parser().parse_args())
     if a.side:
         print(json.dumps(worker(a)))
     else:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vggfeat import evaluate, plots
-from vggfeat.cli import NetOptions, build_nets, run_script, training_crop
+from vggfeat.cli.common import NetOptions, build_nets, resolve_models, run_script, training_crop
 from vggfeat.distributed import is_main_process
 from vggfeat.models import paper_scale
 from vggfeat.options import add_options, from_args, option
@@ -123,6 +123,7 @@ VAL_IMAGES = 50_000  # ILSVRC-2012's validation set
 
 
 def main(cfg: Config) -> list[dict] | None:
+    resolve_models(cfg)  # one weights source per --model, checked before any data is read
     images, labels = load_data(cfg)
     nets = build_nets(cfg.models, cfg.weights, width=cfg.width, fc_dim=cfg.fc_dim)
     names = [n.config for n in nets]  # a weights file without --model says which net it holds

@@ -23,9 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vggfeat.options import add_options, from_args, option
 
 
 def make_images(folder: Path, n: int, side: int) -> None:
@@ -58,15 +61,26 @@ def child(folder: str, n: int, store: str, side: int) -> None:
     print(json.dumps(out))
 
 
-def main(argv=None) -> None:
+@dataclass(kw_only=True)
+class Config:
+    sizes: list[int] = option([1000, 10000], help="numbers of images")
+    side: int = 32  # image side in pixels (>= 32)
+    out: Path = Path("runs/store_memory")  # folder of results.json
+
+
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="numbers of images")
-    p.add_argument("--side", type=int, default=32, help="image side in pixels (>= 32)")
-    p.add_argument("--out", type=Path, default=Path("runs/store_memory"))
+    add_options(p, Config)
+    # the measuring process this script starts for each size: not an option of the user's
     p.add_argument("--child", nargs=3, metavar=("FOLDER", "N", "STORE"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        return child(args.child[0], int(args.child[1]), args.child[2], args.side)
+    return p
+
+
+def main(argv=None) -> None:
+    parsed = get_args_parser().parse_args(argv)
+    args = from_args(Config, parsed)
+    if parsed.child:
+        return child(parsed.child[0], int(parsed.child[1]), parsed.child[2], args.side)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"

@@ -7,33 +7,35 @@ measured fp32 matmul peak. Results go in recipes/README.md ("Throughput").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
+from typing import Literal
 
+from vggfeat.options import add_options, from_args
 from vggfeat.train.throughput import compare
+
+
+@dataclass(kw_only=True)
+class Config:
+    config: Literal["A", "B", "D", "E"] = "A"  # torchvision has A, B, D, E
+    num_classes: int = 1000  # classes of the last layer
+    batch: int = 16  # images per training step
+    size: int = 224  # image side in pixels
+    warmup: int = 2  # steps run before timing
+    steps: int = 5  # timed steps
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="A", choices=["A", "B", "D", "E"], help="torchvision has A, B, D, E")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5)
+    add_options(p, Config)
     return p
 
 
-def main(args: argparse.Namespace) -> None:
-    res = compare(
-        config=args.config,
-        num_classes=args.num_classes,
-        batch=args.batch,
-        size=args.size,
-        warmup=args.warmup,
-        steps=args.steps,
-    )
+def main(cfg: Config) -> None:
+    res = compare(**dataclasses.asdict(cfg))
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}, indent=1))
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main(from_args(Config, get_args_parser().parse_args()))

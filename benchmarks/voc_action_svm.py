@@ -24,7 +24,8 @@ from typing import ClassVar
 import numpy as np
 
 from vggfeat import plots, svm, voc
-from vggfeat.cli import SVMOptions, run_script
+from vggfeat.cli.common import run_script
+from vggfeat.cli.svm import SVMOptions
 from vggfeat.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args
 
@@ -41,7 +42,6 @@ class Config(SVMOptions):
     max_images: int | None = None  # first N persons per split: quick run, not comparable
 
     def __post_init__(self):
-        super().__post_init__()
         self.out = self.out or Path("runs") / f"voc2012_action_{self.label()}"
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from vggfeat import plots, svm, voc
-from vggfeat.cli import SVMOptions, run_script
+from vggfeat.cli.common import run_script
+from vggfeat.cli.svm import SVMOptions
 from vggfeat.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args
 
@@ -37,7 +38,6 @@ class Config(SVMOptions):
     classes: tuple[str, ...] = voc.VOC_CLASSES  # class names of a VOC-layout dataset of your own
 
     def __post_init__(self):
-        super().__post_init__()
         self.out = self.out or Path("runs") / f"voc{self.year}_{self.label()}"
 
 

@@ -14,6 +14,7 @@ from conftest import random_image, script, torchrun
 
 import vggfeat
 from vggfeat import cli, distributed
+from vggfeat.cli import common
 
 TINY = ["--width", "0.0625", "--fc-dim", "32", "--scales", "224", "--quiet"]
 SCRIPTS = ("voc_svm", "caltech_svm", "voc_action_svm", "ilsvrc_eval")
@@ -29,8 +30,8 @@ def folder(tmp_path):
 
 def test_weights_default_to_imagenet_and_none_means_random():
     p = argparse.ArgumentParser()
-    cli.add_model_args(p)
-    pick = lambda argv, **kw: cli.models_and_weights(p.parse_args(argv), **kw)
+    common.add_model_args(p)
+    pick = lambda argv, **kw: common.models_and_weights(p.parse_args(argv), **kw)
     assert pick([]) == (["D"], ["default"])
     assert pick([], default=("D", "E")) == (["D", "E"], ["default", "default"])
     assert pick(["--weights", "none"], default=("D", "E")) == (["D", "E"], [None, None])
@@ -68,7 +69,7 @@ def test_missing_imagenet_weights_are_one_line(torch_home, folder, tmp_path, cap
         where = ["--data", str(val.parent)] if name == "ilsvrc_eval" else ["--root", str(tmp_path)]
         cfg = mod.config_from_args(mod.get_args_parser().parse_args(where))
         with pytest.raises(SystemExit) as e:
-            cli.run_script(mod.main, cfg)
+            common.run_script(mod.main, cfg)
         assert e.value.code == 2, name
         _one_line_naming_the_file(capsys.readouterr().err)
 
@@ -79,6 +80,38 @@ def test_random_weights_are_seeded_and_announced(folder, tmp_path, caplog):
     assert "RANDOM WEIGHTS (--weights none)" in caplog.text
     assert cli.main([*args, "--out", str(tmp_path / "b.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_random_nets_are_built_without_touching_the_global_rng():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    nets = common.build_nets(["A", "D"], [None, None], width=0.0625, fc_dim=32, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random numbers are unchanged
+    for k, (config, net) in enumerate(zip("AD", nets)):  # each net: the one seed + k gives
+        torch.manual_seed(5 + k)
+        assert vggfeat.fingerprint(net) == vggfeat.fingerprint(vggfeat.vgg(config, width=0.0625, fc_dim=32))
+
+
+def test_options_and_help_do_no_work_until_the_nets_are_built(monkeypatch, capsys):
+    o = common.NetOptions(models=["D", "E"], weights=["d.pth"])  # constructing checks nothing
+    assert (o.models, o.weights) == (["D", "E"], ["d.pth"])
+    with pytest.raises(SystemExit, match="2 --model but 1 --weights"):
+        common.resolve_models(o)
+    built = []
+    init = vggfeat.models.VGG.__init__
+    monkeypatch.setattr(
+        vggfeat.models.VGG, "__init__", lambda self, *a, **k: built.append(init(self, *a, **k))
+    )
+    for name in SCRIPTS:
+        with pytest.raises(SystemExit):
+            script(name).get_args_parser().parse_args(["--help"])
+    for command in ("evaluate", "info", "convert", "toy", "store"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+    from vggfeat.cli.command import build_parser
+
+    build_parser().parse_args(["extract", "photos", "--out", "f.npy"])  # extract's help alone counts costs
+    assert "--model" in capsys.readouterr().out and built == []
 
 
 @pytest.mark.slow
@@ -106,7 +139,7 @@ def test_downloads_run_on_the_main_process():
 def test_extract_help_shows_every_default_the_cost_and_examples(capsys):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vggfeat.cli_extract import ExtractOptions, protocol_cost
+    from vggfeat.cli.extract import ExtractOptions, protocol_cost
 
     with pytest.raises(SystemExit):
         cli.main(["extract", "--help"])

@@ -14,7 +14,7 @@ import torch
 
 import vggfeat
 from vggfeat import cli
-from vggfeat.cli_extract import sidecar
+from vggfeat.cli.extract import sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 folder = test_cli.folder  # the fixture: three small images

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vggfeat import cli
+from vggfeat.cli import common
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_thread_count_leaves_a_cpu_to_each_decoding_worker(monkeypatch, threads, workers, omp, cpus, want):
     monkeypatch.setenv("OMP_NUM_THREADS", omp)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)))
-    assert cli.compute_threads(threads, workers) == want
+    assert common.compute_threads(threads, workers) == want
 
 
 def test_extract_sets_torchs_thread_count(tmp_path, monkeypatch):
@@ -56,12 +57,12 @@ def test_extract_sets_torchs_thread_count(tmp_path, monkeypatch):
 
 
 def test_the_command_does_not_import_scikit_learn():
-    code = "import sys, vggfeat.cli, vggfeat.cli_extract; print('sklearn' in sys.modules)"
+    code = "import sys, vggfeat.cli, vggfeat.cli.extract; print('sklearn' in sys.modules)"
     r = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}
     )
     assert r.stdout.split() == ["False"], r.stderr
-    from vggfeat.cli import SVMOptions  # the SVM scripts still find their options there
+    from vggfeat.cli.svm import SVMOptions  # the SVM scripts find their options there
 
     assert "c_grid" in SVMOptions.__dataclass_fields__
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import script
 
 from vggfeat import options
+from vggfeat.cli.common import resolve_models
 from vggfeat.options import add_options, from_args, option
 
 
@@ -118,6 +119,8 @@ def test_svm_scripts_keep_their_flags(tmp_path):
     argv += "--c-grid 1 2 --max-images 6 --classes cat dog --scales 224 --aggregate stack --width 0.5 "
     argv += "--fc-dim 32 --batch-size 2 --device cpu --seed 3 --out O"
     cfg = voc.config_from_args(voc.get_args_parser().parse_args(argv.split()))
+    assert cfg.weights == ["none", "e.pth"]  # as given: resolved where the nets are built
+    resolve_models(cfg)
     assert (cfg.year, cfg.models, cfg.weights, cfg.cache, cfg.download) == (
         2012,
         ["D", "E"],
@@ -152,12 +155,56 @@ def test_svm_scripts_keep_their_flags(tmp_path):
     )
     act = script("voc_action_svm")
     cfg = act.config_from_args(act.get_args_parser().parse_args(["--root", "R", "--weights", "none"]))
+    resolve_models(cfg)
     assert (cfg.models, cfg.weights, cfg.scales) == (["D", "E"], [None, None], None)  # set by the nets
     assert cfg.PAPER_SCALES == (256, 384, 512, 640, 768)
     ils = script("ilsvrc_eval")
     cfg = ils.config_from_args(
         ils.get_args_parser().parse_args("--data V --protocols multi,both --jitter 128 256".split())
     )
-    assert (cfg.protocols, cfg.jitter, cfg.weights) == (("multi", "both"), (128, 256), ["default"])
+    assert (cfg.protocols, cfg.jitter, resolve_models(cfg).weights) == (
+        ("multi", "both"),
+        (128, 256),
+        ["default"],
+    )
+    wrong = ils.Config(data="V", models=["D", "E"], weights=["d.pth"])  # constructing checks nothing
     with pytest.raises(SystemExit, match="one per --model"):
-        ils.Config(data="V", models=["D", "E"], weights=["d.pth"])
+        resolve_models(wrong)
+
+
+def _documented_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{flag: help}`` of a parser's shown options (its -h and hidden flags aside)."""
+    return {
+        a.option_strings[-1]: a.help
+        for a in parser._actions
+        if a.option_strings and a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)
+    }
+
+
+@pytest.mark.parametrize("name", ["extract_throughput", "store_memory", "train_throughput"])
+def test_benchmark_options_have_help_and_show_their_default(name):
+    mod = script(name)
+    flags = _documented_flags(mod.get_args_parser())
+    assert {f.name for f in fields(mod.Config)} == {f[2:].replace("-", "_") for f in flags}
+    assert all(h and "(default: " in h for h in flags.values()), flags
+    assert from_args(mod.Config, mod.get_args_parser().parse_args([])) == mod.Config()
+
+
+def test_info_and_convert_options_have_help_and_show_their_default():
+    from vggfeat.cli.command import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, want in (("info", {"--weights", "--model"}), ("convert", {"--config", "--preprocess"})):
+        flags = _documented_flags(sub.choices[command])
+        assert set(flags) == want and all("(default: " in h for h in flags.values()), flags
+
+
+def test_a_matrix_of_the_wrong_size_is_a_parse_error_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(Base, "--root r --grid 1 2 3".split())
+    assert e.value.code == 2  # argparse's status for a command-line error
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("usage:")
+        and "error: --grid: expected a multiple of 2 values (rows of 2), got 3" in err
+    )

@@ -15,6 +15,10 @@ itself), and its help is either ``option(help=...)`` or the comment that ends th
     add_options(p, Config)
     cfg = from_args(Config, p.parse_args())
 
+Both ways of writing help stay: the trailing comment for a short help, ``option(help=...)``
+where it needs a line of its own or argparse keywords. A malformed value (a matrix of the wrong
+size) is reported by the parser (``parser.error``: usage, the option, exit status 2).
+
 Options left off the command line keep the default (or the value of ``base``, e.g. a preset):
 the parser stores only what was given (``argparse.SUPPRESS``), so a preset's value is never
 overwritten by a flag's default.
@@ -109,6 +113,28 @@ def _parse_kw(hint) -> dict:
     return dict(type=hint)
 
 
+def _is_matrix(hint) -> bool:
+    args = typing.get_args(_strip_optional(hint))
+    return bool(args) and typing.get_origin(_strip_optional(args[0])) is tuple
+
+
+class _Rows(argparse.Action):
+    """A matrix option's values, row-major: a count that is no multiple of the row length is
+    reported by the parser, naming the option, before any work starts."""
+
+    def __init__(self, *args, row: int, **kw):
+        super().__init__(*args, **kw)
+        self.row = row
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) % self.row:
+            parser.error(
+                f"{option_string}: expected a multiple of {self.row} values (rows of {self.row}), "
+                f"got {len(values)}"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def _default(f: dataclasses.Field, base):
     if base is not None:
         return getattr(base, f.name)
@@ -132,6 +158,8 @@ def add_options(parser: argparse.ArgumentParser, cls, base=None, *, exclude=()) 
         if kw.get("action") not in (None, "store", argparse.BooleanOptionalAction):
             kw.pop("nargs", None)
         required = default is dataclasses.MISSING
+        if _is_matrix(hints[f.name]) and default and not required:  # rows as long as the default's
+            kw["action"] = functools.partial(_Rows, row=len(default[0]))
         parser.add_argument(
             f.metadata.get("flag") or "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -145,9 +173,9 @@ def add_options(parser: argparse.ArgumentParser, cls, base=None, *, exclude=()) 
 def _convert(hint, value, like):
     """A parsed value in the field's type: tuples as tuples, a matrix reshaped as ``like`` is."""
     hint = _strip_optional(hint)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    origin = typing.get_origin(hint)
     if origin is tuple and isinstance(value, list):
-        if args and typing.get_origin(_strip_optional(args[0])) is tuple:
+        if _is_matrix(hint):
             n = len(like[0]) if like else len(value)
             if len(value) % n:
                 raise SystemExit(f"error: expected a multiple of {n} values (rows of {n}), got {len(value)}")

@@ -12,9 +12,9 @@ from typing import Literal
 
 import numpy as np
 
-from .cli import CommandOptions, _models
-from .distributed import is_main_process
-from .options import add_options, from_args, option
+from ..distributed import is_main_process
+from ..options import add_options, from_args, option
+from .common import CommandOptions, command_nets
 
 log = logging.getLogger("vggfeat")
 # E's layers, the most of any config; the others have fewer convs per block (Table 1).
@@ -92,7 +92,7 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     """(what ``Extractor`` reads, one identity per row): image files, folders (searched
     recursively) and ``--list`` files, in the order given, with their paths; or one saved Hugging
     Face dataset (``datasets.load_from_disk`` folder) with its row numbers."""
-    from .data import ImageSource, as_source, list_images
+    from ..data import ImageSource, as_source, list_images
 
     paths = [Path(x) for x in images]
     if len(paths) == 1 and any((paths[0] / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
@@ -215,7 +215,7 @@ def cmd_extract(args) -> None:
     fmt = output_format(o)  # before any work
     o.set_threads()
     source, ids = extract_inputs(args.images, o)
-    nets = _models(o)
+    nets = command_nets(o)
     ext = vggfeat.Extractor(
         tuple(nets),
         scales=o.test_scales(nets),
@@ -241,16 +241,28 @@ def cmd_extract(args) -> None:
     print(f"wrote {', '.join(map(str, written))}: {len(ids)} rows of {', '.join(map(str, shapes.values()))}")
 
 
+class _CostedHelp(argparse.RawDescriptionHelpFormatter):
+    """Fills ``EXTRACT_DOC``'s protocol costs in when the help is shown: counting them builds
+    (meta-device) networks, which parsing a command line never needs."""
+
+    def add_text(self, text):
+        if text == EXTRACT_DOC:
+            costs = dict(
+                square=protocol_cost(),
+                wide=protocol_cost(aspect=4 / 3),
+                single=protocol_cost((384,), flip=False),
+            )
+            text = EXTRACT_DOC.format(**costs)
+        super().add_text(text)
+
+
 def add_extract_parser(sub) -> None:
     """The ``extract`` sub-command on the ``vggfeat`` parser's sub-parsers ``sub``."""
-    costs = dict(
-        square=protocol_cost(), wide=protocol_cost(aspect=4 / 3), single=protocol_cost((384,), flip=False)
-    )
     e = sub.add_parser(
         "extract",
         help="appendix-B descriptors of images -> .npy (+ .npy.json), .parquet or an hf dataset folder",
-        description=EXTRACT_DOC.format(**costs),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=EXTRACT_DOC,
+        formatter_class=_CostedHelp,
     )
     e.add_argument(
         "images",

@@ -1,14 +1,15 @@
-"""The options the linear-SVM benchmark scripts share (``vggfeat.cli.SVMOptions``); apart from
-:mod:`vggfeat.cli` because its C grid comes with scikit-learn, which the command does not need."""
+"""The options the linear-SVM benchmark scripts share (``SVMOptions``); apart from
+:mod:`vggfeat.cli.common` because its C grid comes with scikit-learn, which the command does not
+need."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import FeatureOptions, build_nets
-from .options import option
-from .svm import C_GRID
+from ..options import option
+from ..svm import C_GRID
+from .common import FeatureOptions, build_nets, resolve_models
 
 
 @dataclass(kw_only=True)
@@ -26,14 +27,16 @@ class SVMOptions(FeatureOptions):
 
     def build_nets(self) -> list:
         """The networks, built before any data is read, so a missing weights file fails first;
-        ``scales`` becomes the crop's scales when none were given."""
+        ``models`` and ``weights`` are resolved, and ``scales`` becomes the crop's scales when none
+        were given."""
+        resolve_models(self)
         nets = build_nets(self.models, self.weights, width=self.width, fc_dim=self.fc_dim, seed=self.seed)
         self.scales = self.test_scales(nets)
         return nets
 
     def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
         """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
-        from .plots import deviations
+        from ..plots import deviations
 
         return deviations(
             nets,

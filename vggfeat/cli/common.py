@@ -1,18 +1,17 @@
-"""The ``vggfeat`` command: extract, evaluate, info, convert."""
+"""The options the vggfeat command and the benchmark scripts share: the networks
+(``NetOptions``), the descriptor's protocol (``FeatureOptions``), the command's own
+(``CommandOptions``), building the nets, and a script's entry point (``run_script``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from . import __version__
-from .distributed import is_main_process
-from .options import add_options, from_args, option
+from ..options import add_options, option
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
@@ -48,7 +47,8 @@ def _default_scales(cls) -> str:
 @dataclass(kw_only=True)
 class NetOptions:
     """The network options every vggfeat command and benchmark script shares. ``models`` and
-    ``weights`` are resolved on construction: one weights source per model, None for random."""
+    ``weights`` hold what was given until ``resolve_models`` makes them one weights source per
+    model (None for random), where the nets are built: constructing the options does no work."""
 
     DEFAULT_MODELS: ClassVar[tuple[str, ...]] = ("D",)
     FROM_FILES: ClassVar[bool] = True  # without --model: what each --weights file says it holds
@@ -64,16 +64,11 @@ class NetOptions:
     batch_size: int | None = None  # images per network run (default: sized to fit)
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: accelerate's choice)
 
-    def __post_init__(self):
-        self.models, self.weights = models_and_weights(
-            self, default=self.DEFAULT_MODELS, from_files=self.FROM_FILES
-        )
-
     def label(self) -> str:
         """The nets in a run folder's name: each --model, or its weights file's name without one."""
+        models, weights = models_and_weights(self, default=self.DEFAULT_MODELS, from_files=self.FROM_FILES)
         return "+".join(
-            m or (Path(str(w)).stem if w else self.DEFAULT_MODELS[0])
-            for m, w in zip(self.models, self.weights)
+            m or (Path(str(w)).stem if w else self.DEFAULT_MODELS[0]) for m, w in zip(models, weights)
         )
 
 
@@ -93,19 +88,9 @@ class FeatureOptions(NetOptions):
         73, 110, 146 at crop 64), so that a small-crop net runs at its own geometry."""
         if self.scales:
             return tuple(self.scales)
-        from .models import paper_scales
+        from ..models import paper_scales
 
         return paper_scales(training_crop(nets, "--scales"), self.PAPER_SCALES)
-
-
-def __getattr__(name: str):
-    # SVMOptions (the SVM scripts' options) needs scikit-learn for its C grid, ~3 s of imports
-    # that `vggfeat extract` and the other commands do not pay: imported on first use.
-    if name == "SVMOptions":
-        from .cli_svm import SVMOptions
-
-        return SVMOptions
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
@@ -129,10 +114,18 @@ def models_and_weights(args, default=("D",), from_files: bool = False) -> tuple[
     return models, weights
 
 
+def resolve_models(o: NetOptions) -> NetOptions:
+    """``o`` with ``models`` and ``weights`` resolved by ``models_and_weights`` (once is enough,
+    again changes nothing): the step before building ``o``'s nets."""
+    o.models, o.weights = models_and_weights(o, default=o.DEFAULT_MODELS, from_files=o.FROM_FILES)
+    return o
+
+
 def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, seed: int = 0) -> list:
     """One network per (config, weights) pair. A random net (weights None) is seeded (``seed``
     + its position), so that every process of a distributed run builds the same one, and a
-    rerun hits the feature cache; it is announced loudly, as its features mean nothing."""
+    rerun hits the feature cache; it is announced loudly, as its features mean nothing. The seed
+    is set in a forked RNG, leaving the caller's global RNG as it was."""
     import torch
 
     import vggfeat
@@ -140,12 +133,13 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
 
     nets = []
     for k, (m, w) in enumerate(zip(models, weights)):
-        if w is None:
-            torch.manual_seed(seed + k)
-        try:
-            nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
-        except ConfigMismatch as e:
-            raise e.naming("--model") from None
+        with torch.random.fork_rng(devices=[], enabled=w is None):
+            if w is None:
+                torch.manual_seed(seed + k)
+            try:
+                nets.append(vggfeat.vgg(m, weights=w, width=width, fc_dim=fc_dim, preprocess=preprocess))
+            except ConfigMismatch as e:
+                raise e.naming("--model") from None
         if w is None:
             log.warning(
                 "RANDOM WEIGHTS (--weights none): VGG-%s is randomly initialised (seed %d); its "
@@ -215,175 +209,7 @@ def compute_threads(threads: int | None, num_workers: int | None) -> int:
     return max(1, usable - (2 if num_workers is None else num_workers))
 
 
-def _models(o: CommandOptions):
+def command_nets(o: CommandOptions) -> list:
+    """The nets of a ``vggfeat`` command's options, ``o.models`` and ``o.weights`` resolved first."""
+    resolve_models(o)
     return build_nets(o.models, o.weights, width=o.width, fc_dim=o.fc_dim, preprocess=o.preprocess)
-
-
-def cmd_evaluate(args) -> None:
-    import numpy as np
-
-    from vggfeat import evaluate
-
-    o = from_args(CommandOptions, args)
-    o.set_threads()
-    images, labels, classes = evaluate.labels_of(
-        args.data, val_labels=args.val_labels, val_synsets=args.val_synsets
-    )
-    nets = _models(o)
-    per_net = [evaluate.net_labels(labels, classes, m) for m in nets]  # each net checked
-    if any(not np.array_equal(y, per_net[0]) for y in per_net):
-        raise ValueError(
-            "--model: the nets order their classes differently; their posteriors cannot be fused"
-        )
-    labels = per_net[0]
-    Ps = [
-        evaluate.posteriors(
-            m,
-            images,
-            scales=o.test_scales(nets),
-            mode=args.mode,
-            flip=o.flip,
-            batch_size=o.batch_size,
-            device=o.device,
-            num_workers=o.num_workers,
-        )
-        for m in nets
-    ]
-    P = evaluate.fuse(Ps)
-    if not is_main_process():
-        return
-    print(
-        f"top-1 error {100 * evaluate.topk_error(P, labels, 1):.2f}%  "
-        f"top-5 error {100 * evaluate.topk_error(P, labels, 5):.2f}%  ({len(labels)} images)"
-    )
-
-
-def cmd_info(args) -> None:
-    import torch
-
-    import vggfeat
-
-    source = args.file or args.weights
-    if source:
-        m = vggfeat.vgg(args.model, weights=source)
-        meta = dict(getattr(m, "meta", {}))
-        names = meta.pop("class_names", None) or meta.pop("categories", None)
-        meta.pop("categories", None)
-        about = {
-            "arch": m.arch,
-            "preprocess": m.preprocess.to_dict(),
-            "parameters": vggfeat.count_parameters(m),
-            "fingerprint": vggfeat.fingerprint(m),
-            "layers": list(m.layers),
-            **meta,
-        }
-        print(json.dumps({**about, **({"class_names": list(names)} if names else {})}, indent=1))
-        return
-    if args.model:  # one configuration: its layer names and size, built without weights
-        with torch.device("meta"):
-            m = vggfeat.vgg(args.model)
-        print(
-            json.dumps({"arch": m.arch, "parameters": vggfeat.count_parameters(m), "layers": list(m.layers)})
-        )
-        return
-    print(f"{'config':8s} {'weight layers':>13s} {'parameters':>14s}")
-    for name in vggfeat.CONFIGS:
-        with torch.device("meta"):
-            m = vggfeat.vgg(name)
-        n = sum(1 for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
-        print(f"{name:8s} {n:13d} {vggfeat.count_parameters(m):14,d}")
-
-
-def cmd_toy(args) -> None:
-    from .toy import ToyConfig, generate
-
-    source, voc = generate(args.out, from_args(ToyConfig, args), progress=True)
-    print(f"wrote {source} (ImageFolder: train/, val/) and {voc} (VOC2007 devkit layout)")
-
-
-def cmd_convert(args) -> None:
-    import vggfeat
-
-    m = vggfeat.vgg(args.config, weights=args.src, preprocess=args.preprocess)
-    dst = vggfeat.save_weights(m, args.dst, provenance=f"converted from {Path(args.src).name}")
-    print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
-
-
-def cmd_store(args) -> None:
-    from .store import compact
-
-    for root, before, after in compact(args.path):
-        print(f"{root}: {before} chunks -> {after}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vggfeat", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    from .cli_extract import add_extract_parser
-
-    add_extract_parser(sub)
-
-    v = sub.add_parser("evaluate", help="top-1/top-5 error on an ImageFolder tree (Sec. 3.2 protocols)")
-    v.add_argument(
-        "data", help="ImageFolder tree ROOT/<class>/<image>, or ILSVRC's flat val/ with its labels"
-    )
-    v.add_argument(
-        "--val-labels", help="flat val/: LOC_val_solution.csv or the devkit's ground truth (default: found)"
-    )
-    v.add_argument("--val-synsets", help="the devkit's meta.mat, for its ground truth (default: found)")
-    add_options(v, CommandOptions, exclude=("aggregate",))
-    v.add_argument(
-        "--mode",
-        default="dense",
-        choices=["dense", "multicrop", "both"],
-        help="Sec. 3.2 protocol (default: dense)",
-    )
-    v.set_defaults(func=cmd_evaluate)
-
-    i = sub.add_parser("info", help="the configurations, or what a weights file holds")
-    i.add_argument(
-        "file", nargs="?", help="a weights file (.safetensors, .pth, .caffemodel) or a torchvision name"
-    )
-    i.add_argument("--weights", default=None, help="the same as FILE")
-    i.add_argument("--model", default=None, help="configuration, if the file does not say")
-    i.set_defaults(func=cmd_info)
-
-    t = sub.add_parser(
-        "toy", help="write the toy data of the demo: an ImageFolder source set and a VOC2007 target"
-    )
-    t.add_argument("out", type=Path, help="folder to write (source/ and VOCdevkit/ inside)")
-    from .toy import ToyConfig
-
-    add_options(t, ToyConfig)
-    t.set_defaults(func=cmd_toy)
-
-    c = sub.add_parser("convert", help="any weights file -> our .safetensors with metadata")
-    c.add_argument("src", help=".caffemodel, .pth or .safetensors")
-    c.add_argument("dst", help="output .safetensors")
-    c.add_argument("--config", default=None, help="configuration, if the file does not say")
-    c.add_argument("--preprocess", default=None, choices=["imagenet", "caffe"])
-    c.set_defaults(func=cmd_convert)
-
-    s = sub.add_parser("store", help="feature-store upkeep: compact PATH merges its chunk files")
-    s.add_argument("action", choices=["compact"], help="compact: merge chunks (no writer may run)")
-    s.add_argument("path", help="a cache= folder (or a store in it)")
-    s.set_defaults(func=cmd_store)
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    try:
-        args.func(args)
-    except user_errors() as e:
-        print(f"vggfeat {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from .. import __version__
+from ..distributed import is_main_process
 from ..options import add_options, from_args, option
-from .common import CommandOptions, command_nets, is_main_process, user_errors
+from .common import CommandOptions, command_nets, user_errors
 
 log = logging.getLogger("vggfeat")
 

@@ -253,9 +253,11 @@ def run_protocols(
     if bad:
         raise ValueError(f"protocols: unknown {bad}; choose from {','.join(PROTOCOLS)}")
     if engine is None:
+        readers = {"dense": ("single", "multi", "both"), "multicrop": ("multicrop", "both")}
 
-        def engine(name, mode, qs):
-            bar = f"{name}: {mode} at Q={','.join(map(str, qs))}" if progress else False
+        def engine(name, mode, qs):  # the bar names the protocols this one run serves
+            serves = ",".join(p for p in protocols if p in readers[mode])
+            bar = f"{name} {serves}: {mode} at Q={','.join(map(str, qs))}" if progress else False
             return posteriors(models[name], images, scales=qs, mode=mode, per_scale=True, progress=bar, **kw)
 
     qs_of = dict.fromkeys(models, (scales_for(jitter=jitter), scales_for(jitter=jitter, multi=False)[0]))

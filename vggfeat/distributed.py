@@ -17,12 +17,32 @@ from __future__ import annotations
 
 def process_state():
     """accelerate's process state. Under torchrun on CPU, accelerate only forms the gloo group
-    when told it runs on CPU (``ACCELERATE_USE_CPU=1``, or no GPU here)."""
+    when told it runs on CPU (``ACCELERATE_USE_CPU=1``, or no GPU here). A process that joins a
+    group leaves it cleanly at exit (:func:`_leave_group`)."""
+    import atexit
+
     import torch
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    if state.num_processes > 1 and not _LEAVING:
+        _LEAVING.append(True)
+        atexit.register(_leave_group)
+    return state
+
+
+_LEAVING: list = []  # the exit hook is registered once per process
+
+
+def _leave_group() -> None:
+    # A gloo rank that exits with its process group still up can abort in the C++ teardown
+    # ("terminate called without an active exception", SIGABRT), failing a run whose work is
+    # done; destroying the group first exits cleanly.
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from vggfeat.cli.common import NetOptions, build_nets, resolve_models, run_scrip
 from vggfeat.distributed import is_main_process
 from vggfeat.models import paper_scale
 from vggfeat.options import add_options, from_args, option
+from vggfeat.stats import chance_topk
 
 LAYOUT = """expected one of:
   an ImageFolder tree   VAL/<class>/<image>.JPEG   (ILSVRC2012 val sorted into class folders,
@@ -167,7 +168,7 @@ def write_plots(out: Path, rows: list[dict], posteriors: dict, labels) -> list[s
     plots.protocol_errors(out / "protocols.png", rows, classes=P.shape[1])
     err = evaluate.per_class_error(P, labels)
     title = f"top-1 error per class: {best['model']} {best['protocol']} ({len(labels)} images)"
-    plots.class_errors(out / "per_class_error.png", err, chance=1 - 1 / P.shape[1], title=title)
+    plots.class_errors(out / "per_class_error.png", err, chance=chance_topk(P.shape[1]), title=title)
     return ["protocols.png", "per_class_error.png"]
 
 

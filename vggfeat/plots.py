@@ -342,8 +342,10 @@ def protocol_errors(path, rows: Sequence[dict], *, classes: int, title: str = ""
                 zorder=3,
                 label="paper" if off < 0 else None,
             )
+    from .stats import chance_topk
+
     for k, style in ((1, "--"), (min(5, classes), ":")):
-        ax.axhline(100 * (1 - k / classes), color="grey", ls=style, lw=1, label=f"chance top-{k}")
+        ax.axhline(100 * chance_topk(classes, k), color="grey", ls=style, lw=1, label=f"chance top-{k}")
     ax.set_xticks(x, [f"{r['model']} {r['protocol']}" for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 102)
     ax.set_ylabel("error (%)")

@@ -15,7 +15,9 @@ log = logging.getLogger("vggfeat")
 def chance_errors(classes: int) -> dict[str, float]:
     """Top-1/top-5 error of a net that guesses: 1 - 1/K and 1 - min(5, K)/K for K classes (the
     expected error of uniformly random scores, whatever the class balance)."""
-    return dict(chance_top1_err=1 - 1 / classes, chance_top5_err=1 - min(5, classes) / classes)
+    from ..stats import chance_topk
+
+    return dict(chance_top1_err=chance_topk(classes, 1), chance_top5_err=chance_topk(classes, 5))
 
 
 PANELS = (  # (title, [(metrics key, label)], chance key)

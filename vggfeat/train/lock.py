@@ -148,17 +148,18 @@ class RunLock:
 def hold_run_lock(run_dir, state) -> RunLock:
     """Collective: the main process takes the lock, every process learns whether it got it (so
     that no rank starts work in a folder another run uses)."""
-    from accelerate.utils import broadcast_object_list
+    from ..distributed import from_main
 
     lock = RunLock(run_dir)
-    message = [None]
-    if state.is_main_process:
+
+    def take() -> str | None:  # the refusal's message, None once the lock is held
         try:
             lock.acquire()
         except RunLocked as e:
-            message[0] = str(e)
-    if state.num_processes > 1:
-        broadcast_object_list(message)
-    if message[0]:
-        raise RunLocked(message[0])
+            return str(e)
+        return None
+
+    message = from_main(state, take)
+    if message:
+        raise RunLocked(message)
     return lock

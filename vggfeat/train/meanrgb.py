@@ -124,17 +124,17 @@ def _write_cache(paths: list[Path], mean, record: dict) -> Path:
 def shared_mean_rgb(images: LabelledImages, *, data: str, run_dir, state, max_images=None, num_workers=0):
     """Collective: the cached mean RGB, or computed over all ranks of ``state`` (an Accelerator or
     PartialState) and cached by the main process."""
-    from accelerate.utils import broadcast_object_list, reduce
+    from accelerate.utils import reduce
+
+    from ..distributed import from_main
 
     paths = cache_paths(data, run_dir)
     indices = sample_indices(len(images), max_images)
     # The main process decides, so that all ranks agree even while another job writes the cache.
     key = sample_key(images, indices) if state.is_main_process else None
-    cached = [_read_cache(paths, key) if state.is_main_process else None]
-    if state.num_processes > 1:
-        broadcast_object_list(cached)
-    if cached[0] is not None:
-        return cached[0]
+    cached = from_main(state, lambda: _read_cache(paths, key))
+    if cached is not None:
+        return cached
     total = mean_sums(images, indices[state.process_index :: state.num_processes], num_workers=num_workers)
     if state.num_processes > 1:
         total = reduce(total.to(state.device), reduction="sum").cpu()

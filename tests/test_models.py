@@ -154,6 +154,29 @@ def test_init_glorot_and_normal():
         vggfeat.vgg("A", init="kaiming")
 
 
+def test_init_glorot_relu_gains_every_layer_before_a_relu_but_not_fc8():
+    torch.manual_seed(0)
+    m = vggfeat.vgg("A", width=0.25, fc_dim=256, init="glorot-relu")
+    for mod, fan_in, fan_out, gain in (
+        (m.features[3], 16 * 9, 32 * 9, math.sqrt(2)),  # conv2_1: a ReLU follows
+        (m.classifier[3], 256, 256, math.sqrt(2)),  # fc7
+        (m.classifier[6], 256, 1000, 1.0),  # fc8: the softmax follows, plain Glorot
+    ):
+        bound = gain * math.sqrt(6 / (fan_in + fan_out))
+        w = mod.weight
+        assert w.abs().max() <= bound + 1e-7 and w.abs().max() > 0.95 * bound
+        assert torch.all(mod.bias == 0)
+    # what the gain is for: without batch norm, the variance of the activations survives the
+    # ReLUs of A's eight convs with it, and shrinks several-fold with plain Glorot
+    x = torch.randn(8, 3, 64, 64)
+    with torch.no_grad():
+        spread = {
+            init: vggfeat.vgg("A", width=0.25, fc_dim=256, init=init).forward_features(x).std().item()
+            for init in ("glorot", "glorot-relu")
+        }
+    assert spread["glorot-relu"] > 4 * spread["glorot"]
+
+
 def test_init_from_copies_first_four_convs_and_the_head(tiny):
     a, d = tiny("A", seed=1), tiny("D", seed=2)
     d0 = {k: v.clone() for k, v in d.state_dict().items()}

@@ -33,7 +33,7 @@ class TrainConfig:
     fc_dim: int = 4096
     dropout: float = 0.5
     batch_norm: bool = False
-    init: str = "glorot"  # glorot | normal
+    init: str = "glorot"  # glorot | glorot-relu (gain sqrt 2 before each ReLU) | normal
     init_std: float = 0.01  # for init=normal (the paper's "variance 1e-2" read as std 1e-2)
     init_from: str | None = None  # weights file: same config = all layers; net A = Sec. 3.1 init
     init_from_run: str | None = None  # else the final weights of this run under output_dir

@@ -11,7 +11,7 @@ import pytest
 import torchvision
 from PIL import Image
 
-from vggfeat import toy
+from vggfeat import toy, toy_draw
 
 SMALL = toy.ToyConfig(seed=3, source_train=2, source_val=1, target_train=6, target_val=5, target_test=7)
 
@@ -130,7 +130,7 @@ def test_primitives_have_their_geometry():
     # Areas as fractions of the box, by hand: circle pi/4, diamond 1/2, square 0.84^2,
     # cross with arms 0.34 wide: 2 * 0.34 - 0.34^2; textures: stripes and checker half, dots pi * 0.3^2.
     n = 400
-    area = {s: toy._mask(s, n, n).mean() for s in toy.SHAPES}
+    area = {s: toy_draw.shape_mask(s, n, n).mean() for s in toy.SHAPES}
     for shape, want in (
         ("circle", math.pi / 4),
         ("diamond", 0.5),
@@ -138,9 +138,9 @@ def test_primitives_have_their_geometry():
         ("cross", 2 * 0.34 - 0.34**2),
     ):
         assert area[shape] == pytest.approx(want, abs=0.01)
-    assert toy._texture("solid", n, n, 10).mean() == 0
+    assert toy_draw.texture_mask("solid", n, n, 10).mean() == 0
     for texture, want in (("stripes", 0.5), ("checker", 0.5), ("dots", math.pi * 0.09)):
-        assert toy._texture(texture, n, n, 10).mean() == pytest.approx(want, abs=0.01)
+        assert toy_draw.texture_mask(texture, n, n, 10).mean() == pytest.approx(want, abs=0.01)
 
 
 def test_part_is_clipped_at_the_border():

@@ -34,15 +34,19 @@ PAPER_SPLITS = 3
 
 @dataclass(kw_only=True)
 class Config(SVMOptions):
-    root: Path  # folder holding 101_ObjectCategories / 256_ObjectCategories
+    root: Path = option(help="folder holding 101_ObjectCategories / 256_ObjectCategories")
     dataset: str = option("caltech101", choices=sorted(caltech.DATASETS), help="which Caltech")
     PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
-    aggregate: Literal["mean", "stack", "max"] = "stack"  # Appendix B: stacking beat mean and max on Caltech
-    background: bool = True  # keep BACKGROUND_Google / 257.clutter: the paper counts 102 / 257 classes
-    splits: int = PAPER_SPLITS  # seeded random splits, recall reported as mean +- std over them
-    train_per_class: int | None = None  # default: the dataset's protocol (30 or 60)
-    test_per_class: int | None = None  # default: the dataset's protocol (50 or the rest)
-    limit_per_class: int | None = None  # first N images per class: quick run, not comparable
+    aggregate: Literal["mean", "stack", "max"] = option(
+        "stack", help="Appendix B: stacking beat mean and max on Caltech"
+    )
+    background: bool = option(
+        True, help="keep BACKGROUND_Google / 257.clutter: the paper counts 102 / 257 classes"
+    )
+    splits: int = option(PAPER_SPLITS, help="seeded random splits, recall reported as mean +- std over them")
+    train_per_class: int | None = option(None, help="default: the dataset's protocol (30 or 60)")
+    test_per_class: int | None = option(None, help="default: the dataset's protocol (50 or the rest)")
+    limit_per_class: int | None = option(None, help="first N images per class: quick run, not comparable")
 
     def __post_init__(self):  # the dataset's protocol where not given
         _, _, n_train, n_test = caltech.DATASETS[self.dataset]

@@ -20,15 +20,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vggfeat.options import add_options, from_args
+from vggfeat.options import add_options, from_args, option
 
 
 @dataclass(kw_only=True)
 class Config:
-    images: int = 100  # small images written for the run
-    size: tuple[int, int] = (128, 144)  # their height and width
-    weights: Path | None = None  # a weights file (default: the demo's net, random weights)
-    threads: int = 1  # torch compute threads, on both sides
+    images: int = option(100, help="small images written for the run")
+    size: tuple[int, int] = option((128, 144), help="their height and width")
+    weights: Path | None = option(None, help="a weights file (default: the demo's net, random weights)")
+    threads: int = option(1, help="torch compute threads, on both sides")
     out: Path = Path("runs/cli_startup")
 
 

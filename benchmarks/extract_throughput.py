@@ -198,23 +198,25 @@ def main(args) -> dict:
 
 @dataclass(kw_only=True)
 class Config:
-    model: str = "D"  # configuration (A, A-LRN, B, C, D, E, ...)
-    width: float = 1.0  # channel multiplier; 0.25 for a quick run
-    fc_dim: int = 4096  # fc6/fc7 width
+    model: str = option("D", help="configuration (A, A-LRN, B, C, D, E, ...)")
+    width: float = option(1.0, help="channel multiplier; 0.25 for a quick run")
+    fc_dim: int = option(4096, help="fc6/fc7 width")
     scales: list[int] = option([256, 384, 512], help="smallest sides Q")
-    images: int = 8  # number of VOC-like images of mixed sizes
-    batch_size: int | None = None  # images per network run of vggfeat.extract (default: sized to fit)
-    device: str | None = None  # cpu, cuda ... (default: cuda if available, else cpu)
-    out_dir: str = "runs/extract_throughput"  # images, descriptors and results.json
+    images: int = option(8, help="number of VOC-like images of mixed sizes")
+    batch_size: int | None = option(
+        None, help="images per network run of vggfeat.extract (default: sized to fit)"
+    )
+    device: str | None = option(None, help="cpu, cuda ... (default: cuda if available, else cpu)")
+    out_dir: str = option("runs/extract_throughput", help="images, descriptors and results.json")
 
 
 @dataclass(kw_only=True)
 class Side(Config):
     """One side's measuring process, which ``main`` starts with the run's options and these."""
 
-    side: Literal["naive", "vggfeat"] | None = None  # which implementation to time
-    paths: str | None = None  # JSON list of the images
-    out: str | None = None  # .npy of the descriptors
+    side: Literal["naive", "vggfeat"] | None = option(None, help="which implementation to time")
+    paths: str | None = option(None, help="JSON list of the images")
+    out: str | None = option(None, help=".npy of the descriptors")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

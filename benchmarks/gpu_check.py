@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vggfeat.options import add_options, from_args
+from vggfeat.options import add_options, from_args, option
 
 SIZES = [(375, 500), (500, 375), (333, 500), (480, 640)]  # VOC-like (H, W)
 EXTRACT_MIN_COSINE = 0.999
@@ -52,13 +52,15 @@ POSTERIOR_MAX_TV = 0.02
 
 @dataclass(kw_only=True)
 class Config:
-    config: str = "D"  # Table-1 net with torchvision weights layout (A, B, D, E)
-    weights: str = "none"  # none: seeded random; default: ImageNet, when torchvision's file is cached
-    images: int = 4  # images compared between CPU and CUDA (CPU float32 is the slow side)
-    throughput_images: int = 64  # images timed for extraction throughput
-    train_steps: int = 10  # SGD steps under Accelerate bf16
-    batch: int = 32  # training batch
-    out: Path = Path("runs/gpu_check")  # folder for gpu_check.json and gpu_check.md
+    config: str = option("D", help="Table-1 net with torchvision weights layout (A, B, D, E)")
+    weights: str = option(
+        "none", help="none: seeded random; default: ImageNet, when torchvision's file is cached"
+    )
+    images: int = option(4, help="images compared between CPU and CUDA (CPU float32 is the slow side)")
+    throughput_images: int = option(64, help="images timed for extraction throughput")
+    train_steps: int = option(10, help="SGD steps under Accelerate bf16")
+    batch: int = option(32, help="training batch")
+    out: Path = option(Path("runs/gpu_check"), help="folder for gpu_check.json and gpu_check.md")
     seed: int = 0
 
 

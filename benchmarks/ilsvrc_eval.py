@@ -43,7 +43,7 @@ def _protocols(text: str) -> tuple[str, ...]:
 
 @dataclass(kw_only=True)
 class Config(NetOptions):
-    data: str  # ImageFolder val tree or saved HF dataset
+    data: str = option(help="ImageFolder val tree or saved HF dataset")
     protocols: tuple[str, ...] = option(
         evaluate.PROTOCOLS,
         type=_protocols,
@@ -54,9 +54,9 @@ class Config(NetOptions):
     jitter: tuple[int, int] | None = option(
         None, help="training scale range (sets Q)", show="256 512 for a net of crop 224, x c/224 for crop c"
     )
-    split: str = "validation"  # split of a saved DatasetDict
-    max_images: int | None = None  # first N images only: quick run, not comparable
-    out: Path | None = None  # output folder (default: runs/ilsvrc_<models>)
+    split: str = option("validation", help="split of a saved DatasetDict")
+    max_images: int | None = option(None, help="first N images only: quick run, not comparable")
+    out: Path | None = option(None, help="output folder (default: runs/ilsvrc_<models>)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -64,8 +64,8 @@ def child(folder: str, n: int, store: str, side: int) -> None:
 @dataclass(kw_only=True)
 class Config:
     sizes: list[int] = option([1000, 10000], help="numbers of images")
-    side: int = 32  # image side in pixels (>= 32)
-    out: Path = Path("runs/store_memory")  # folder of results.json
+    side: int = option(32, help="image side in pixels (>= 32)")
+    out: Path = option(Path("runs/store_memory"), help="folder of results.json")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

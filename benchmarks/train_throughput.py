@@ -12,18 +12,18 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from vggfeat.options import add_options, from_args
+from vggfeat.options import add_options, from_args, option
 from vggfeat.train.throughput import compare
 
 
 @dataclass(kw_only=True)
 class Config:
-    config: Literal["A", "B", "D", "E"] = "A"  # torchvision has A, B, D, E
-    num_classes: int = 1000  # classes of the last layer
-    batch: int = 16  # images per training step
-    size: int = 224  # image side in pixels
-    warmup: int = 2  # steps run before timing
-    steps: int = 5  # timed steps
+    config: Literal["A", "B", "D", "E"] = option("A", help="torchvision has A, B, D, E")
+    num_classes: int = option(1000, help="classes of the last layer")
+    batch: int = option(16, help="images per training step")
+    size: int = option(224, help="image side in pixels")
+    warmup: int = option(2, help="steps run before timing")
+    steps: int = option(5, help="timed steps")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

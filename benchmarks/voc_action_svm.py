@@ -27,7 +27,7 @@ from vggfeat import plots, svm, voc
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
 from vggfeat.distributed import is_main_process, on_main_process
-from vggfeat.options import add_options, from_args
+from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B
 PAPER_NETS = "VGG Net-D & Net-E"  # Table 12 stacks the descriptors of D and E
@@ -37,9 +37,9 @@ PAPER_NETS = "VGG Net-D & Net-E"  # Table 12 stacks the descriptors of D and E
 class Config(SVMOptions):
     DEFAULT_MODELS = ("D", "E")  # Table 12 stacks the descriptors of D and E
 
-    root: Path  # VOCdevkit (or its parent, or VOC2012)
+    root: Path = option(help="VOCdevkit (or its parent, or VOC2012)")
     PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
-    max_images: int | None = None  # first N persons per split: quick run, not comparable
+    max_images: int | None = option(None, help="first N persons per split: quick run, not comparable")
 
     def __post_init__(self):
         self.out = self.out or Path("runs") / f"voc2012_action_{self.label()}"

@@ -24,18 +24,18 @@ from vggfeat import plots, svm, voc
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
 from vggfeat.distributed import is_main_process, on_main_process
-from vggfeat.options import add_options, from_args
+from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales
 
 
 @dataclass(kw_only=True)
 class Config(SVMOptions):
-    root: Path  # VOCdevkit (or its parent, or VOC<year>)
+    root: Path = option(help="VOCdevkit (or its parent, or VOC<year>)")
     year: Literal[2007, 2008, 2009, 2010, 2011, 2012] = 2007
     PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
-    max_images: int | None = None  # first N images per split: quick run, not comparable
-    classes: tuple[str, ...] = voc.VOC_CLASSES  # class names of a VOC-layout dataset of your own
+    max_images: int | None = option(None, help="first N images per split: quick run, not comparable")
+    classes: tuple[str, ...] = option(voc.VOC_CLASSES, help="class names of a VOC-layout dataset of your own")
 
     def __post_init__(self):
         self.out = self.out or Path("runs") / f"voc{self.year}_{self.label()}"

@@ -72,6 +72,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .models import APPENDIX_B_VOC_Q, paper_scale
+from .options import option
 from .toy_draw import CONTEXT_PULL as CONTEXT_PULL  # the drawing's, still toy.CONTEXT_PULL
 from .toy_draw import PALETTE as PALETTE  # the drawing's, still toy.PALETTE
 from .toy_draw import SHAPES, TEXTURES, clutter, draw_part, finish
@@ -219,9 +220,9 @@ class ToyConfig:
     config reuses the data and a different one regenerates it."""
 
     seed: int = 0
-    source_train: int = 100  # images per source class
+    source_train: int = option(100, help="images per source class")
     source_val: int = 20
-    target_train: int = 250  # VOC images per split
+    target_train: int = option(250, help="VOC images per split")
     target_val: int = 250
     target_test: int = 500
 

@@ -61,15 +61,17 @@ def cmd_evaluate(args) -> None:
 class InfoOptions:
     """``vggfeat info``'s options (beside its FILE)."""
 
-    weights: str | None = None  # the same as FILE (default: FILE; without both, the configurations)
-    model: str | None = None  # configuration, if the file does not say (default: what it says)
+    weights: str | None = option(
+        None, help="the same as FILE (default: FILE; without both, the configurations)"
+    )
+    model: str | None = option(None, help="configuration, if the file does not say (default: what it says)")
 
 
 @dataclass(kw_only=True)
 class ConvertOptions:
     """``vggfeat convert``'s options (beside its SRC and DST)."""
 
-    config: str | None = None  # configuration, if the file does not say (default: what SRC says)
+    config: str | None = option(None, help="configuration, if the file does not say (default: what SRC says)")
     preprocess: Literal["imagenet", "caffe"] | None = option(
         None, help="the weights' preprocessing (caffe: converted Caffe state dicts)", show="what SRC says"
     )

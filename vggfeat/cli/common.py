@@ -59,10 +59,10 @@ class NetOptions:
     weights: list[str | None] | None = option(
         None, action="append", metavar="SOURCE", help=WEIGHTS_HELP, show="default"
     )
-    width: float | None = None  # channel multiplier (default: what the weights hold, else 1)
-    fc_dim: int | None = None  # fc6/fc7 width (default: what the weights hold, else 4096)
-    batch_size: int | None = None  # images per network run (default: sized to fit)
-    device: str | None = None  # cpu, cuda, cuda:1 ... (default: accelerate's choice)
+    width: float | None = option(None, help="channel multiplier (default: what the weights hold, else 1)")
+    fc_dim: int | None = option(None, help="fc6/fc7 width (default: what the weights hold, else 4096)")
+    batch_size: int | None = option(None, help="images per network run (default: sized to fit)")
+    device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: accelerate's choice)")
 
     def label(self) -> str:
         """The nets in a run folder's name: each --model, or its weights file's name without one."""
@@ -81,7 +81,7 @@ class FeatureOptions(NetOptions):
     scales: tuple[int, ...] | None = option(
         None, help="smallest sides Q", show=lambda cls: _default_scales(cls)
     )
-    aggregate: Literal["mean", "stack", "max"] = "mean"  # over the scales
+    aggregate: Literal["mean", "stack", "max"] = option("mean", help="over the scales")
 
     def test_scales(self, nets) -> tuple[int, ...]:
         """``--scales``, else ``PAPER_SCALES`` kept in ratio to the nets' training crop c (x c/224:
@@ -178,8 +178,8 @@ class CommandOptions(FeatureOptions):
     preprocess: Literal["imagenet", "caffe"] | None = option(
         None, help="override the weights' preprocessing (caffe: converted Caffe state dicts)"
     )
-    num_workers: int | None = None  # image-decoding processes (default: by CPU count)
-    flip: bool = True  # average with the horizontally flipped image
+    num_workers: int | None = option(None, help="image-decoding processes (default: by CPU count)")
+    flip: bool = option(True, help="average with the horizontally flipped image")
     threads: int | None = option(
         None,
         help="torch's compute threads",

@@ -39,20 +39,30 @@ LAYER_HELP = (
 class ExtractOptions(CommandOptions):
     """``vggfeat extract``: what to read, what to compute, where to write."""
 
-    out: Path  # .npy (identities in feats.npy.json), .parquet (an id column), or an hf dataset folder
+    out: Path = option(
+        help=".npy (identities in feats.npy.json), .parquet (an id column), or an hf dataset folder"
+    )
     format: Literal["npy", "parquet", "hf"] | None = option(
         None, help="hf: a Hugging Face dataset folder (save_to_disk)", show="by --out's suffix"
     )
-    list: Path | None = None  # a text file of image paths, one per line (relative to the file's folder)
-    image_column: str | None = None  # a saved HF dataset's image column (default: its Image-typed column)
-    split: str | None = None  # a saved DatasetDict's split (default: its only one, else an error)
+    list: Path | None = option(
+        None, help="a text file of image paths, one per line (relative to the file's folder)"
+    )
+    image_column: str | None = option(
+        None, help="a saved HF dataset's image column (default: its Image-typed column)"
+    )
+    split: str | None = option(
+        None, help="a saved DatasetDict's split (default: its only one, else an error)"
+    )
     layers: tuple[str, ...] = option(
         ("fc7",), flag="--layer", action="append", metavar="NAME", help=LAYER_HELP
     )
-    normalize: bool = True  # L2-normalise each descriptor (Appendix B)
-    cache: Path | None = None  # folder of a resumable feature store (default: none)
-    on_error: Literal["raise", "skip"] = "raise"  # skip: unreadable images get NaN rows, listed in the .json
-    quiet: bool = False  # no progress bar
+    normalize: bool = option(True, help="L2-normalise each descriptor (Appendix B)")
+    cache: Path | None = option(None, help="folder of a resumable feature store (default: none)")
+    on_error: Literal["raise", "skip"] = option(
+        "raise", help="skip: unreadable images get NaN rows, listed in the .json"
+    )
+    quiet: bool = option(False, help="no progress bar")
 
 
 def protocol_cost(scales=(256, 384, 512), *, flip: bool = True, aspect: float = 1.0, config="D") -> float:

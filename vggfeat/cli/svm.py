@@ -20,10 +20,10 @@ class SVMOptions(FeatureOptions):
         C_GRID,
         help="SVM C values tried on the held-out split; widened past an end while the score still rises",
     )
-    out: Path | None = None  # output folder (default: runs/<dataset>_<models>)
-    seed: int = 0  # splits, held-out sets and random weights
-    download: bool = False  # fetch the dataset with torchvision first (online)
-    cache: bool = True  # features under <out>/features, computed once and reused by later runs
+    out: Path | None = option(None, help="output folder (default: runs/<dataset>_<models>)")
+    seed: int = option(0, help="splits, held-out sets and random weights")
+    download: bool = option(False, help="fetch the dataset with torchvision first (online)")
+    cache: bool = option(True, help="features under <out>/features, computed once and reused by later runs")
 
     def build_nets(self) -> list:
         """The networks, built before any data is read, so a missing weights file fails first;

@@ -21,60 +21,68 @@ class TrainConfig:
     """Every option of a training run; defaults are the paper's (Sec. 3.1) where it states one."""
 
     name: str = option("run", help="outputs go to <output_dir>/<name>/", show="the --preset's name, else run")
-    data: str = ""  # ImageFolder root (train/, val/), saved HF dataset folder, or hub name
+    data: str = option("", help="ImageFolder root (train/, val/), saved HF dataset folder, or hub name")
     output_dir: str = "runs"
     train_split: str = "train"
-    val_split: str | None = None  # default: val, validation or valid
-    val_labels: str | None = None  # flat val/: LOC_val_solution.csv or the devkit's ground truth
-    val_synsets: str | None = None  # the devkit's class order: its meta.mat or one wnid per line
+    val_split: str | None = option(None, help="default: val, validation or valid")
+    val_labels: str | None = option(None, help="flat val/: LOC_val_solution.csv or the devkit's ground truth")
+    val_synsets: str | None = option(None, help="the devkit's class order: its meta.mat or one wnid per line")
     # model (Table 1)
     config: str = "D"
     width: float = 1.0
     fc_dim: int = 4096
     dropout: float = 0.5
     batch_norm: bool = False
-    init: str = "glorot"  # glorot | glorot-relu (gain sqrt 2 before each ReLU) | normal
-    init_std: float = 0.01  # for init=normal (the paper's "variance 1e-2" read as std 1e-2)
-    init_from: str | None = None  # weights file: same config = all layers; net A = Sec. 3.1 init
-    init_from_run: str | None = None  # else the final weights of this run under output_dir
+    init: str = option("glorot", help="glorot | glorot-relu (gain sqrt 2 before each ReLU) | normal")
+    init_std: float = option(0.01, help='for init=normal (the paper\'s "variance 1e-2" read as std 1e-2)')
+    init_from: str | None = option(None, help="weights file: same config = all layers; net A = Sec. 3.1 init")
+    init_from_run: str | None = option(None, help="else the final weights of this run under output_dir")
     # optimisation
     epochs: int = 74
-    batch_size: int = 256  # global batch
-    per_device_batch_size: int | None = None  # default batch_size / processes
+    batch_size: int = option(256, help="global batch")
+    per_device_batch_size: int | None = option(None, help="default batch_size / processes")
     lr: float = 1e-2
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "plateau"  # plateau (Sec. 3.1) | step | cosine (both anneal to lr/100)
-    warmup_epochs: int = 0  # linear warm-up from lr/10 (step and cosine schedules)
-    lr_patience: int = 2  # plateau: epochs without improvement before a drop (not in the paper)
-    lr_drops: int = 3  # plateau: at most this many drops
+    schedule: str = option("plateau", help="plateau (Sec. 3.1) | step | cosine (both anneal to lr/100)")
+    warmup_epochs: int = option(0, help="linear warm-up from lr/10 (step and cosine schedules)")
+    lr_patience: int = option(2, help="plateau: epochs without improvement before a drop (not in the paper)")
+    lr_drops: int = option(3, help="plateau: at most this many drops")
     # data (Sec. 3.1)
-    crop_size: int = PAPER_CROP  # a multiple of 32: fc6's kernel is crop/32, saved with the weights
-    scale: int | None = None  # fixed S; default 256 at crop 224, in the same ratio to other crops
-    scale_jitter: tuple[int, int] | None = None  # (Smin, Smax): per-image S
-    val_scale: int | None = None  # Q for validation; default S, or (Smin + Smax) / 2 when jittering
-    val_dense: bool = False  # also Sec. 3.2 dense evaluation at Q: val_dense_top1_err
+    crop_size: int = option(
+        PAPER_CROP, help="a multiple of 32: fc6's kernel is crop/32, saved with the weights"
+    )
+    scale: int | None = option(
+        None, help="fixed S; default 256 at crop 224, in the same ratio to other crops"
+    )
+    scale_jitter: tuple[int, int] | None = option(None, help="(Smin, Smax): per-image S")
+    val_scale: int | None = option(
+        None, help="Q for validation; default S, or (Smin + Smax) / 2 when jittering"
+    )
+    val_dense: bool = option(False, help="also Sec. 3.2 dense evaluation at Q: val_dense_top1_err")
     flip: bool = True
-    lighting: float = 0.1  # std of the PCA colour shift (0: off)
+    lighting: float = option(0.1, help="std of the PCA colour shift (0: off)")
     eigval: tuple[float, ...] = IMAGENET_EIGVAL
     eigvec: tuple[tuple[float, ...], ...] = IMAGENET_EIGVEC
-    mean_rgb: str = "auto"  # auto (cached JSON) | path to JSON | "r,g,b" in [0, 1]
-    mean_rgb_images: int | None = None  # compute the mean on this many images (default all)
+    mean_rgb: str = option("auto", help='auto (cached JSON) | path to JSON | "r,g,b" in [0, 1]')
+    mean_rgb_images: int | None = option(None, help="compute the mean on this many images (default all)")
     num_workers: int = 8
     seed: int = 0
     # speed
-    mixed_precision: str | None = None  # no | bf16 | fp16; None: what `accelerate config` says
+    mixed_precision: str | None = option(None, help="no | bf16 | fp16; None: what `accelerate config` says")
     channels_last: bool = False
     compile: bool = False
     # run
     resume: bool = False
-    checkpoint_every: int = 0  # also checkpoint every N optimiser steps (0: only each epoch)
+    checkpoint_every: int = option(0, help="also checkpoint every N optimiser steps (0: only each epoch)")
     keep: int = 3
-    report_to: str | None = None  # e.g. tensorboard (only if installed)
+    report_to: str | None = option(None, help="e.g. tensorboard (only if installed)")
     progress: bool = True
-    step_delay: float = 0.0  # seconds of sleep per step: lets tests interrupt a tiny run
-    sync_bn: bool = False  # batch-norm statistics over all processes' batches (SyncBatchNorm; GPUs only)
-    overwrite: bool = False  # start afresh in a run folder that holds an earlier run's outputs
+    step_delay: float = option(0.0, help="seconds of sleep per step: lets tests interrupt a tiny run")
+    sync_bn: bool = option(
+        False, help="batch-norm statistics over all processes' batches (SyncBatchNorm; GPUs only)"
+    )
+    overwrite: bool = option(False, help="start afresh in a run folder that holds an earlier run's outputs")
 
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

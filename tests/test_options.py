@@ -16,21 +16,20 @@ from vggfeat.options import add_options, from_args, option
 
 @dataclass
 class Base:
-    root: Path  # where the data lives
-    scales: tuple[int, ...] = (256, 384)  # smallest sides Q
-    jitter: tuple[int, int] | None = None  # (Smin, Smax)
-    width: float | None = None  # channel multiplier (default: what the weights hold)
-    cache: bool = True  # keep features on disk
+    root: Path = option(help="where the data lives")
+    scales: tuple[int, ...] = option((256, 384), help="smallest sides Q")
+    jitter: tuple[int, int] | None = option(None, help="(Smin, Smax)")
+    width: float | None = option(None, help="channel multiplier (default: what the weights hold)")
+    cache: bool = option(True, help="keep features on disk")
     mode: Literal["dense", "multicrop"] = "dense"
     names: list[str] = option(["a"], help="class names")
-    grid: tuple[tuple[float, ...], ...] = ((1.0, 0.0), (0.0, 1.0))  # a matrix, row-major
-    # a comment line above a field is not its help
-    seed: int = 0
+    grid: tuple[tuple[float, ...], ...] = option(((1.0, 0.0), (0.0, 1.0)), help="a matrix, row-major")
+    seed: int = 0  # a trailing comment is not help: help is option(help=...) only
 
 
 @dataclass
 class Child(Base):
-    # redeclared without a comment: keeps the parent's help
+    # redeclared without a help: keeps the parent's help
     scales: tuple[int, ...] = (512,)
 
 
@@ -77,7 +76,7 @@ def test_bad_values_are_argparse_errors(argv, words, capsys):
     assert words in capsys.readouterr().err
 
 
-def test_help_from_comments_or_metadata_with_every_default():
+def test_help_from_option_with_every_default():
     p, _ = parse(Child, ["--root", "r"])
     text = " ".join(p.format_help().split())
     assert "where the data lives (required)" in text
@@ -85,8 +84,8 @@ def test_help_from_comments_or_metadata_with_every_default():
     assert "keep features on disk (default: True)" in text and "--no-cache" in text
     assert "class names (default: a)" in text
     assert "channel multiplier (default: what the weights hold)" in text  # its own words, once
-    assert "comment line" not in text and "--seed SEED (default: 0)" in text
-    assert options.field_comments(Base)["jitter"] == "(Smin, Smax)"
+    assert "trailing comment" not in text and "--seed SEED (default: 0)" in text
+    assert "(Smin, Smax) (default: None)" in text
 
 
 def test_only_given_options_override_a_base():

@@ -2,22 +2,22 @@
 
 Each field is one option: its name gives the flag (``batch_size`` -> ``--batch-size``), its type
 hint the parsing, its default the value shown in ``--help`` (unless the help says ``default: ...``
-itself), and its help is either ``option(help=...)`` or the comment that ends the field's line::
+itself), and :func:`option` its help::
 
     @dataclass
     class Config:
-        root: Path  # no default: a required option
-        scales: tuple[int, ...] = (256, 384, 512)  # smallest sides Q
-        cache: bool = True  # --cache / --no-cache
-        aggregate: Literal["mean", "stack"] = "mean"  # choices from the Literal
+        root: Path = option(help="no default: a required option")
+        scales: tuple[int, ...] = option((256, 384, 512), help="smallest sides Q")
+        cache: bool = option(True, help="--cache / --no-cache")
+        aggregate: Literal["mean", "stack"] = option("mean", help="choices from the Literal")
 
     p = argparse.ArgumentParser()
     add_options(p, Config)
     cfg = from_args(Config, p.parse_args())
 
-Both ways of writing help stay: the trailing comment for a short help, ``option(help=...)``
-where it needs a line of its own or argparse keywords. A malformed value (a matrix of the wrong
-size) is reported by the parser (``parser.error``: usage, the option, exit status 2).
+Help is written one way, ``option(help=...)``, beside the argparse keywords it may need; a field
+redeclared in a subclass with a new default keeps its parent's help. A malformed value (a matrix
+of the wrong size) is reported by the parser (``parser.error``: usage, the option, exit status 2).
 
 Options left off the command line keep the default (or the value of ``base``, e.g. a preset):
 the parser stores only what was given (``argparse.SUPPRESS``), so a preset's value is never
@@ -29,13 +29,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import inspect
-import io
-import tokenize
 import types
 import typing
 
-__all__ = ["option", "add_options", "given", "from_args", "field_comments"]
+__all__ = ["option", "add_options", "given", "from_args"]
 
 
 def option(default=dataclasses.MISSING, *, help=None, show=None, **argparse_kw) -> dataclasses.Field:
@@ -50,31 +47,13 @@ def option(default=dataclasses.MISSING, *, help=None, show=None, **argparse_kw) 
     return dataclasses.field(default=default, metadata=meta)
 
 
-@functools.cache
-def field_comments(cls) -> dict[str, str]:
-    """``{field: comment}`` from the trailing comments of ``cls``'s field lines (``x: int = 1  # why``)."""
-    try:
-        src = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out, line = {}, []
-    for tok in tokenize.generate_tokens(io.StringIO(inspect.cleandoc("\n" + src) + "\n").readline):
-        if tok.type == tokenize.NEWLINE:  # the end of a logical line (NL: one inside brackets)
-            line = []
-        elif tok.type == tokenize.COMMENT:
-            if len(line) >= 2 and line[0].type == tokenize.NAME and line[1].string == ":":
-                out.setdefault(line[0].string, tok.string.lstrip("#").strip())
-        elif tok.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NL):
-            line.append(tok)
-    return out
-
-
 def _help(cls, f: dataclasses.Field, default) -> str:
     text = f.metadata.get("help")
-    for klass in cls.__mro__:  # a field redeclared with a new default keeps its parent's help
+    for klass in cls.__mro__[1:]:  # a field redeclared with a new default keeps its parent's help
         if text:
             break
-        text = field_comments(klass).get(f.name) if dataclasses.is_dataclass(klass) else None
+        parent = getattr(klass, "__dataclass_fields__", {}).get(f.name)
+        text = parent.metadata.get("help") if parent is not None else None
     show = f.metadata.get("show")
     if default is dataclasses.MISSING:
         text = f"{text or ''} (required)"

@@ -1,7 +1,7 @@
 """The paper in miniature: every finding of Sec. 4 and appendix B trained, measured and judged on
 the toy data (see vggfeat/miniature for the plan of runs and benchmarks/README.md for results).
 
-    python benchmarks/paper_in_miniature.py --out runs/miniature         # under an hour on 2 CPU cores
+    python benchmarks/paper_in_miniature.py --out runs/miniature         # about 45 min on 2 CPU cores
     python benchmarks/paper_in_miniature.py --quick --out /tmp/mini     # smoke test, numbers meaningless
     accelerate launch benchmarks/paper_in_miniature.py --width 0.5 --fc-dim 1024   # GPUs
 
@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from vggfeat import options
-from vggfeat.miniature import QUICK, MiniatureConfig, run
+from vggfeat.miniature import QUICK, MiniatureConfig, check, run
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,12 @@ def main(argv=None) -> dict:
         level=logging.INFO if main_process else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    cfg = config_from_args(get_args_parser().parse_args(argv))
+    parser = get_args_parser()
+    cfg = config_from_args(parser.parse_args(argv))
+    try:
+        check(cfg)
+    except ValueError as e:
+        parser.error(str(e))
     results = run(cfg)
     if main_process:
         print((Path(cfg.out) / "report.md").read_text())

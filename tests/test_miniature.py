@@ -13,10 +13,9 @@ from conftest import random_image, script
 
 import vggfeat
 from vggfeat import evaluate, stats
-from vggfeat.miniature import QUICK, MiniatureConfig, judge, plan
+from vggfeat.miniature import QUICK, MiniatureConfig, check, judge, plan
 from vggfeat.miniature.measure import posteriors
-from vggfeat.miniature.runs import train_config
-from vggfeat.models import conv_module
+from vggfeat.miniature.runs import stamp_folder, train_config
 
 # --- verdicts on scripted numbers -----------------------------------------------------------------
 
@@ -40,14 +39,17 @@ def test_judge_uses_the_test_each_claim_calls_for():
             ("A-LRN-fixed", "single"): [0.605, 0.610],  # LRN: no gain, well inside its 2-point margin
             ("B-fixed", "single"): [0.40, 0.41],  # far better than A
             ("C-fixed", "single"): [0.30],  # better than B, but one seed: training noise unknown
+            ("C-fixedft", "single"): [0.30],
             ("C-jitter", "single"): [0.30, 0.32],
             ("C-jitter", "multi"): [0.33, 0.35],  # worse than single Q on both seeds
         }
     )
     rows = {r["claim"]: r for r in judge(systems, test_labels=None, n_boot=300)}
     assert len(rows) == 5  # claims whose systems were not measured are left out
-    lrn = rows["LRN does not help (A-LRN vs A)"]
-    assert lrn["verdict"] == "equivalent" and lrn["margin"] == 2.0 and "TOST margin ±2" in lrn["test"]
+    lrn = rows["LRN does not help: A-LRN ≈ A"]
+    assert lrn["verdict"] == "equivalent" and lrn["margin"] == 3.0 and "TOST margin ±3" in lrn["test"]
+    assert lrn["differs"] == "a local response normalisation layer"
+    assert lrn["per_seed"] == [pytest.approx([60.5, 61.0]), pytest.approx([60.0, 60.5])]
     b_vs_a = rows["depth: B (13 layers) beats A (11)"]
     assert b_vs_a["verdict"] == "holds" and b_vs_a["effect"] == pytest.approx(19.75)
     assert b_vs_a["paper_gain"] == pytest.approx(0.9) and "Welch's t, 2 vs 2 seeds" in b_vs_a["test"]
@@ -60,7 +62,7 @@ def test_judge_uses_the_test_each_claim_calls_for():
     c_vs_b = rows["depth: C (16, 1x1) beats B (13)"]
     assert c_vs_b["verdict"] == "inconclusive" and "training noise unknown" in c_vs_b["test"]
     assert c_vs_b["effect"] == pytest.approx(10.5) and c_vs_b["ci95"][0] > 0  # from the bootstrap alone
-    jitter = rows["scale jittering helps: C"]  # different nets, C-fixed with one seed: not judged
+    jitter = rows["scale jittering helps: C"]  # different nets, C-fixedft with one seed: not judged
     assert (
         jitter["verdict"] == "inconclusive" and jitter["p"] < 0.05 and jitter["effect"] == pytest.approx(-1)
     )
@@ -75,23 +77,74 @@ def test_judge_uses_the_test_each_claim_calls_for():
 # --- plan and posteriors --------------------------------------------------------------------------
 
 
-def test_plan_follows_sec_3_1_and_the_paper_scales():
-    cfg = MiniatureConfig(seeds=(0, 1), deep_seeds=(0,))
+def test_plan_trains_the_nets_compared_on_one_schedule():
+    cfg = MiniatureConfig(seeds=(0, 1, 2), deep_seeds=(0, 1))
     nets = plan(cfg)
     names = [n.name for n in nets]
+    assert len(names) == len(set(names)) == 6 * 3 + 7 * 2  # A ... D x 3; E and C, D, E fine-tuned twice x 2
+    assert "E-fixed-s2" not in names and "D-jitter-s2" not in names and "D-fixed-s2" in names
+    assert names.index("E-fixedft-s0") < names.index("A-fixed-s1")  # seed by seed
+    by = {n.name: n for n in nets}
     for n in nets:  # every start is trained before the nets it initialises
         assert n.start is None or names.index(n.start) < names.index(n.name)
-    by = {n.name: n for n in nets}
-    assert by["A-fixed-s1"].start is None and by["A-LRN-fixed-s1"].start is None
-    assert by["B-fixed-s1"].start == "A-fixed-s1"
-    assert [by[f"{c}-fixed-s0"].start for c in "CDE"] == ["A-fixed-s0"] * 3
-    assert [by[f"{c}-jitter-s0"].start for c in "CDE"] == [f"{c}-fixed-s0" for c in "CDE"]
-    assert by["B-5x5-fixed-s0"].start is None and by["B-5x5-fixed-s0"].epochs == cfg.epochs + cfg.deep_epochs
-    assert by["D-jitter-s0"].lr == pytest.approx(cfg.lr / 10)
-    fixed, jitter = (train_config(cfg, by[n], Path("src")) for n in ("D-fixed-s0", "D-jitter-s0"))
-    assert (fixed.scale, fixed.scale_jitter) == (73, None)  # 256 * 64 / 224
+    configs = {n.name: train_config(cfg, n, Path("src")) for n in nets}
+    scratch = {k: c for k, c in configs.items() if by[k].start is None}
+    tuned = {k: c for k, c in configs.items() if by[k].start is not None}
+    assert set(tuned) == {f"{c}-{how}-s{s}" for c in "CDE" for how in ("jitter", "fixedft") for s in (0, 1)}
+    # one factor per comparison: the nets of each group share every option but their net and seed
+    shared = ("epochs", "lr", "warmup_epochs", "schedule", "batch_size", "batch_norm", "init", "dropout",
+              "width", "fc_dim", "crop_size", "val_split")  # fmt: skip
+    for group in (scratch, tuned):
+        for option in shared:
+            assert len({getattr(c, option) for c in group.values()}) == 1, option
+    d0, d1 = scratch["D-fixed-s0"], scratch["D-fixed-s1"]
+    assert (d0.epochs, d0.lr, d0.warmup_epochs, d0.schedule, d0.batch_size) == (60, 0.005, 3, "cosine", 16)
+    assert (d0.batch_norm, d0.init, d0.init_from, d0.dropout) == (False, "glorot-relu", None, 0.0)
+    assert (d0.seed, d1.seed) == (0, 1) and d0.val_split == "holdout"
+    jitter, control = tuned["D-jitter-s1"], tuned["D-fixedft-s1"]
+    for t in (jitter, control):  # Sec. 3.1: all layers from the fixed-S net, at lr / 10
+        assert t.init_from.endswith("nets/D-fixed-s1/final.safetensors")
+        assert (t.epochs, t.lr, t.warmup_epochs) == (20, 0.0005, 0)
+    assert (d0.scale, d0.scale_jitter, control.scale, control.scale_jitter) == (
+        73,
+        None,
+        73,
+        None,
+    )  # 256 * 64 / 224
     assert (jitter.scale, jitter.scale_jitter) == (None, (73, 146))
-    assert fixed.val_split == "holdout" and fixed.init_from.endswith("nets/A-fixed-s0/final.safetensors")
+    assert [n.name for n in plan(replace(cfg, nets=("A", "D")))] == [
+        f"{c}-s{s}"
+        for s in (0, 1, 2)
+        for c in ("A-fixed", "D-fixed", "D-jitter", "D-fixedft")
+        if c.endswith("fixed") or s < 2
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(seeds=()), "--seeds is empty"),
+        (dict(deep_seeds=(0, 0)), "--deep-seeds 0 0: give distinct seeds"),
+        (dict(seeds=(1, -1)), "--seeds 1 -1: give distinct seeds >= 0"),
+        (dict(nets=("A", "F")), "--nets A F: give distinct nets of A, A-LRN"),
+        (dict(warmup_epochs=60), "--warmup-epochs 60"),
+    ],
+)
+def test_options_that_cannot_make_a_run_are_refused_in_one_line(change, message):
+    with pytest.raises(ValueError, match="^" + message.replace("-", "\\-")) as e:
+        check(replace(MiniatureConfig(), **change))
+    assert "\n" not in str(e.value)
+
+
+def test_a_folder_of_a_run_with_other_options_is_refused_unless_fresh(tmp_path):
+    cfg = replace(QUICK, out=tmp_path)
+    stamp_folder(cfg)
+    stamp_folder(replace(cfg, progress=False, parallel=1))  # options that do not change a result
+    with pytest.raises(ValueError, match=r"--epochs 2 there, 3 here.*--fresh") as e:
+        stamp_folder(replace(cfg, epochs=3))
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    stamp_folder(replace(cfg, epochs=3, fresh=True))
+    stamp_folder(replace(cfg, epochs=3))  # the folder now holds the new run
 
 
 def test_per_scale_posteriors_equal_evaluate_posteriors(tmp_path):
@@ -115,10 +168,9 @@ def test_per_scale_posteriors_equal_evaluate_posteriors(tmp_path):
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """One --quick run at lr 0: training leaves every weight as initialised, so the saved
-    weights show what the init chain copied."""
+    """One --quick run."""
     out = tmp_path_factory.mktemp("miniature")
-    script("paper_in_miniature").main(["--quick", "--lr", "0", "--out", str(out), "--no-progress"])
+    script("paper_in_miniature").main(["--quick", "--out", str(out), "--no-progress"])
     return out
 
 
@@ -129,52 +181,45 @@ def test_quick_writes_the_report_the_results_and_the_plots(quick):
     for title in ("Table 3", "Table 4", "Table 5", "Table 6", "Table 11", "Claims"):
         assert f"## {title}" in md
     claims = results["claims"]
-    assert len(claims) == 20  # every claim of the paper was measured
+    assert len(claims) == 21  # every claim of the paper was measured
     for c in claims:
         assert c["verdict"] in stats.VERDICTS and f"| {c['claim']} |" in md
         assert c["p_holm"] is None or c["p"] is None or c["p_holm"] >= c["p"]
     t3 = {r["net"]: r for r in results["tables"]["table3"]}
     assert set(t3) == {"A-fixed", "A-LRN-fixed", "B-fixed", "B-5x5-fixed", *(f"{c}-fixed" for c in "CDE"),
-                       *(f"{c}-jitter" for c in "CDE"), "D-fixedft"}  # fmt: skip
+                       *(f"{c}-{how}" for c in "CDE" for how in ("jitter", "fixedft"))}  # fmt: skip
     assert (t3["D-jitter"]["S"], t3["D-jitter"]["Q"]) == ([37, 73], 55)  # crop 32: S in [256, 512] * 32/224
     assert t3["A-fixed"]["paper"] == [29.6, 10.4]
     assert [r["net"] for r in results["tables"]["table11"]] == ["A", "D", "E", "D&E"]
-    for png in ("claims.png", "table3.png", "protocols.png", "transfer.png"):
+    assert set(results["final_holdout_err"]) == {n.name for n in plan(QUICK)}
+    assert all(c["differs"] and len(c["per_seed"]) == 2 for c in claims)
+    for png in ("claims.png", "table3.png", "protocols.png", "transfer.png", "curves.png"):
         assert (quick / png).read_bytes()[:4] == b"\x89PNG"
-
-
-def _net(path):
-    return vggfeat.vgg(None, weights=str(path))
-
-
-@pytest.mark.slow
-def test_init_chain_copies_a_into_the_deeper_nets(quick):
-    nets = quick / "nets"
-    a = _net(nets / "A-fixed-s0" / "final.safetensors")
-    for c in "BCDE":
-        deep = _net(nets / f"{c}-fixed-s0" / "final.safetensors")
-        pairs = [
-            (conv_module(deep, n), conv_module(a, n)) for n in ("conv1_1", "conv2_1", "conv3_1", "conv3_2")
-        ]
-        pairs += [(deep.classifier[i], a.classifier[i]) for i in (0, 3, 6)]
-        for d, s in pairs:
-            torch.testing.assert_close(d.weight, s.weight, rtol=0, atol=0)
-            torch.testing.assert_close(d.bias, s.bias, rtol=0, atol=0)
-        # A's later convs are not copied (Sec. 3.1): the deep net's keep their random init
-        for n in ("conv4_1", "conv5_1"):
-            assert not torch.equal(conv_module(deep, n).weight, conv_module(a, n).weight)
-        if c in "CDE":  # the jittered net starts from all layers of its fixed-S net
-            jit = _net(nets / f"{c}-jitter-s0" / "final.safetensors")
-            for (n, p), q in zip(deep.named_parameters(), jit.parameters()):
-                torch.testing.assert_close(q, p, rtol=0, atol=0, msg=n)
 
 
 @pytest.mark.slow
 def test_quick_rerun_recomputes_nothing(quick, caplog):
     made = {p: p.stat().st_mtime_ns for p in quick.rglob("*") if p.suffix in (".safetensors", ".npz")}
     with caplog.at_level("INFO", logger="vggfeat"):
-        script("paper_in_miniature").main(["--quick", "--lr", "0", "--out", str(quick), "--no-progress"])
+        script("paper_in_miniature").main(["--quick", "--out", str(quick), "--no-progress"])
     assert {p: p.stat().st_mtime_ns for p in made} == made
     assert ": training (" not in caplog.text and "posteriors at Q" not in caplog.text
     assert caplog.text.count(": reusing ") == len(plan(QUICK))
     assert ": 0 of 40 rows present" not in caplog.text  # descriptors from the feature stores
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seeds"], "argument --seeds: expected at least one argument"),
+        (["--deep-seeds", "1", "1"], "--deep-seeds 1 1: give distinct seeds"),
+        (["--nets", "A", "Z"], "--nets A Z: give distinct nets"),
+    ],
+)
+def test_the_script_refuses_bad_options_in_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        script("paper_in_miniature").main([*argv, "--out", str(tmp_path / "run")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ": error: " in err[-1] and message in err[-1]
+    assert not (tmp_path / "run").exists()  # nothing was written

@@ -39,7 +39,8 @@ def tables(cfg: MiniatureConfig, nets: list[Net], systems: dict, tsys: dict, cha
             return PAPER[p].get(net.config) if net.jitter else PAPER_T3.get(k) if p == "single" else None
 
         t["table3"].append(_row(systems, (k, "single"), net=k, S=s, Q=q, paper=paper("single")))
-        t["table4"].append(_row(systems, (k, "multi"), net=k, S=s, Q=list(qs), paper=paper("multi")))
+        if (k, "multi") in systems:
+            t["table4"].append(_row(systems, (k, "multi"), net=k, S=s, Q=list(qs), paper=paper("multi")))
         if (k, "both") in systems:
             for p in ("multi", "multicrop", "both"):
                 t["table5"].append(
@@ -77,16 +78,21 @@ PAPER_ERR = {"paper top-1 / top-5": lambda r: _paper(r["paper"])}
 NET_S_Q = {"net": lambda r: r["net"], "S": lambda r: r["S"], "Q": lambda r: r["Q"]}
 CLAIM_COLUMNS = {
     "claim": lambda c: c["claim"],
+    "differs in": lambda c: c["differs"],
     "paper": lambda c: (
         " vs ".join(f"{v:.1f}" for v in c["paper"]) if isinstance(c["paper"], list) else c["paper"]
     ),
     "paper gain": lambda c: "-" if c["paper_gain"] is None else f"{c['paper_gain']:+.1f}",
-    "ours": lambda c: f"{c['ours'][0]:.1f} vs {c['ours'][1]:.1f} ({c['unit']})",
+    "ours, per seed": lambda c: f"{_seeds(c['per_seed'][0])} vs {_seeds(c['per_seed'][1])} ({c['unit']})",
     "gain [95% interval]": lambda c: f"{c['effect']:+.1f} [{_num(c['ci95'][0])}, {_num(c['ci95'][1])}]",
     "p (Holm)": lambda c: f"{_p(c['p'])} ({_p(c['p_holm'])})",
     "test": lambda c: c["test"],
     "verdict": lambda c: f"**{c['verdict']}**",
 }
+
+
+def _seeds(values: list) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
 
 
 def _num(v) -> str:
@@ -100,17 +106,23 @@ def _p(v) -> str:
 def markdown(cfg: MiniatureConfig, results: dict) -> str:
     t, k = results["tables"], len(toy.SOURCE_CLASSES)
     lo, hi = cfg.jitter()
+    bn = "batch norm after every conv" if cfg.batch_norm else "no batch norm (as the paper's nets)"
     md = (
         "# The paper in miniature (toy data, narrow nets)\n\n"
-        f"Every net: width {cfg.width:g}, fc {cfg.fc_dim}, crop {cfg.crop}, batch norm, no dropout; "
+        f"Every net: width {cfg.width:g}, fc {cfg.fc_dim}, crop {cfg.crop}, {bn}, no dropout, "
+        f"init {cfg.init}; "
         f'S = {cfg.fixed_s()} ("fixed", the paper\'s 256) or S in [{lo}, {hi}] ("jitter", [256, 512]). '
-        f"Epochs: A, A-LRN {cfg.epochs} from random init; B, C, D, E {cfg.deep_epochs} from A (Sec. 3.1); "
-        f"B-5x5 {cfg.epochs + cfg.deep_epochs} from random init; jittered C, D, E and the control "
-        f"D-fixedft {cfg.jitter_epochs} from the fixed-S net at lr/10. Source task: {k} classes, "
+        f"Every net trains from random weights for {cfg.epochs} epochs ({cfg.warmup_epochs} of warm-up "
+        f"from lr/10, then cosine from lr {cfg.lr:g} to lr/100), batch {cfg.batch_size}, so that two "
+        "nets compared differ only in the factor the claim names. Source task: toy data seed "
+        f"{cfg.data_seed}, {k} classes, "
         f"{cfg.source_train} training images per class; errors on {results['n_val']} val images "
         f"(chance top-1 {100 * stats.chance_topk(k):.1f}%) that nothing was tuned on (the learning-rate "
-        "schedule reads holdout/). Cells: mean ± std (seeds).\n\n"
-        "## Table 3: one test scale (dense)\n\n" + _table(t["table3"], NET_S_Q | ERRORS | PAPER_ERR)
+        "schedule reads holdout/). Cells: mean ± std (seeds). Training curves of every net (holdout "
+        "top-1 error per epoch): ![curves](curves.png)\n\n"
+        + nets_table(results)
+        + "\n## Table 3: one test scale (dense)\n\n"
+        + _table(t["table3"], NET_S_Q | ERRORS | PAPER_ERR)
     )
     md += "\n## Table 4: three test scales (dense)\n\n" + _table(t["table4"], NET_S_Q | ERRORS | PAPER_ERR)
     cols = {"net": lambda r: r["net"], "evaluation": lambda r: r["protocol"]} | ERRORS | PAPER_ERR
@@ -135,8 +147,8 @@ def markdown(cfg: MiniatureConfig, results: dict) -> str:
         "Holm-Bonferroni adjusted p (see vggfeat/stats.py).\n\n"
     )
     md += _table(results["claims"], CLAIM_COLUMNS)
-    wall = results["seconds"]
-    training = sum(v for n, v in wall.items() if n.startswith("train"))
+    wall = {n: v for n, v in results["seconds"].items() if not n.startswith("train ")}  # nets: in parallel
+    training = wall.get("training wall", 0.0)
     md += (
         f"\nWall time of this invocation {sum(wall.values()) / 60:.1f} min (training {training / 60:.1f}, "
         f"evaluation {wall.get('evaluate', 0) / 60:.1f}, transfer {wall.get('transfer', 0) / 60:.1f}; "
@@ -155,6 +167,7 @@ def report(cfg: MiniatureConfig, results: dict) -> None:
     t = results["tables"]
     plots.write_report(cfg.out, markdown=markdown(cfg, results), payload=results)
     claims_plot(cfg.out / "claims.png", results["claims"])
+    curves_plot(cfg.out / "curves.png", cfg.out / "nets", results["nets"])
 
     def bars(name, rows, key, title, ylabel, references=None):
         label = [r["net"] + (f" {r['protocol']}" if "protocol" in r else "") for r in rows]
@@ -194,3 +207,64 @@ def claims_plot(path, claims: list[dict]) -> None:
     ax.set_xlabel("gain (points of top-1 error or mAP; > 0: as the paper says)")
     ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=100, format="png")
+
+
+def nets_table(results: dict) -> str:
+    """Per net kind: the end of its holdout curve and its training time (mean over seeds)."""
+    by: dict = {}
+    for n, e in results["final_holdout_err"].items():
+        by.setdefault(kind(n), []).append((e, results["seconds"].get(f"train {n}", 0.0)))
+    rows = [
+        [k, len(v), f"{np.mean([e['final'] for e, _ in v]):.1f}",
+         "-" if v[0][0]["end_change"] is None else f"{np.mean([e['end_change'] for e, _ in v]):+.1f}",
+         f"{np.mean([t for _, t in v]):.0f}"]
+        for k, v in by.items()
+    ]  # fmt: skip
+    from ..plots import markdown_table
+
+    header = ["net", "seeds", "holdout top-1 % at the end", "change over the last 6 epochs", "training s"]
+    return "## Nets\n\n" + markdown_table(header, rows)
+
+
+def _holdout_curve(nets_dir, net: str) -> list[float]:
+    import json
+
+    rows = [json.loads(line) for line in (nets_dir / net / "metrics.jsonl").read_text().splitlines()]
+    return [100 * r["val_top1_err"] for r in rows if "val_top1_err" in r]
+
+
+def final_errors(cfg: MiniatureConfig, nets: list[Net]) -> dict:
+    """Per net: the holdout top-1 error % of its last epoch and how much the curve still fell at
+    the end (mean of the last 3 epochs minus the mean of the 3 before: near 0 on a flat curve)."""
+    out = {}
+    for net in nets:
+        e = _holdout_curve(cfg.out / "nets", net.name)
+        out[net.name] = dict(
+            final=e[-1], end_change=float(np.mean(e[-3:]) - np.mean(e[-6:-3])) if len(e) >= 6 else None
+        )
+    return out
+
+
+def curves_plot(path, nets_dir, nets: list[str]) -> None:
+    """One panel per net kind: the holdout top-1 error of each seed per epoch (the trainer's
+    ``metrics.jsonl``), so that a reader sees whether every net ended its schedule on a flat
+    curve."""
+    from matplotlib.figure import Figure
+
+    kinds = list(dict.fromkeys(kind(n) for n in nets))
+    cols = 4
+    fig = Figure(figsize=(3 * cols, 2.4 * -(-len(kinds) // cols)), layout="constrained")
+    axes = fig.subplots(-(-len(kinds) // cols), cols, squeeze=False).ravel()
+    for ax, k in zip(axes, kinds):
+        for n in (n for n in nets if kind(n) == k):
+            e = _holdout_curve(nets_dir, n)
+            ax.plot(range(1, len(e) + 1), e, label=n[len(k) + 1 :])
+        ax.axhline(100 * stats.chance_topk(len(toy.SOURCE_CLASSES)), color="grey", ls=":", lw=0.8)
+        ax.set_title(k, fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7)
+    for ax in axes[len(kinds) :]:
+        ax.set_visible(False)
+    fig.supxlabel("epoch")
+    fig.supylabel("holdout top-1 error (%), chance dotted")
+    fig.savefig(path, dpi=90, format="png")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -15,7 +18,11 @@ from ..models import paper_scale
 from ..options import option
 
 log = logging.getLogger("vggfeat")
-STAMP = "miniature-config.json"
+STAMP = "miniature-config.json"  # of each net's run folder
+RUN_STAMP = "miniature-run.json"  # of the output folder
+
+
+KINDS = ("A", "A-LRN", "B", "B-5x5", "C", "D", "E")  # Table 1 and Sec. 4.1's shallow control of B
 
 
 @dataclass(frozen=True)
@@ -27,14 +34,22 @@ class MiniatureConfig:
     width: float = option(1 / 8, help="width factor of every net (GPUs: 0.25 ... 1)")
     fc_dim: int = option(256, help="width of fc6 and fc7")
     crop: int = option(64, help="training crop c (multiple of 32); S and Q keep the paper's ratios to c")
-    seeds: tuple[int, ...] = option((0, 1), help="seeds of the cheap nets A, A-LRN, B, B-5x5")
-    deep_seeds: tuple[int, ...] = option((0,), help="seeds of the C, D, E chains")
-    epochs: int = option(12, help="epochs of A and A-LRN from random init (B-5x5: epochs + deep_epochs)")
-    deep_epochs: int = option(8, help="epochs of B, C, D, E initialised from A")
-    jitter_epochs: int = option(5, help="epochs of the fine-tuning from the fixed-S nets")
-    lr: float = option(0.02, help="learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
-    batch_size: int = option(32, help="global batch")
-    source_train: int = option(80, help="source training images per class")
+    nets: tuple[str, ...] = option(KINDS, help=f"the nets to train, of {', '.join(KINDS)}")
+    seeds: tuple[int, ...] = option((0, 1, 2), help="seeds of A, A-LRN, B, B-5x5, C and D at fixed S")
+    deep_seeds: tuple[int, ...] = option(
+        (0, 1, 2), help="seeds of E at fixed S, of the jittered C, D, E and of the transfer"
+    )
+    epochs: int = option(60, help="epochs of every net at fixed S, each from random weights")
+    warmup_epochs: int = option(3, help="epochs of linear warm-up from lr/10 (then cosine to lr/100)")
+    lr: float = option(0.005, help="learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
+    finetune_epochs: int = option(
+        20, help="epochs of the fine-tuning of C, D, E: jittered, and at fixed S for as long (the control)"
+    )
+    batch_norm: bool = option(False, help="batch norm after every conv (the paper's nets have none)")
+    init: str = option("glorot-relu", help="initialisation of every net: glorot-relu, glorot or normal")
+    batch_size: int = option(16, help="global batch")
+    data_seed: int = option(0, help="seed of the toy data (the design was chosen on seed 1)")
+    source_train: int = option(20, help="source training images per class (few: D stays off the ceiling)")
     source_val: int = option(40, help="source val images per class: every verdict is measured here")
     source_holdout: int = option(10, help="images per class of the curve the trainer validates on (not val)")
     target_train: int = option(200, help="toy VOC train images")
@@ -42,7 +57,8 @@ class MiniatureConfig:
     target_test: int = option(400, help="toy VOC test images")
     bootstrap: int = option(1000, help="bootstrap resamples of the val / test images")
     permutations: int = option(200, help="permutations for the chance mAP")
-    num_workers: int = option(2, help="data loader workers of the trainer")
+    parallel: int = option(2, help="nets trained side by side, one thread each (one process: CPU)")
+    num_workers: int = option(0, help="data loader workers of each trainer (0: decode in the trainer)")
     fresh: bool = option(False, help="retrain and re-evaluate everything (the data is reused)")
     progress: bool = option(True, help="progress bars")
 
@@ -54,10 +70,60 @@ class MiniatureConfig:
 
 
 QUICK = MiniatureConfig(
-    width=1 / 16, fc_dim=32, crop=32, seeds=(0,), epochs=1, deep_epochs=1, jitter_epochs=1,
-    source_train=2, source_val=1, source_holdout=1, target_train=12, target_val=12, target_test=16,
-    bootstrap=50, permutations=20, num_workers=0,
+    width=1 / 16, fc_dim=32, crop=32, seeds=(0,), deep_seeds=(0,), epochs=2, warmup_epochs=1,
+    finetune_epochs=1, source_train=2, source_val=1, source_holdout=1, target_train=12, target_val=12,
+    target_test=16, bootstrap=50, permutations=20,
 )  # fmt: skip
+# What the results depend on: a run folder made with other values of these is refused.
+RUN_OPTIONS = (
+    "width", "fc_dim", "crop", "epochs", "warmup_epochs", "lr", "finetune_epochs", "batch_norm", "init",
+    "batch_size", "data_seed", "source_train", "source_val", "source_holdout", "target_train", "target_val",
+    "target_test",
+)  # fmt: skip
+
+
+def check(cfg: MiniatureConfig) -> None:
+    """Raise ``ValueError`` (one line naming the option) for options that cannot make a run."""
+    for flag, seeds in (("--seeds", cfg.seeds), ("--deep-seeds", cfg.deep_seeds)):
+        if not seeds:
+            raise ValueError(f"{flag} is empty: give at least one seed, e.g. {flag} 0 1 2")
+        if len(set(seeds)) < len(seeds) or min(seeds) < 0:
+            raise ValueError(f"{flag} {' '.join(map(str, seeds))}: give distinct seeds >= 0")
+    unknown = [n for n in cfg.nets if n not in KINDS]
+    if unknown or not cfg.nets or len(set(cfg.nets)) < len(cfg.nets):
+        raise ValueError(f"--nets {' '.join(cfg.nets)}: give distinct nets of {', '.join(KINDS)}")
+    if not 0 <= cfg.warmup_epochs < cfg.epochs:
+        raise ValueError(f"--warmup-epochs {cfg.warmup_epochs}: must be at least 0 and below --epochs")
+    check_folder(cfg)
+
+
+def _run_options(cfg: MiniatureConfig) -> dict:
+    return json.loads(json.dumps({k: getattr(cfg, k) for k in RUN_OPTIONS}, default=str))
+
+
+def check_folder(cfg: MiniatureConfig) -> None:
+    """Refuse an output folder that holds a run made with other :data:`RUN_OPTIONS` (its nets,
+    posteriors and claims would mix with this run's), unless ``fresh``."""
+    stamp, want = Path(cfg.out) / RUN_STAMP, _run_options(cfg)
+    if not stamp.exists() or cfg.fresh:
+        return
+    held = json.loads(stamp.read_text())
+    diff = [
+        f"--{k.replace('_', '-')} {held.get(k)} there, {v} here" for k, v in want.items() if held.get(k) != v
+    ]
+    if diff:
+        raise ValueError(
+            f"--out {cfg.out} holds a run made with other options ({'; '.join(diff)}): "
+            "choose another --out, or add --fresh to replace that run"
+        )
+
+
+def stamp_folder(cfg: MiniatureConfig) -> None:
+    """Check the output folder (:func:`check_folder`), then stamp it with this run's options."""
+    check_folder(cfg)
+    stamp = Path(cfg.out) / RUN_STAMP
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(_run_options(cfg), indent=1))
 
 
 # --- the plan of runs -----------------------------------------------------------------------------
@@ -65,39 +131,36 @@ QUICK = MiniatureConfig(
 
 @dataclass(frozen=True)
 class Net:
-    """One training run: ``start`` names the net whose final weights initialise it (None:
-    random init); a start of another architecture gives Sec. 3.1's layer copy, the same one
-    every layer."""
+    """One training run: ``start`` names the net whose final weights it fine-tunes (all layers,
+    ``finetune_epochs`` at lr/10); None: random weights, ``epochs`` at lr. ``jitter`` trains at
+    S in [Smin, Smax] instead of the fixed S."""
 
     name: str
     config: str
     seed: int
     jitter: bool
-    epochs: int
-    lr: float
     start: str | None = None
 
 
 def plan(cfg: MiniatureConfig) -> list[Net]:
-    """The nets in training order: every start before the nets it initialises, and seed by seed,
-    so that an interrupted run already holds every net of the first seed (``--seeds 0`` then
-    reports on them)."""
-    nets, ft = [], cfg.lr / 10  # Sec. 3.1: fine-tuning at 1e-3 after 1e-2
+    """The nets in training order, seed by seed (an interrupted run already holds every net of the
+    first seeds), every start before the nets it initialises: each kind of ``cfg.nets`` at fixed
+    S from random weights (E only for the deep seeds); for the deep seeds, C, D and E fine-tuned
+    from their fixed-S net, jittered (Sec. 3.1's multi-scale training) and at fixed S for as long
+    at the same learning rate (the control: the two differ in the scale of the fine-tuning
+    only). Every net from random weights trains for the same epochs on the same schedule."""
+    nets = []
     for s in sorted(set(cfg.seeds) | set(cfg.deep_seeds)):
-        a = f"A-fixed-s{s}"
-        nets.append(Net(a, "A", s, False, cfg.epochs, cfg.lr))
-        if s in cfg.seeds:
-            nets += [
-                Net(f"A-LRN-fixed-s{s}", "A-LRN", s, False, cfg.epochs, cfg.lr),
-                Net(f"B-fixed-s{s}", "B", s, False, cfg.deep_epochs, cfg.lr, a),
-                Net(f"B-5x5-fixed-s{s}", "B-5x5", s, False, cfg.epochs + cfg.deep_epochs, cfg.lr),
-            ]
+        for c in (c for c in KINDS if c in cfg.nets):
+            if s in (cfg.deep_seeds if c == "E" else cfg.seeds):
+                nets.append(Net(f"{c}-fixed-s{s}", c, s, False))
         if s in cfg.deep_seeds:
-            nets += [Net(f"{c}-fixed-s{s}", c, s, False, cfg.deep_epochs, cfg.lr, a) for c in "CDE"]
-            nets += [
-                Net(f"{c}-jitter-s{s}", c, s, True, cfg.jitter_epochs, ft, f"{c}-fixed-s{s}") for c in "CDE"
-            ]
-            nets.append(Net(f"D-fixedft-s{s}", "D", s, False, cfg.jitter_epochs, ft, f"D-fixed-s{s}"))
+            for c in (c for c in "CDE" if c in cfg.nets):
+                start = f"{c}-fixed-s{s}"
+                nets += [
+                    Net(f"{c}-jitter-s{s}", c, s, True, start),
+                    Net(f"{c}-fixedft-s{s}", c, s, False, start),
+                ]
     return nets
 
 
@@ -113,7 +176,7 @@ def prepare_data(cfg: MiniatureConfig) -> tuple[Path, Path]:
     """Toy data under ``<out>/data``; ``<out>/source`` holds train/, val/ and holdout/ (the first
     ``source_holdout`` generated val images of each class) as links. Returns (source, devkit)."""
     data = toy.ToyConfig(
-        source_train=cfg.source_train, source_val=cfg.source_val + cfg.source_holdout,
+        seed=cfg.data_seed, source_train=cfg.source_train, source_val=cfg.source_val + cfg.source_holdout,
         target_train=cfg.target_train, target_val=cfg.target_val, target_test=cfg.target_test,
     )  # fmt: skip
     gen, devkit = toy.generate(cfg.out / "data", data, progress=cfg.progress)
@@ -141,40 +204,52 @@ def sha256(path: Path) -> str:
 
 
 def train_config(cfg: MiniatureConfig, net: Net, source: Path):
-    """The trainer's options for ``net``: batch norm, no dropout (a narrow net trains in a few
-    epochs only so), a cosine schedule to lr/100 (the plateau rule never fires in a run this
-    short), with one epoch of warm-up for a net that starts from random weights; ``holdout/``
-    is the curve the trainer validates on."""
+    """The trainer's options for ``net``: no dropout (a narrow net on a few hundred images trains
+    in the budget only so), ``cfg``'s batch norm and initialisation, a cosine schedule to lr/100
+    (the plateau rule never fires in a run this short), after ``warmup_epochs`` of warm-up for a
+    net from random weights; ``holdout/`` is the curve the trainer validates on."""
     from ..train import TrainConfig
 
     nets = cfg.out / "nets"
     return TrainConfig(
         name=net.name, data=str(source), output_dir=str(nets), val_split="holdout",
-        config=net.config, width=cfg.width, fc_dim=cfg.fc_dim, dropout=0.0, batch_norm=True,
-        init_from=str(nets / net.start / "final.safetensors") if net.start else None,
-        epochs=net.epochs, batch_size=cfg.batch_size, lr=net.lr, schedule="cosine",
-        warmup_epochs=0 if net.start or net.epochs < 2 else 1,
-        crop_size=cfg.crop, scale=None if net.jitter else cfg.fixed_s(),
+        config=net.config, width=cfg.width, fc_dim=cfg.fc_dim, dropout=0.0, batch_norm=cfg.batch_norm,
+        init=cfg.init, init_from=str(nets / net.start / "final.safetensors") if net.start else None,
+        epochs=cfg.finetune_epochs if net.start else cfg.epochs, batch_size=cfg.batch_size,
+        lr=cfg.lr / 10 if net.start else cfg.lr, schedule="cosine",
+        warmup_epochs=0 if net.start else cfg.warmup_epochs, crop_size=cfg.crop,
+        scale=None if net.jitter else cfg.fixed_s(),
         scale_jitter=cfg.jitter() if net.jitter else None, seed=net.seed,
         num_workers=cfg.num_workers, progress=cfg.progress,
     )  # fmt: skip
 
 
-def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> Path:
-    """Train ``net`` unless its run folder already holds final weights made by the same options
-    from the same start weights; a folder with matching options but no final weights (an
-    interrupted run) is resumed from its newest checkpoint. Returns the final weights."""
+def _stamp(tc) -> dict:
+    """The trainer's options and the hash of the start weights: a retrained start retrains the
+    nets fine-tuned from it."""
+    held = {**asdict(replace(tc, progress=True)), "start_sha256": tc.init_from and sha256(tc.init_from)}
+    return json.loads(json.dumps(held, default=str))
+
+
+def finished(cfg: MiniatureConfig, net: Net, source: Path) -> Path | None:
+    """The final weights of ``net`` if its run folder holds them, made by the same options."""
+    tc = train_config(cfg, net, source)
+    run = tc.run_dir()
+    if cfg.fresh or not (run / STAMP).exists() or not (run / "final.safetensors").exists():
+        return None
+    return run / "final.safetensors" if json.loads((run / STAMP).read_text()) == _stamp(tc) else None
+
+
+def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> tuple[Path, float]:
+    """Train ``net``; a run folder with matching options but no final weights (an interrupted
+    run) is resumed from its newest checkpoint, one with other options is cleared. Returns (the
+    final weights, seconds spent training)."""
     from ..distributed import process_state
     from ..train import train
 
     tc = train_config(cfg, net, source)
-    run, state = tc.run_dir(), process_state()
-    want = {**asdict(replace(tc, progress=True)), "start_sha256": tc.init_from and sha256(tc.init_from)}
-    want = json.loads(json.dumps(want, default=str))
+    run, state, want = tc.run_dir(), process_state(), _stamp(tc)
     same = (run / STAMP).exists() and json.loads((run / STAMP).read_text()) == want and not cfg.fresh
-    if same and (run / "final.safetensors").exists():
-        log.info("%s: reusing %s", net.name, run / "final.safetensors")
-        return run / "final.safetensors"
     state.wait_for_everyone()  # every rank has read the stamp before the main one replaces it
     if state.is_main_process and not same:
         shutil.rmtree(run, ignore_errors=True)  # other options: start clean
@@ -182,4 +257,61 @@ def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> Path:
         (run / STAMP).write_text(json.dumps(want, indent=1))
     state.wait_for_everyone()
     log.info("%s: training (%s)", net.name, "resuming" if same else "from the start")
-    return train(replace(tc, resume=True))  # no checkpoint yet: starts from scratch
+    t = time.time()
+    weights = train(replace(tc, resume=True))  # no checkpoint yet: starts from scratch
+    return weights, time.time() - t
+
+
+def _one_thread() -> None:
+    # Two trainers side by side, one compute thread each, fill two cores; one trainer's two
+    # OpenMP threads beside the other's were several times slower per epoch.
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def train_all(cfg: MiniatureConfig, nets: list[Net], source: Path) -> dict[str, tuple[Path, float]]:
+    """``{net: (final weights, training seconds)}``. Under one process, ``cfg.parallel`` nets
+    train side by side in child processes of one thread each (the nets are independent); under
+    ``accelerate launch`` with several processes, one after the other, each spread over the
+    ranks. A failing net stops the run after the nets in flight finish (their progress is kept)."""
+    from tqdm.auto import tqdm
+
+    from ..distributed import process_state
+
+    state, done = process_state(), {}
+    for net in nets:
+        if (weights := finished(cfg, net, source)) is not None:
+            log.info("%s: reusing %s", net.name, weights)
+            done[net.name] = (weights, 0.0)
+    todo = [net for net in nets if net.name not in done]
+    bar = tqdm(total=len(todo), desc="nets", unit="net", disable=not (cfg.progress and state.is_main_process))
+    if state.num_processes > 1 or cfg.parallel <= 1 or len(todo) < 2:
+        for net in todo:
+            done[net.name] = train_net(cfg, net, source)
+            bar.update()
+        bar.close()
+        return {net.name: done[net.name] for net in nets}
+    quiet = replace(cfg, progress=False)  # the children's bars would interleave with this one
+    ctx, running = multiprocessing.get_context("spawn"), {}
+    with ProcessPoolExecutor(cfg.parallel, mp_context=ctx, initializer=_one_thread) as pool:
+        try:
+            while todo or running:
+                # start, in plan order, every net whose start weights are made, up to the pool's size
+                for net in [n for n in todo if n.start is None or n.start in done][
+                    : cfg.parallel - len(running)
+                ]:
+                    running[pool.submit(train_net, quiet, net, source)] = net
+                    todo.remove(net)
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished_now:
+                    net = running.pop(f)
+                    done[net.name] = f.result()
+                    bar.set_postfix_str(f"{net.name} {done[net.name][1]:.0f} s")
+                    bar.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    bar.close()
+    return {net.name: done[net.name] for net in nets}

@@ -36,8 +36,9 @@ def test_judge_uses_the_test_each_claim_calls_for():
     systems = _systems(
         {
             ("A-fixed", "single"): [0.600, 0.605],
-            ("A-LRN-fixed", "single"): [0.605, 0.610],  # LRN: no gain, well inside its 2-point margin
+            ("A-LRN-fixed", "single"): [0.605, 0.610],  # LRN: no gain, well inside its 3-point margin
             ("B-fixed", "single"): [0.40, 0.41],  # far better than A
+            ("B-fromA-fixed", "single"): [0.40, 0.41],
             ("C-fixed", "single"): [0.30],  # better than B, but one seed: training noise unknown
             ("C-fixedft", "single"): [0.30],
             ("C-jitter", "single"): [0.30, 0.32],
@@ -59,7 +60,7 @@ def test_judge_uses_the_test_each_claim_calls_for():
                                   np.zeros(600), n=300)  # fmt: skip
     want = stats.welch([60.0, 60.5], [40.0, 41.0], claim="B > A", boot=boot)
     assert b_vs_a["ci95"] == pytest.approx(list(want.ci95)) and b_vs_a["p"] == pytest.approx(want.p)
-    c_vs_b = rows["depth: C (16, 1x1) beats B (13)"]
+    c_vs_b = rows["depth: C (16, 1x1) beats B (13), both from A"]
     assert c_vs_b["verdict"] == "inconclusive" and "training noise unknown" in c_vs_b["test"]
     assert c_vs_b["effect"] == pytest.approx(10.5) and c_vs_b["ci95"][0] > 0  # from the bootstrap alone
     jitter = rows["scale jittering helps: C"]  # different nets, C-fixedft with one seed: not judged
@@ -81,37 +82,42 @@ def test_plan_trains_the_nets_compared_on_one_schedule():
     cfg = MiniatureConfig(seeds=(0, 1, 2), deep_seeds=(0, 1))
     nets = plan(cfg)
     names = [n.name for n in nets]
-    assert len(names) == len(set(names)) == 6 * 3 + 7 * 2  # A ... D x 3; E and C, D, E fine-tuned twice x 2
+    # A, A-LRN, B, B-5x5, B from A, C, D x 3 seeds; E and C, D, E fine-tuned twice x 2 deep seeds
+    assert len(names) == len(set(names)) == 7 * 3 + 7 * 2
     assert "E-fixed-s2" not in names and "D-jitter-s2" not in names and "D-fixed-s2" in names
     assert names.index("E-fixedft-s0") < names.index("A-fixed-s1")  # seed by seed
     by = {n.name: n for n in nets}
     for n in nets:  # every start is trained before the nets it initialises
         assert n.start is None or names.index(n.start) < names.index(n.name)
     configs = {n.name: train_config(cfg, n, Path("src")) for n in nets}
-    scratch = {k: c for k, c in configs.items() if by[k].start is None}
-    tuned = {k: c for k, c in configs.items() if by[k].start is not None}
-    assert set(tuned) == {f"{c}-{how}-s{s}" for c in "CDE" for how in ("jitter", "fixedft") for s in (0, 1)}
-    # one factor per comparison: the nets of each group share every option but their net and seed
+    random = {k for k, n in by.items() if n.start is None}
+    from_a = {k for k, n in by.items() if n.start and not n.finetune}
+    tuned = {k for k, n in by.items() if n.finetune}
+    assert random == {f"{c}-fixed-s{s}" for c in ("A", "A-LRN", "B", "B-5x5") for s in (0, 1, 2)}
+    assert from_a == {f"{c}-fixed-s{s}" for c in ("B-fromA", "C", "D") for s in (0, 1, 2)} | {
+        "E-fixed-s0",
+        "E-fixed-s1",
+    }
+    assert all(by[k].start == f"A-fixed-s{by[k].seed}" for k in from_a)
+    assert tuned == {f"{c}-{how}-s{s}" for c in "CDE" for how in ("jitter", "fixedft") for s in (0, 1)}
+    # one factor per comparison: the nets of each group share every option but their net and seed,
+    # and the nets from A train exactly as the nets from random weights
     shared = ("epochs", "lr", "warmup_epochs", "schedule", "batch_size", "batch_norm", "init", "dropout",
               "width", "fc_dim", "crop_size", "val_split")  # fmt: skip
-    for group in (scratch, tuned):
+    for group in (random | from_a, tuned):
         for option in shared:
-            assert len({getattr(c, option) for c in group.values()}) == 1, option
-    d0, d1 = scratch["D-fixed-s0"], scratch["D-fixed-s1"]
+            assert len({getattr(configs[k], option) for k in group}) == 1, option
+    d0, a1 = configs["D-fixed-s0"], configs["A-fixed-s1"]
     assert (d0.epochs, d0.lr, d0.warmup_epochs, d0.schedule, d0.batch_size) == (60, 0.005, 3, "cosine", 16)
-    assert (d0.batch_norm, d0.init, d0.init_from, d0.dropout) == (False, "glorot-relu", None, 0.0)
-    assert (d0.seed, d1.seed) == (0, 1) and d0.val_split == "holdout"
-    jitter, control = tuned["D-jitter-s1"], tuned["D-fixedft-s1"]
+    assert (d0.batch_norm, d0.init, d0.dropout) == (False, "glorot-relu", 0.0)
+    assert d0.init_from.endswith("nets/A-fixed-s0/final.safetensors") and a1.init_from is None
+    assert (d0.seed, a1.seed) == (0, 1) and d0.val_split == "holdout"
+    jitter, control = configs["D-jitter-s1"], configs["D-fixedft-s1"]
     for t in (jitter, control):  # Sec. 3.1: all layers from the fixed-S net, at lr / 10
         assert t.init_from.endswith("nets/D-fixed-s1/final.safetensors")
         assert (t.epochs, t.lr, t.warmup_epochs) == (20, 0.0005, 0)
-    assert (d0.scale, d0.scale_jitter, control.scale, control.scale_jitter) == (
-        73,
-        None,
-        73,
-        None,
-    )  # 256 * 64 / 224
-    assert (jitter.scale, jitter.scale_jitter) == (None, (73, 146))
+    assert (d0.scale, d0.scale_jitter, control.scale, control.scale_jitter) == (73, None, 73, None)
+    assert (jitter.scale, jitter.scale_jitter) == (None, (73, 146))  # [256, 512] * 64 / 224
     assert [n.name for n in plan(replace(cfg, nets=("A", "D")))] == [
         f"{c}-s{s}"
         for s in (0, 1, 2)
@@ -127,6 +133,7 @@ def test_plan_trains_the_nets_compared_on_one_schedule():
         (dict(deep_seeds=(0, 0)), "--deep-seeds 0 0: give distinct seeds"),
         (dict(seeds=(1, -1)), "--seeds 1 -1: give distinct seeds >= 0"),
         (dict(nets=("A", "F")), "--nets A F: give distinct nets of A, A-LRN"),
+        (dict(nets=("B", "D")), "--nets B D: C, D and E start from A"),
         (dict(warmup_epochs=60), "--warmup-epochs 60"),
     ],
 )
@@ -186,8 +193,8 @@ def test_quick_writes_the_report_the_results_and_the_plots(quick):
         assert c["verdict"] in stats.VERDICTS and f"| {c['claim']} |" in md
         assert c["p_holm"] is None or c["p"] is None or c["p_holm"] >= c["p"]
     t3 = {r["net"]: r for r in results["tables"]["table3"]}
-    assert set(t3) == {"A-fixed", "A-LRN-fixed", "B-fixed", "B-5x5-fixed", *(f"{c}-fixed" for c in "CDE"),
-                       *(f"{c}-{how}" for c in "CDE" for how in ("jitter", "fixedft"))}  # fmt: skip
+    assert set(t3) == {"A-fixed", "A-LRN-fixed", "B-fixed", "B-5x5-fixed", "B-fromA-fixed",
+                       *(f"{c}-{how}" for c in "CDE" for how in ("fixed", "jitter", "fixedft"))}  # fmt: skip
     assert (t3["D-jitter"]["S"], t3["D-jitter"]["Q"]) == ([37, 73], 55)  # crop 32: S in [256, 512] * 32/224
     assert t3["A-fixed"]["paper"] == [29.6, 10.4]
     assert [r["net"] for r in results["tables"]["table11"]] == ["A", "D", "E", "D&E"]

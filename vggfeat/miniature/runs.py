@@ -92,6 +92,8 @@ def check(cfg: MiniatureConfig) -> None:
     unknown = [n for n in cfg.nets if n not in KINDS]
     if unknown or not cfg.nets or len(set(cfg.nets)) < len(cfg.nets):
         raise ValueError(f"--nets {' '.join(cfg.nets)}: give distinct nets of {', '.join(KINDS)}")
+    if "A" not in cfg.nets and any(c in cfg.nets for c in "CDE"):
+        raise ValueError(f"--nets {' '.join(cfg.nets)}: C, D and E start from A (Sec. 3.1), so add A")
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
         raise ValueError(f"--warmup-epochs {cfg.warmup_epochs}: must be at least 0 and below --epochs")
     check_folder(cfg)
@@ -131,35 +133,46 @@ def stamp_folder(cfg: MiniatureConfig) -> None:
 
 @dataclass(frozen=True)
 class Net:
-    """One training run: ``start`` names the net whose final weights it fine-tunes (all layers,
-    ``finetune_epochs`` at lr/10); None: random weights, ``epochs`` at lr. ``jitter`` trains at
-    S in [Smin, Smax] instead of the fixed S."""
+    """One training run: ``start`` names the net whose final weights initialise it (None: random
+    weights): all its layers when ``finetune`` (``finetune_epochs`` at lr/10), else Sec. 3.1's
+    copy of A's first four convs and three FC layers (``epochs`` at lr, as a net from random
+    weights). ``jitter`` trains at S in [Smin, Smax] instead of the fixed S."""
 
     name: str
     config: str
     seed: int
     jitter: bool
     start: str | None = None
+    finetune: bool = False
 
 
 def plan(cfg: MiniatureConfig) -> list[Net]:
     """The nets in training order, seed by seed (an interrupted run already holds every net of the
-    first seeds), every start before the nets it initialises: each kind of ``cfg.nets`` at fixed
-    S from random weights (E only for the deep seeds); for the deep seeds, C, D and E fine-tuned
-    from their fixed-S net, jittered (Sec. 3.1's multi-scale training) and at fixed S for as long
-    at the same learning rate (the control: the two differ in the scale of the fine-tuning
-    only). Every net from random weights trains for the same epochs on the same schedule."""
+    first seeds), every start before the nets it initialises:
+
+    - A, A-LRN, B and B-5x5 at fixed S from random weights;
+    - C, D and E (E for the deep seeds only) at fixed S from A of the same seed by Sec. 3.1's
+      layer copy (from random weights, one deep net in three sat at chance for half its epochs),
+      and B from A as well ("B-fromA"), the 13-layer net they are compared with;
+    - for the deep seeds, C, D and E fine-tuned from their fixed-S net, jittered (Sec. 3.1's
+      multi-scale training) and at fixed S for as long at the same learning rate (the control:
+      the two differ in the scale of the fine-tuning only).
+
+    Every net that does not fine-tune trains for ``epochs`` on the same schedule."""
     nets = []
     for s in sorted(set(cfg.seeds) | set(cfg.deep_seeds)):
+        a = f"A-fixed-s{s}"
         for c in (c for c in KINDS if c in cfg.nets):
             if s in (cfg.deep_seeds if c == "E" else cfg.seeds):
-                nets.append(Net(f"{c}-fixed-s{s}", c, s, False))
+                nets.append(Net(f"{c}-fixed-s{s}", c, s, False, a if c in "CDE" else None))
+            if c == "B" and s in cfg.seeds and any(d in cfg.nets for d in "CD"):
+                nets.append(Net(f"B-fromA-fixed-s{s}", "B", s, False, a))
         if s in cfg.deep_seeds:
             for c in (c for c in "CDE" if c in cfg.nets):
                 start = f"{c}-fixed-s{s}"
                 nets += [
-                    Net(f"{c}-jitter-s{s}", c, s, True, start),
-                    Net(f"{c}-fixedft-s{s}", c, s, False, start),
+                    Net(f"{c}-jitter-s{s}", c, s, True, start, finetune=True),
+                    Net(f"{c}-fixedft-s{s}", c, s, False, start, finetune=True),
                 ]
     return nets
 
@@ -207,7 +220,7 @@ def train_config(cfg: MiniatureConfig, net: Net, source: Path):
     """The trainer's options for ``net``: no dropout (a narrow net on a few hundred images trains
     in the budget only so), ``cfg``'s batch norm and initialisation, a cosine schedule to lr/100
     (the plateau rule never fires in a run this short), after ``warmup_epochs`` of warm-up for a
-    net from random weights; ``holdout/`` is the curve the trainer validates on."""
+    net that does not fine-tune; ``holdout/`` is the curve the trainer validates on."""
     from ..train import TrainConfig
 
     nets = cfg.out / "nets"
@@ -215,9 +228,9 @@ def train_config(cfg: MiniatureConfig, net: Net, source: Path):
         name=net.name, data=str(source), output_dir=str(nets), val_split="holdout",
         config=net.config, width=cfg.width, fc_dim=cfg.fc_dim, dropout=0.0, batch_norm=cfg.batch_norm,
         init=cfg.init, init_from=str(nets / net.start / "final.safetensors") if net.start else None,
-        epochs=cfg.finetune_epochs if net.start else cfg.epochs, batch_size=cfg.batch_size,
-        lr=cfg.lr / 10 if net.start else cfg.lr, schedule="cosine",
-        warmup_epochs=0 if net.start else cfg.warmup_epochs, crop_size=cfg.crop,
+        epochs=cfg.finetune_epochs if net.finetune else cfg.epochs, batch_size=cfg.batch_size,
+        lr=cfg.lr / 10 if net.finetune else cfg.lr, schedule="cosine",
+        warmup_epochs=0 if net.finetune else cfg.warmup_epochs, crop_size=cfg.crop,
         scale=None if net.jitter else cfg.fixed_s(),
         scale_jitter=cfg.jitter() if net.jitter else None, seed=net.seed,
         num_workers=cfg.num_workers, progress=cfg.progress,
@@ -258,7 +271,7 @@ def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> tuple[Path, float
     state.wait_for_everyone()
     log.info("%s: training (%s)", net.name, "resuming" if same else "from the start")
     t = time.time()
-    weights = train(replace(tc, resume=True))  # no checkpoint yet: starts from scratch
+    weights = train(replace(tc, resume=same))
     return weights, time.time() - t
 
 

@@ -7,11 +7,12 @@ data and judged against the paper's numbers.
 2. train narrow nets of one width at crop c, with the paper's geometry and scale ratios
    (S = 256c/224 fixed, or S in [256, 512]c/224), without batch norm as the paper's nets: A,
    A-LRN, B, B-5x5 (Sec. 4.1's shallow control of B), C and D at fixed S, E at fixed S and C,
-   D, E jittered. Every net starts from random weights (Glorot with the ReLU gain, which the
-   paper's note on Glorot init allows in place of initialising from A) and trains for the same
-   epochs on the same annealing schedule, so that two nets compared differ in one factor only:
-   no net has had more training than the one it is compared with. Nets are independent, so two
-   train side by side on CPU; under ``accelerate launch`` each is spread over the processes;
+   D, E jittered (see :func:`.runs.plan`): A, A-LRN, B and B-5x5 from random weights (Glorot
+   with the ReLU gain), C, D, E and a second B from A (Sec. 3.1), all for the same epochs on
+   the same annealing schedule, and the jittered nets against fixed-S controls fine-tuned as
+   long from the same start, so that two nets compared differ in one factor only: no net has had
+   more training than the one it is compared with. Nets whose start is made train two side by
+   side on CPU; under ``accelerate launch`` each is spread over the processes;
 3. evaluate on ``val/``: Table 3 (dense, one Q), Table 4 (dense, three Q), Table 5 (jittered D
    and E: dense vs multi-crop at the net's own crop vs both), Table 6 (fusion of D and E); then
    Table 11: the appendix-B descriptors of D, E, D & E (and A, the shallow reference) on the

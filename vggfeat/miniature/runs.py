@@ -39,7 +39,7 @@ class MiniatureConfig:
     deep_seeds: tuple[int, ...] = option(
         (0, 1, 2), help="seeds of E at fixed S, of the jittered C, D, E and of the transfer"
     )
-    epochs: int = option(60, help="epochs of every net at fixed S, each from random weights")
+    epochs: int = option(60, help="epochs of every net at fixed S, from random weights or from A")
     warmup_epochs: int = option(3, help="epochs of linear warm-up from lr/10 (then cosine to lr/100)")
     lr: float = option(0.005, help="learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
     finetune_epochs: int = option(

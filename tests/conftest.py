@@ -50,6 +50,15 @@ def images():
 REPO = Path(__file__).resolve().parents[1]
 
 
+def vggfeat_command(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """``python -m vggfeat.cli ARGS`` in a subprocess, on this checkout, one thread, offline."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "vggfeat.cli", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def script(name: str):
     """A benchmark script imported as a module (``benchmarks/`` is not a package)."""
     import importlib.util

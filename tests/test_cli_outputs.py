@@ -2,15 +2,13 @@
 Hugging Face dataset folder, the layer names in ``--help``, and the crop's scales by default."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import test_cli
 import torch
+from conftest import vggfeat_command
 
 import vggfeat
 from vggfeat import cli
@@ -19,14 +17,6 @@ from vggfeat.cli.extract import sidecar
 REPO = Path(__file__).resolve().parents[1]
 folder = test_cli.folder  # the fixture: three small images
 TINY = ["--weights", "none", "--width", "0.0625", "--fc-dim", "32", "--scales", "224", "--quiet"]
-
-
-def vggfeat_command(*args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "vggfeat.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
 
 
 def reference(files, layer, **kw):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_image, torchrun
+from conftest import random_image, torchrun, vggfeat_command
 from torchvision.transforms.v2 import functional as TF
 
 from vggfeat import evaluate
@@ -256,18 +256,6 @@ def test_two_ranks_equal_one_process(tmp_path):
 
 
 # -- vggfeat evaluate on ImageNet's val/ as distributed -----------------------------------------
-def _vggfeat(*args, cwd):
-    import os
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "vggfeat.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
 
 WNIDS = ["n01440764", "n01751748", "n02100735", "n02119789"]  # sorted: the nets' class order
 TRUTH = ["n02119789", "n01440764", "n01751748", "n02119789", "n02100735", "n01440764"]
@@ -291,7 +279,7 @@ def test_evaluate_command_reads_a_flat_val_with_kaggles_labels(tiny, tmp_path):
     val = _flat_val(tmp_path)
     m = tiny("A", num_classes=4)
     w = vggfeat.save_weights(m, tmp_path / "a.safetensors")
-    r = _vggfeat("evaluate", val, "--weights", w, "--scales", "224", "--no-flip", cwd=tmp_path)
+    r = vggfeat_command("evaluate", val, "--weights", w, "--scales", "224", "--no-flip", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     files = sorted(val.iterdir())
     P = evaluate.posteriors(m, files, scales=(224,), flip=False, progress=False)
@@ -299,7 +287,7 @@ def test_evaluate_command_reads_a_flat_val_with_kaggles_labels(tiny, tmp_path):
     assert f"top-1 error {100 * evaluate.topk_error(P, y, 1):.2f}%" in r.stdout and "(6 images)" in r.stdout
     # without labels: the trainer's one line naming the label files, not torchvision's message
     (tmp_path / "LOC_val_solution.csv").unlink()
-    r = _vggfeat("evaluate", val, "--weights", w, "--scales", "224", cwd=tmp_path)
+    r = vggfeat_command("evaluate", val, "--weights", w, "--scales", "224", cwd=tmp_path)
     assert (
         r.returncode == 2 and "--val-labels LOC_val_solution.csv" in r.stderr and "Traceback" not in r.stderr
     )
@@ -316,12 +304,12 @@ def test_a_tree_with_fewer_classes_than_outputs_is_mapped_by_name_or_refused(tin
         random_image(230, 250, seed=len(c)).save(val / c / "0.png")
     m = tiny("A", num_classes=4)
     plain = vggfeat.save_weights(m, tmp_path / "plain.safetensors")
-    r = _vggfeat("evaluate", val, "--weights", plain, "--scales", "224", cwd=tmp_path)
+    r = vggfeat_command("evaluate", val, "--weights", plain, "--scales", "224", cwd=tmp_path)
     assert r.returncode == 2 and "2 classes" in r.stderr and "4 outputs" in r.stderr, r.stderr
     named = vggfeat.save_weights(m, tmp_path / "named.safetensors", class_names=WNIDS)
     images, labels, classes = evaluate.labels_of(val)
     assert list(evaluate.net_labels(labels, classes, vggfeat.vgg(weights=str(named)))) == [1, 3]  # by wnid
-    r = _vggfeat("evaluate", val, "--weights", named, "--scales", "224", "--no-flip", cwd=tmp_path)
+    r = vggfeat_command("evaluate", val, "--weights", named, "--scales", "224", "--no-flip", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     P = evaluate.posteriors(m, images, scales=(224,), flip=False, progress=False)
     assert f"top-1 error {100 * evaluate.topk_error(P, [1, 3], 1):.2f}%" in r.stdout

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import random_image
+from conftest import random_image, vggfeat_command
 from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
@@ -374,28 +374,10 @@ def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):
     m = tiny("A")
     w = vggfeat.save_weights(m, tmp_path / "a.safetensors")
     out = tmp_path / "out" / "feats.npy"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vggfeat.cli",
-            "extract",
-            str(files[0].parent),
-            "--out",
-            str(out),
-            "--weights",
-            str(w),
-            "--scales",
-            "224",
-            "256",
-            "--aggregate",
-            "stack",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = vggfeat_command(
+        "extract", files[0].parent, "--out", out, "--weights", w, "--scales", "224", "256",
+        "--aggregate", "stack", "--quiet",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     X = np.load(out)
     side = json.loads(out.with_name(out.name + ".json").read_text())
@@ -406,22 +388,7 @@ def test_cli_extract_writes_features_and_sidecar(files, tiny, tmp_path):
         vggfeat.extract(sorted(files), model=m, scales=(224, 256), aggregate="stack", progress=False),
         atol=1e-6,
     )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vggfeat.cli",
-            "extract",
-            str(files[0]),
-            "--out",
-            str(out),
-            "--weights",
-            str(tmp_path / "missing.pth"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = vggfeat_command("extract", files[0], "--out", out, "--weights", tmp_path / "missing.pth")
     assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
 
 

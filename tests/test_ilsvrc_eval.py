@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image, script
+from conftest import random_image, script, vggfeat_command
 
 import vggfeat
 from vggfeat import evaluate
@@ -151,11 +151,7 @@ def test_the_authors_release_is_the_papers_weights_until_it_is_fine_tuned(tmp_pa
     release = write_caffemodel(tmp_path / "VGG_ILSVRC_16_layers.caffemodel", tiny_layers("D"))
     net = vggfeat.vgg(weights=release, width=1 / 16, fc_dim=32)  # the tiny stand-in: D at 1/16
     assert not_the_papers_weights(net) is None
-    r = subprocess.run(
-        [sys.executable, "-m", "vggfeat.cli", "convert", str(release), str(tmp_path / "d.safetensors")],
-        capture_output=True,
-        text=True,
-    )
+    r = vggfeat_command("convert", release, tmp_path / "d.safetensors")
     assert r.returncode == 0, r.stderr
     converted = vggfeat.vgg(weights=tmp_path / "d.safetensors")
     assert not_the_papers_weights(converted) is None  # a conversion is still the release

@@ -16,6 +16,7 @@ import PIL
 import pytest
 import torch
 import torchvision
+from conftest import vggfeat_command
 from PIL import Image
 
 import vggfeat
@@ -258,9 +259,7 @@ def test_compact_merges_chunks_and_serves_the_same_rows(pngs, tmp_path, computed
     run(pngs[:6], store, scales=(32,))  # a second protocol in the same folder
     chunks = lambda: sorted(store.rglob("chunks/*.npz"))  # noqa: E731
     assert len(chunks()) == 4 + 1
-    r = subprocess.run(
-        [sys.executable, "-m", "vggfeat.cli", "store", "compact", str(store)], capture_output=True, text=True
-    )
+    r = vggfeat_command("store", "compact", store)
     assert r.returncode == 0, r.stderr
     assert len(chunks()) == 2 and "4 chunks -> 1" in r.stdout
     computed[0] = 0
@@ -282,11 +281,7 @@ def test_compact_refuses_while_a_writer_runs(pngs, tmp_path):
         json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)})
     )  # a writer that was killed
     assert compact(store)[0][1:] == (1, 1)
-    r = subprocess.run(
-        [sys.executable, "-m", "vggfeat.cli", "store", "compact", str(tmp_path / "nothing")],
-        capture_output=True,
-        text=True,
-    )
+    r = vggfeat_command("store", "compact", tmp_path / "nothing")
     assert r.returncode == 2 and "no feature store under" in r.stderr
 
 

@@ -1,13 +1,12 @@
 """Weights I/O: torchvision checkpoints unchanged, our safetensors with metadata, clear errors."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import vggfeat_command
 from PIL import Image
 from torchvision.models import VGG11_Weights, VGG16_Weights
 
@@ -338,20 +337,8 @@ def test_a_file_that_is_not_weights_is_named_so_with_the_formats_read(not_weight
         said = str(e.value)
         assert f"{path} is not a weights file" in said and "torchvision/timm .pth state dicts" in said
         assert "weights_only" not in said and "file an issue" not in said.lower()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vggfeat.cli",
-            "extract",
-            str(not_weights[1]),
-            "--out",
-            str(not_weights[1].with_name("feats.npy")),
-            "--weights",
-            str(not_weights[0]),
-        ],
-        capture_output=True,
-        text=True,
+    r = vggfeat_command(
+        "extract", not_weights[1], "--out", not_weights[1].with_name("feats.npy"), "--weights", not_weights[0]
     )
     assert r.returncode == 2 and f"{not_weights[0]} is not a weights file; vggfeat reads" in r.stderr
     assert "Traceback" not in r.stderr and "weights_only" not in r.stderr

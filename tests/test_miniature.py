@@ -197,7 +197,7 @@ def test_quick_writes_the_report_the_results_and_the_plots(quick):
                        *(f"{c}-{how}" for c in "CDE" for how in ("fixed", "jitter", "fixedft"))}  # fmt: skip
     assert (t3["D-jitter"]["S"], t3["D-jitter"]["Q"]) == ([37, 73], 55)  # crop 32: S in [256, 512] * 32/224
     assert t3["A-fixed"]["paper"] == [29.6, 10.4]
-    assert [r["net"] for r in results["tables"]["table11"]] == ["A", "D", "E", "D&E"]
+    assert [r["net"] for r in results["tables"]["table11"]] == ["A", "B-fromA", "D-fixed", "D", "E", "D&E"]
     assert set(results["final_holdout_err"]) == {n.name for n in plan(QUICK)}
     assert all(c["differs"] and len(c["per_seed"]) == 2 for c in claims)
     for png in ("claims.png", "table3.png", "protocols.png", "transfer.png", "curves.png"):

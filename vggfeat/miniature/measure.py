@@ -120,7 +120,8 @@ def classification(cfg: MiniatureConfig, nets: list[Net], weights: dict, images,
 
 def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, np.ndarray, tuple]:
     """Table 11 on the toy VOC2007 target: ``{(net, "transfer"): [result per deep seed]}`` for A
-    (fixed S, the shallow reference), D and E (jittered) and D & E (descriptors stacked); the
+    (fixed S, the shallow reference), B-fromA and D-fixed (the depth claim: both from A, fixed
+    S), D and E (jittered) and D & E (descriptors stacked); the
     test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
     from .. import appendix_b, stats, svm, voc
@@ -135,7 +136,12 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
 
     for s in cfg.deep_seeds:
         X = {}
-        for name, run in (("A", f"A-fixed-s{s}"), ("D", f"D-jitter-s{s}"), ("E", f"E-jitter-s{s}")):
+        for name, run in (
+            ("A", f"A-fixed-s{s}"), ("B-fromA", f"B-fromA-fixed-s{s}"), ("D-fixed", f"D-fixed-s{s}"),
+            ("D", f"D-jitter-s{s}"), ("E", f"E-jitter-s{s}"),
+        ):  # fmt: skip
+            if run not in weights:  # B-fromA and D-fixed for the seeds of both only
+                continue
             store = cfg.out / "features" / run  # a feature store holds one net's rows
             D, _ = appendix_b.per_scale_descriptors(
                 weights[run], data.images, store, cfg.progress, qs=(256, 384, 512)

@@ -49,7 +49,7 @@ def tables(cfg: MiniatureConfig, nets: list[Net], systems: dict, tsys: dict, cha
     if ("D&E-jitter", "fusion") in systems:
         about = dict(net="D & E jittered, dense & multi-crop", paper=PAPER["fusion"]["D&E"])
         t["table6"].append(_row(systems, ("D&E-jitter", "fusion"), **about))
-    for n in ("A", "D", "E", "D&E"):
+    for n in ("A", "B-fromA", "D-fixed", "D", "E", "D&E"):
         if (n, "transfer") in tsys:
             t["table11"].append(dict(net=n, map=_ms(tsys[(n, "transfer")]), paper=PAPER_T11.get(n)))
     t["chance_map"] = [100 * chance[0], 100 * chance[1]]

@@ -230,3 +230,41 @@ def test_context_colour_tells_a_little_about_the_classes():
     nearer = np.mean(np.array(own) < np.array(other))
     assert 0.6 < nearer < 0.95
     assert len(set(toy.CONTEXT.values())) == len(names)  # one distinct colour per class
+
+
+def test_distractors_are_other_classes_behind_the_labelled_object(monkeypatch):
+    """``source_distractors``: each image gets that many objects of *other* source classes,
+    smaller than the labelled one by :data:`toy.DISTRACTOR_SIDE`, drawn before it (so behind
+    it); without the option nothing extra is drawn and the bytes are those of before."""
+    calls = []
+    real = toy.draw_part
+    monkeypatch.setattr(toy, "draw_part", lambda canvas, rng, *a: calls.append(a) or real(canvas, rng, *a))
+    lo, hi = toy.DISTRACTOR_SIDE
+    for label in range(len(toy.SOURCE_CLASSES)):
+        for k in (0, 1, 3):
+            calls.clear()
+            texture, shape = toy.SOURCE_CLASSES[label].split("-")
+            _, box = toy.render_source(toy._rng(5, 1, label), label, (144, 128), distractors=k)
+            assert len(calls) == k + 1
+            assert calls[-1][:2] == (shape, texture) and calls[-1][2] == box  # the labelled one, last
+            ow, oh = box[2:]  # the drawn side times 0.85 ... 1.15 in each direction
+            for s, t, (x0, y0, w, h) in calls[:-1]:
+                assert (s, t) != (shape, texture) and f"{t}-{s}" in toy.SOURCE_CLASSES
+                assert w == h and lo * max(ow, oh) / 1.15 <= w <= hi * min(ow, oh) / 0.85
+                assert -w / 2 <= x0 <= 144 - w / 2 and -h / 2 <= y0 <= 128 - h / 2  # centre inside
+    plain = np.asarray(toy.render_source(toy._rng(5, 1, 7), 7, (144, 128))[0])
+    zero = np.asarray(toy.render_source(toy._rng(5, 1, 7), 7, (144, 128), distractors=0)[0])
+    two = np.asarray(toy.render_source(toy._rng(5, 1, 7), 7, (144, 128), distractors=2)[0])
+    assert np.array_equal(plain, zero) and not np.array_equal(plain, two)
+
+
+def test_distractors_change_the_source_only_and_are_in_the_marker(tmp_path):
+    base = dict(source_train=1, source_val=1, target_train=2, target_val=2, target_test=2)
+    toy.generate(tmp_path / "plain", toy.ToyConfig(**base))
+    toy.generate(tmp_path / "hard", toy.ToyConfig(**base, source_distractors=2))
+    plain, hard = digest(tmp_path / "plain"), digest(tmp_path / "hard")
+    assert plain.keys() == hard.keys()
+    changed = {k for k in plain if plain[k] != hard[k]}
+    assert changed - {"toy.json"} and all(k.startswith("source/") for k in changed - {"toy.json"})
+    assert all(k in changed for k in plain if k.startswith("source/"))
+    assert '"source_distractors": 2' in (tmp_path / "hard" / "toy.json").read_text()

@@ -11,7 +11,10 @@ train and evaluate on data drawn here. The design serves what the paper measures
   the object, which is what deeper nets add. Object sides are log-uniform over a factor of 2
   (:data:`SOURCE_OBJECT`, a fraction of the image's smaller side), so random crops of a fixed
   training scale S see each class at many sizes and scale jittering (S in [Smin, 2 Smin])
-  widens that further, as Sec. 3.1 argues.
+  widens that further, as Sec. 3.1 argues. ``ToyConfig.source_distractors`` puts that many
+  smaller objects of other classes behind the labelled one (:data:`DISTRACTOR_SIDE`): the net
+  must then find the object before it names it, which the paper in miniature uses to keep its
+  nets off the ceiling; the demo draws none.
 - **target** (``VOCdevkit/VOC2007``, the devkit layout), the "VOC": multi-label images holding
   one to three *compositions* of two source primitives ("house": a solid triangle above a
   checkered square) among single-primitive distractors of the same vocabulary. Target classes
@@ -104,6 +107,7 @@ CONTEXT_P = 0.6  # share of target images whose background takes a present class
 TARGET_SIZES = ((192, 144), (192, 128), (160, 160), (144, 192), (176, 144))
 SOURCE_SIZES = ((128, 128), (144, 128), (128, 144))
 SOURCE_OBJECT = (0.4, 0.8)  # object side as a fraction of the smaller image side, log-uniform
+DISTRACTOR_SIDE = (0.4, 0.7)  # a distractor's side as a fraction of the labelled object's, uniform
 # The scale rules of the module docstring, in numbers (crop 64: S in [73, 146], Q 73 ... 219).
 DEMO_CROP = 64
 TRAIN_S_MID = paper_scale(DEMO_CROP, 384)  # 110: the middle of the jittered S in [73, 146]
@@ -125,14 +129,22 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def render_source(
-    rng: np.random.Generator, label: int, size: tuple[int, int]
+    rng: np.random.Generator, label: int, size: tuple[int, int], distractors: int = 0
 ) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """One source image of class ``SOURCE_CLASSES[label]`` (w, h = ``size``) and the object's
-    box (x0, y0, w, h) in px."""
+    box (x0, y0, w, h) in px. ``distractors`` smaller objects of other source classes lie behind
+    it anywhere in the image (:data:`DISTRACTOR_SIDE`), as other things do in an ImageNet photo:
+    the net must then tell the labelled object from them. With none, nothing extra is drawn
+    from ``rng``, so the image is the same bytes as without the option."""
     texture, shape = SOURCE_CLASSES[label].split("-")
     w, h = size
     canvas = clutter(rng, w, h)
     side = _log_uniform(rng, *SOURCE_OBJECT) * min(w, h)
+    for _ in range(distractors):
+        other = SOURCE_CLASSES[(label + 1 + rng.integers(len(SOURCE_CLASSES) - 1)) % len(SOURCE_CLASSES)]
+        d = side * rng.uniform(*DISTRACTOR_SIDE)
+        dt, ds = other.split("-")
+        draw_part(canvas, rng, ds, dt, (rng.uniform(-d / 2, w - d / 2), rng.uniform(-d / 2, h - d / 2), d, d))
     ow, oh = side * rng.uniform(0.85, 1.15), side * rng.uniform(0.85, 1.15)
     # Near the centre, as photographed objects are: training crops (Sec. 3.1) then still see it.
     x0, y0 = (w - ow) / 2 + rng.uniform(-0.1, 0.1) * w, (h - oh) / 2 + rng.uniform(-0.1, 0.1) * h
@@ -222,6 +234,7 @@ class ToyConfig:
     seed: int = 0
     source_train: int = option(100, help="images per source class")
     source_val: int = 20
+    source_distractors: int = option(0, help="objects of other classes behind each source object (harder)")
     target_train: int = option(250, help="VOC images per split")
     target_val: int = 250
     target_test: int = 500
@@ -236,9 +249,12 @@ def _save(img: Image.Image, path: Path) -> None:
     img.save(path, format="JPEG", quality=90, optimize=False, progressive=False)
 
 
-def write_source(root, *, seed: int = 0, train: int = 100, val: int = 20, progress: bool = False) -> Path:
+def write_source(
+    root, *, seed: int = 0, train: int = 100, val: int = 20, distractors: int = 0, progress: bool = False
+) -> Path:
     """Write the source set under ``root`` in ImageFolder layout (``train/<class>/<n>.jpg``,
-    ``val/<class>/<n>.jpg``), ``train``/``val`` images per class. Returns ``root``."""
+    ``val/<class>/<n>.jpg``), ``train``/``val`` images per class, each with ``distractors``
+    objects of other classes behind the labelled one (:func:`render_source`). Returns ``root``."""
     root = Path(root)
     jobs = [
         (split, c, i)
@@ -252,7 +268,7 @@ def write_source(root, *, seed: int = 0, train: int = 100, val: int = 20, progre
         n = i + (0 if split == "train" else train)  # one index space: val never repeats a train image
         rng = _rng(seed, 1, c * 1_000_000 + n)
         size = SOURCE_SIZES[rng.integers(len(SOURCE_SIZES))]
-        _save(render_source(rng, c, size)[0], root / split / SOURCE_CLASSES[c] / f"{n:06d}.jpg")
+        _save(render_source(rng, c, size, distractors)[0], root / split / SOURCE_CLASSES[c] / f"{n:06d}.jpg")
     return root
 
 
@@ -347,7 +363,8 @@ def generate(root, config: ToyConfig = ToyConfig(), *, progress: bool = False) -
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     c = config
-    write_source(tmp / "source", seed=c.seed, train=c.source_train, val=c.source_val, progress=progress)
+    src = dict(train=c.source_train, val=c.source_val, distractors=c.source_distractors)
+    write_source(tmp / "source", seed=c.seed, progress=progress, **src)
     write_voc(tmp, seed=c.seed, train=c.target_train, val=c.target_val, test=c.target_test, progress=progress)
     (tmp / MARKER).write_text(json.dumps(want, indent=1) + "\n")
     shutil.rmtree(root, ignore_errors=True)

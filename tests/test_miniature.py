@@ -12,7 +12,7 @@ import torch
 from conftest import random_image, script
 
 import vggfeat
-from vggfeat import evaluate, stats
+from vggfeat import evaluate, stats, toy
 from vggfeat.miniature import QUICK, MiniatureConfig, check, judge, plan
 from vggfeat.miniature.measure import posteriors
 from vggfeat.miniature.runs import stamp_folder, train_config
@@ -134,7 +134,9 @@ def test_plan_trains_the_nets_compared_on_one_schedule():
         (dict(seeds=(1, -1)), "--seeds 1 -1: give distinct seeds >= 0"),
         (dict(nets=("A", "F")), "--nets A F: give distinct nets of A, A-LRN"),
         (dict(nets=("B", "D")), "--nets B D: C, D and E start from A"),
-        (dict(warmup_epochs=60), "--warmup-epochs 60"),
+        (dict(warmup_epochs=120), "--warmup-epochs 120"),
+        (dict(init="he"), "--init he: choose one of glorot, glorot-relu, normal"),
+        (dict(distractors=-1), "--distractors -1: give 0 or more"),
     ],
 )
 def test_options_that_cannot_make_a_run_are_refused_in_one_line(change, message):
@@ -202,6 +204,9 @@ def test_quick_writes_the_report_the_results_and_the_plots(quick):
     assert all(c["differs"] and len(c["per_seed"]) == 2 for c in claims)
     for png in ("claims.png", "table3.png", "protocols.png", "transfer.png", "curves.png"):
         assert (quick / png).read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((quick / "data" / toy.MARKER).read_text())  # the source data the nets saw
+    assert data["source_distractors"] == QUICK.distractors == 2 and data["source_train"] == QUICK.source_train
+    assert f"{QUICK.distractors} objects of other classes" in md
 
 
 @pytest.mark.slow

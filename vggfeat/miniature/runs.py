@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .. import toy
-from ..models import paper_scale
+from ..models import INITS, paper_scale
 from ..options import option
 
 log = logging.getLogger("vggfeat")
@@ -39,17 +39,20 @@ class MiniatureConfig:
     deep_seeds: tuple[int, ...] = option(
         (0, 1, 2), help="seeds of E at fixed S, of the jittered C, D, E and of the transfer"
     )
-    epochs: int = option(60, help="epochs of every net at fixed S, from random weights or from A")
-    warmup_epochs: int = option(3, help="epochs of linear warm-up from lr/10 (then cosine to lr/100)")
+    epochs: int = option(120, help="epochs of every net at fixed S, from random weights or from A")
+    warmup_epochs: int = option(6, help="epochs of linear warm-up from lr/10 (then cosine to lr/100)")
     lr: float = option(0.005, help="learning rate (fine-tuning: lr / 10, as Sec. 3.1)")
     finetune_epochs: int = option(
-        20, help="epochs of the fine-tuning of C, D, E: jittered, and at fixed S for as long (the control)"
+        40, help="epochs of the fine-tuning of C, D, E: jittered, and at fixed S for as long (the control)"
     )
     batch_norm: bool = option(False, help="batch norm after every conv (the paper's nets have none)")
     init: str = option("glorot-relu", help="initialisation of every net: glorot-relu, glorot or normal")
     batch_size: int = option(16, help="global batch")
     data_seed: int = option(0, help="seed of the toy data (the design was chosen on seed 1)")
-    source_train: int = option(20, help="source training images per class (few: D stays off the ceiling)")
+    source_train: int = option(10, help="source training images per class (few: D stays off the ceiling)")
+    distractors: int = option(
+        2, help="objects of other classes behind each source object (harder: D stays off the ceiling)"
+    )
     source_val: int = option(40, help="source val images per class: every verdict is measured here")
     source_holdout: int = option(10, help="images per class of the curve the trainer validates on (not val)")
     target_train: int = option(200, help="toy VOC train images")
@@ -77,8 +80,8 @@ QUICK = MiniatureConfig(
 # What the results depend on: a run folder made with other values of these is refused.
 RUN_OPTIONS = (
     "width", "fc_dim", "crop", "epochs", "warmup_epochs", "lr", "finetune_epochs", "batch_norm", "init",
-    "batch_size", "data_seed", "source_train", "source_val", "source_holdout", "target_train", "target_val",
-    "target_test",
+    "batch_size", "data_seed", "source_train", "distractors", "source_val", "source_holdout", "target_train",
+    "target_val", "target_test",
 )  # fmt: skip
 
 
@@ -94,6 +97,10 @@ def check(cfg: MiniatureConfig) -> None:
         raise ValueError(f"--nets {' '.join(cfg.nets)}: give distinct nets of {', '.join(KINDS)}")
     if "A" not in cfg.nets and any(c in cfg.nets for c in "CDE"):
         raise ValueError(f"--nets {' '.join(cfg.nets)}: C, D and E start from A (Sec. 3.1), so add A")
+    if cfg.init not in INITS:
+        raise ValueError(f"--init {cfg.init}: choose one of {', '.join(INITS)}")
+    if cfg.distractors < 0:
+        raise ValueError(f"--distractors {cfg.distractors}: give 0 or more objects per source image")
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
         raise ValueError(f"--warmup-epochs {cfg.warmup_epochs}: must be at least 0 and below --epochs")
     check_folder(cfg)
@@ -190,6 +197,7 @@ def prepare_data(cfg: MiniatureConfig) -> tuple[Path, Path]:
     ``source_holdout`` generated val images of each class) as links. Returns (source, devkit)."""
     data = toy.ToyConfig(
         seed=cfg.data_seed, source_train=cfg.source_train, source_val=cfg.source_val + cfg.source_holdout,
+        source_distractors=cfg.distractors,
         target_train=cfg.target_train, target_val=cfg.target_val, target_test=cfg.target_test,
     )  # fmt: skip
     gen, devkit = toy.generate(cfg.out / "data", data, progress=cfg.progress)

@@ -2,8 +2,9 @@
 data and judged against the paper's numbers.
 
 1. data: the toy source set (24 classes, few training images per class, each with objects of
-   other classes behind the labelled one, so that the nets stay off the ceiling) with a third split, ``holdout/``, that the trainer validates on, so that
-   nothing is tuned on ``val/``, the split every verdict uses; and the toy VOC2007 target;
+   other classes behind the labelled one, so that the nets stay off the ceiling) with a third
+   split, ``holdout/``, that the trainer validates on, so that nothing is tuned on ``val/``, the
+   split every verdict uses; and the toy VOC2007 target;
 2. train narrow nets of one width at crop c, with the paper's geometry and scale ratios
    (S = 256c/224 fixed, or S in [256, 512]c/224), without batch norm as the paper's nets: A,
    A-LRN, B, B-5x5 (Sec. 4.1's shallow control of B), C and D at fixed S, E at fixed S and C,

@@ -108,14 +108,14 @@ def test_plan_trains_the_nets_compared_on_one_schedule():
         for option in shared:
             assert len({getattr(configs[k], option) for k in group}) == 1, option
     d0, a1 = configs["D-fixed-s0"], configs["A-fixed-s1"]
-    assert (d0.epochs, d0.lr, d0.warmup_epochs, d0.schedule, d0.batch_size) == (60, 0.005, 3, "cosine", 16)
+    assert (d0.epochs, d0.lr, d0.warmup_epochs, d0.schedule, d0.batch_size) == (120, 0.005, 6, "cosine", 16)
     assert (d0.batch_norm, d0.init, d0.dropout) == (False, "glorot-relu", 0.0)
     assert d0.init_from.endswith("nets/A-fixed-s0/final.safetensors") and a1.init_from is None
     assert (d0.seed, a1.seed) == (0, 1) and d0.val_split == "holdout"
     jitter, control = configs["D-jitter-s1"], configs["D-fixedft-s1"]
     for t in (jitter, control):  # Sec. 3.1: all layers from the fixed-S net, at lr / 10
         assert t.init_from.endswith("nets/D-fixed-s1/final.safetensors")
-        assert (t.epochs, t.lr, t.warmup_epochs) == (20, 0.0005, 0)
+        assert (t.epochs, t.lr, t.warmup_epochs) == (40, 0.0005, 0)
     assert (d0.scale, d0.scale_jitter, control.scale, control.scale_jitter) == (73, None, 73, None)
     assert (jitter.scale, jitter.scale_jitter) == (None, (73, 146))  # [256, 512] * 64 / 224
     assert [n.name for n in plan(replace(cfg, nets=("A", "D")))] == [

@@ -120,7 +120,7 @@ def markdown(cfg: MiniatureConfig, results: dict) -> str:
         "the claim names. Source task: toy data seed "
         f"{cfg.data_seed}, {k} classes, "
         f"{cfg.source_train} training images per class, {cfg.distractors} objects of other classes behind "
-        "each labelled one; errors on {results['n_val']} val images "
+        f"each labelled one; errors on {results['n_val']} val images "
         f"(chance top-1 {100 * stats.chance_topk(k):.1f}%) that nothing was tuned on (the learning-rate "
         "schedule reads holdout/). Cells: mean ± std (seeds). Training curves of every net (holdout "
         "top-1 error per epoch): ![curves](curves.png)\n\n"

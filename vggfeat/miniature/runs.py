@@ -35,7 +35,9 @@ class MiniatureConfig:
     fc_dim: int = option(256, help="width of fc6 and fc7")
     crop: int = option(64, help="training crop c (multiple of 32); S and Q keep the paper's ratios to c")
     nets: tuple[str, ...] = option(KINDS, help=f"the nets to train, of {', '.join(KINDS)}")
-    seeds: tuple[int, ...] = option((0, 1, 2), help="seeds of A, A-LRN, B, B-5x5, C and D at fixed S")
+    seeds: tuple[int, ...] = option(
+        (0, 1, 2, 3, 4), help="seeds of A, A-LRN, B, B-5x5, B-fromA, C and D at fixed S"
+    )
     deep_seeds: tuple[int, ...] = option(
         (0, 1, 2), help="seeds of E at fixed S, of the jittered C, D, E and of the transfer"
     )

@@ -62,6 +62,7 @@ def test_judge_uses_the_test_each_claim_calls_for():
     assert b_vs_a["ci95"] == pytest.approx(list(want.ci95)) and b_vs_a["p"] == pytest.approx(want.p)
     c_vs_b = rows["depth: C (16, 1x1) beats B (13), both from A"]
     assert c_vs_b["verdict"] == "inconclusive" and "training noise unknown" in c_vs_b["test"]
+    assert "1 vs 2 seeds" in c_vs_b["test"] and c_vs_b["seeds"] == [1, 2]  # C's, then B's, as per_seed
     assert c_vs_b["effect"] == pytest.approx(10.5) and c_vs_b["ci95"][0] > 0  # from the bootstrap alone
     jitter = rows["scale jittering helps: C"]  # different nets, C-fixedft with one seed: not judged
     assert (

@@ -5,7 +5,7 @@ with a bootstrap over the evaluated images for the test-sampling noise."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -126,9 +126,13 @@ def compare(claim: Claim, a: list[dict], b: list[dict], *, test_labels, n_boot: 
         wa, wb = [r["wrong"] for r in b], [r["wrong"] for r in a]
         boot = stats.paired_bootstrap(_top1_error, wa, wb, np.zeros(len(wa[0])), n=n_boot)
     if claim.margin is not None:
-        return stats.tost(va, vb, margin=claim.margin, paired=claim.paired, claim=claim.text, boot=boot)
-    compare_fn = stats.paired if claim.paired else stats.welch
-    return compare_fn(va, vb, claim=claim.text, boot=boot)
+        verdict = stats.tost(va, vb, margin=claim.margin, paired=claim.paired, claim=claim.text, boot=boot)
+    else:
+        verdict = (stats.paired if claim.paired else stats.welch)(va, vb, claim=claim.text, boot=boot)
+    if claim.better[1] != "transfer":  # tested as (worse, better): count the seeds as the table lists them
+        counts = f"{len(va)} vs {len(vb)} seeds", f"{len(vb)} vs {len(va)} seeds"
+        verdict = replace(verdict, test=verdict.test.replace(*counts, 1))
+    return verdict
 
 
 def judge(systems: dict, *, test_labels: np.ndarray | None, n_boot: int) -> list[dict]:

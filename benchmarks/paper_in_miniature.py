@@ -1,7 +1,7 @@
 """The paper in miniature: every finding of Sec. 4 and appendix B trained, measured and judged on
 the toy data (see vggfeat/miniature for the plan of runs and benchmarks/README.md for results).
 
-    python benchmarks/paper_in_miniature.py --out runs/miniature         # about 30 min on 2 CPU cores
+    python benchmarks/paper_in_miniature.py --out runs/miniature         # about 51 min on 2 CPU cores
     python benchmarks/paper_in_miniature.py --quick --out /tmp/mini     # smoke test, numbers meaningless
     accelerate launch benchmarks/paper_in_miniature.py --width 0.5 --fc-dim 1024   # GPUs
 

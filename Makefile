@@ -44,7 +44,7 @@ dist-check: $(VENV)/.installed
 	PY=$(PY) .ci/dist_check
 
 demo: $(VENV)/.installed
-	$(PY) -m vggfeat.demo
+	$(PY) -m vggfeat.experiments.demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from vggfeat import caltech, plots, svm
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
-from vggfeat.distributed import is_main_process, on_main_process
+from vggfeat.data import caltech
+from vggfeat.evaluation import plots, svm
+from vggfeat.features.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512)

@@ -120,7 +120,7 @@ def worker(args) -> dict:
 
 def total_gflops(model, paths, scales) -> float:
     """Forward FLOPs of the whole protocol: every image, scale and flip, up to fc7."""
-    from vggfeat.data import image_size, resized_size
+    from vggfeat.data.decode import image_size, resized_size
 
     net = model.dense()
     return (

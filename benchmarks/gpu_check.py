@@ -24,7 +24,7 @@ autocast bf16). GFLOP/s count convs and FC layers (DenseVGG.flops; training 3x f
 The nets are randomly initialised (seeded) unless ``--weights default`` finds torchvision's file in
 the torch hub cache: nothing is downloaded. The extraction "plain" loop feeds the same dense net
 one resized image (and its flip) per forward, eager, resized exactly as the engine resizes (the
-uint8 image on the CPU, vggfeat.data.resize_smallest) and run on the same device: what the
+uint8 image on the CPU, vggfeat.data.decode.resize_smallest) and run on the same device: what the
 engine's batching by size, decoding workers and channels_last gain over that, and nothing else.
 
 Writes <out>/gpu_check.json and <out>/gpu_check.md; exits 1 when a check fails, 2 when no CUDA GPU
@@ -130,7 +130,7 @@ def sharpen(m, images, spread: float = SPREAD):
 def outputs(m, images, device, scales=SCALES) -> dict:
     """Descriptors and dense posteriors of ``images`` on ``device`` (bf16 autocast on CUDA)."""
     import vggfeat
-    from vggfeat import evaluate
+    from vggfeat.evaluation import posteriors as evaluate
 
     return {
         "X": vggfeat.extract(images, model=m, scales=scales, device=device, progress=False),
@@ -174,7 +174,7 @@ def check_training(cfg: Config, peak: float) -> dict:
     from accelerate import Accelerator
     from torchvision import models
 
-    from vggfeat.models import TORCHVISION_NAMES
+    from vggfeat.nets.models import TORCHVISION_NAMES
     from vggfeat.train.loop import batch_loss
     from vggfeat.train.throughput import forward_flops
 
@@ -223,9 +223,9 @@ def check_training(cfg: Config, peak: float) -> dict:
 def plain_descriptors(m, images, scales=SCALES, device="cuda") -> np.ndarray:
     """The plain loop: per image, per scale, per flip one eager forward of ``m``'s dense net on
     ``device``; each image resized as vggfeat's engine resizes it (uint8, on the CPU, by
-    ``vggfeat.data.resize_smallest``), so that the timing compares the two loops and not two
+    ``vggfeat.data.decode.resize_smallest``), so that the timing compares the two loops and not two
     resize kernels. Returns the appendix-B descriptors (mean over scales, L2)."""
-    from vggfeat.data import resize_smallest
+    from vggfeat.data.decode import resize_smallest
 
     device = torch.device(device)
     dense, rows = m.to(device).dense(), []

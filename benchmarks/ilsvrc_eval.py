@@ -23,12 +23,13 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vggfeat import evaluate, plots
 from vggfeat.cli.common import NetOptions, build_nets, resolve_models, run_script, training_crop
-from vggfeat.distributed import is_main_process
-from vggfeat.models import paper_scale
+from vggfeat.evaluation import plots
+from vggfeat.evaluation import posteriors as evaluate
+from vggfeat.evaluation.stats import chance_topk
+from vggfeat.features.distributed import is_main_process
+from vggfeat.nets.models import paper_scale
 from vggfeat.options import add_options, from_args, option
-from vggfeat.stats import chance_topk
 
 LAYOUT = """expected one of:
   an ImageFolder tree   VAL/<class>/<image>.JPEG   (ILSVRC2012 val sorted into class folders,

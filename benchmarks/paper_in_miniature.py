@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from vggfeat import options
-from vggfeat.miniature import QUICK, MiniatureConfig, check, run
+from vggfeat.experiments.miniature import QUICK, MiniatureConfig, check, run
 
 
 def get_args_parser() -> argparse.ArgumentParser:

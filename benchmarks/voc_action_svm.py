@@ -23,10 +23,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from vggfeat import plots, svm, voc
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
-from vggfeat.distributed import is_main_process, on_main_process
+from vggfeat.data import voc
+from vggfeat.evaluation import plots, svm
+from vggfeat.features.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B

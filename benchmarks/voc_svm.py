@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from vggfeat import plots, svm, voc
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
-from vggfeat.distributed import is_main_process, on_main_process
+from vggfeat.data import voc
+from vggfeat.evaluation import plots, svm
+from vggfeat.features.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
 PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales

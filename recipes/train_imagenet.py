@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 
 from vggfeat import options
-from vggfeat.imagefolder import DataError
+from vggfeat.data.imagefolder import DataError
 from vggfeat.options import add_options
 from vggfeat.train import ConfigError, Interrupted, RunLocked, TrainConfig, check_config, train
 
@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def compute_mean_rgb(cfg: TrainConfig) -> None:
     """--compute-mean-rgb: the cached mean, computed over all launched processes."""
-    from vggfeat.distributed import process_state
+    from vggfeat.features.distributed import process_state
     from vggfeat.train.setup import mean_rgb, open_data
 
     train_images, _ = open_data(cfg)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggfeat.caffe import I32, I64, LEN, VARINT
+from vggfeat.weights.caffe import I32, I64, LEN, VARINT
 
 # V1LayerParameter.LayerType enum values (caffe.proto) of the layers the writer emits.
 V1_TYPES = {"Convolution": 4, "InnerProduct": 14, "Pooling": 17, "ReLU": 18, "Dropout": 6, "Softmax": 20}

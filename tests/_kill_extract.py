@@ -10,11 +10,11 @@ import time
 import torch
 
 import vggfeat
-import vggfeat.data
+import vggfeat.data.decode
 
 delay = float(sys.argv[2])
-_open = vggfeat.data.open_image
-vggfeat.data.open_image = lambda p: time.sleep(delay) or _open(p)
+_open = vggfeat.data.decode.open_image
+vggfeat.data.decode.open_image = lambda p: time.sleep(delay) or _open(p)
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -15,20 +15,15 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 import vggfeat
-from vggfeat.caffe import (
-    caffe_to_state_dict,
-    infer_caffe_arch,
-    infer_caffe_config,
-    read_caffemodel,
-)
-from vggfeat.weights import WeightsError
+from vggfeat.weights.caffe import caffe_to_state_dict, infer_caffe_arch, infer_caffe_config, read_caffemodel
+from vggfeat.weights.loader import WeightsError
 
 WIDTH, FC_DIM, NUM_CLASSES = 1 / 16, 32, 10
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # the release's mean pixel, B, G, R, in 0-255
 
 
 def scaled_cfg(config: str, width: float = WIDTH) -> list:
-    """torchvision's table for a config with the widths scaled (independent of vggfeat.models)."""
+    """torchvision's table for a config with the widths scaled (independent of vggfeat.nets.models)."""
     return [v if v == "M" else max(1, round(v * width)) for v in cfgs[config]]
 
 
@@ -106,7 +101,7 @@ def test_non_packed_and_double_data(tmp_path, packed, double):
         assert torch.equal(model.state_dict()[f"{key}.bias"], torch.from_numpy(b))
 
 
-# Independent of vggfeat.caffe's encoder: a NetParameter spelled out byte by byte.
+# Independent of vggfeat.weights.caffe's encoder: a NetParameter spelled out byte by byte.
 def _varint(v: int) -> bytes:
     out = b""
     while v > 0x7F:

@@ -13,8 +13,9 @@ import torch
 from conftest import random_image, script, torchrun
 
 import vggfeat
-from vggfeat import cli, distributed
+from vggfeat import cli
 from vggfeat.cli import common
+from vggfeat.features import distributed
 
 TINY = ["--width", "0.0625", "--fc-dim", "32", "--scales", "224", "--quiet"]
 SCRIPTS = ("voc_svm", "caltech_svm", "voc_action_svm", "ilsvrc_eval")
@@ -98,9 +99,9 @@ def test_options_and_help_do_no_work_until_the_nets_are_built(monkeypatch, capsy
     with pytest.raises(SystemExit, match="2 --model but 1 --weights"):
         common.resolve_models(o)
     built = []
-    init = vggfeat.models.VGG.__init__
+    init = vggfeat.nets.models.VGG.__init__
     monkeypatch.setattr(
-        vggfeat.models.VGG, "__init__", lambda self, *a, **k: built.append(init(self, *a, **k))
+        vggfeat.nets.models.VGG, "__init__", lambda self, *a, **k: built.append(init(self, *a, **k))
     )
     for name in SCRIPTS:
         with pytest.raises(SystemExit):
@@ -237,7 +238,7 @@ def test_extract_refuses_other_suffixes_before_any_work(folder, tmp_path, capsys
 
 
 def test_evaluate_command_reports_the_libraries_errors(tiny, tmp_path, capsys):
-    from vggfeat import evaluate
+    from vggfeat.evaluation import posteriors as evaluate
 
     val = tmp_path / "val"
     for c in range(2):

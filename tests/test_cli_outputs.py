@@ -52,7 +52,7 @@ def test_the_readmes_npy_then_parquet_examples_keep_both_outputs(folder, tmp_pat
 def test_a_repeated_layer_writes_every_layer_from_one_pass(folder, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
-    from vggfeat.dense import DenseEngine
+    from vggfeat.features.dense import DenseEngine
 
     runs = []
     real = DenseEngine.run
@@ -133,7 +133,7 @@ def test_default_scales_follow_the_crop_the_weights_were_trained_at(folder, tmp_
 
 # -- vggfeat toy, vggfeat info FILE --------------------------------------------------------------
 def test_toy_command_writes_the_same_data_as_the_library(tmp_path):
-    from vggfeat import toy
+    from vggfeat.experiments import toy
 
     small = ["--source-train", "1", "--source-val", "1", "--target-train", "2", "--target-val", "2"]
     r = vggfeat_command("toy", "data", *small, "--target-test", "2", "--seed", "3", cwd=tmp_path)

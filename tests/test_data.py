@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vggfeat.data import ImageError, as_source, image_size, load_image, open_image, resized_size
+from vggfeat.data.decode import ImageError, as_source, image_size, load_image, open_image, resized_size
 
 
 def test_modes_decode_to_rgb(tmp_path):

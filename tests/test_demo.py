@@ -16,9 +16,10 @@ from PIL import Image
 from sklearn.svm import LinearSVC
 
 import vggfeat
-from vggfeat import appendix_b, demo, stats, toy
-from vggfeat.demo import claims as demo_report
-from vggfeat.demo import jobs
+from vggfeat.evaluation import stats
+from vggfeat.experiments import appendix_b, demo, toy
+from vggfeat.experiments.demo import claims as demo_report
+from vggfeat.experiments.demo import jobs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,7 +159,7 @@ def test_scratch_folder_holds_only_train_images_with_a_holdout_of_every_class(tm
 
 
 def _result(test_map, val_map, scores):
-    from vggfeat.svm import VOCResult
+    from vggfeat.evaluation.svm import VOCResult
 
     return VOCResult(aps=None, map=test_map, scores=scores, C=1.0, val_scores={1.0: val_map}, model=None)
 

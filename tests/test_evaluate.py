@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from conftest import random_image, torchrun, vggfeat_command
 from torchvision.transforms.v2 import functional as TF
 
-from vggfeat import evaluate
-from vggfeat.data import ImageError
-from vggfeat.dense import crop_grid
+from vggfeat.data.decode import ImageError
+from vggfeat.evaluation import posteriors as evaluate
+from vggfeat.features.dense import crop_grid
 
 
 def _prep(m, img, q, antialias=True):

@@ -20,7 +20,9 @@ from torchvision.transforms.v2 import functional as TF
 
 import vggfeat
 
-extract_mod = importlib.import_module("vggfeat.extract")  # the module; vggfeat.extract is the function
+extract_mod = importlib.import_module(
+    "vggfeat.features.extract"
+)  # the module; vggfeat.extract is the function
 
 
 def plain_decode(path):
@@ -207,7 +209,7 @@ def test_on_error_skip_and_raise(files, tiny, tmp_path):
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     inputs = [files[0], bad, files[1]]
     m = tiny("A")
-    with pytest.raises(vggfeat.data.ImageError, match=r"#1.*bad.jpg"):
+    with pytest.raises(vggfeat.data.decode.ImageError, match=r"#1.*bad.jpg"):
         vggfeat.extract(inputs, model=m, scales=(224,), progress=False)
     ext = vggfeat.Extractor(m, scales=(224,), on_error="skip", progress=False)
     with pytest.warns(UserWarning, match="bad.jpg"):
@@ -221,7 +223,7 @@ def test_on_error_skip_and_raise(files, tiny, tmp_path):
 def test_defaults_are_the_paper_net_with_imagenet_weights_at_the_paper_scales(tmp_path, monkeypatch):
     from torchvision.models import VGG16_Weights
 
-    from vggfeat.sklearn import VGGFeatures
+    from vggfeat.features.sklearn import VGGFeatures
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -275,7 +277,7 @@ def test_random_weights_warn_once(monkeypatch, tiny, caplog):
 
 
 def test_a_given_net_warns_when_its_record_says_its_weights_are_random(tiny, tmp_path):
-    from vggfeat.sklearn import VGGFeatures
+    from vggfeat.features.sklearn import VGGFeatures
 
     img = np.zeros((224, 230, 3), np.uint8)
     net = tiny("A")  # built with weights=None: its pretrained_cfg has no source
@@ -305,7 +307,7 @@ def test_weights_given_with_a_net_are_loaded_into_a_copy(tiny, tmp_path):
 
 
 def test_a_weights_file_builds_the_net_it_records_unless_a_model_is_named(tiny, tmp_path):
-    from vggfeat.sklearn import VGGFeatures
+    from vggfeat.features.sklearn import VGGFeatures
 
     a = tiny("A")
     img = np.full((224, 224, 3), 90, np.uint8)
@@ -327,7 +329,7 @@ def test_a_weights_file_builds_the_net_it_records_unless_a_model_is_named(tiny, 
 
 
 def test_numpy_collections_are_split_into_images_as_lists_are(files, tiny):
-    from vggfeat.sklearn import VGGFeatures
+    from vggfeat.features.sklearn import VGGFeatures
 
     m = tiny("A")
     kw = dict(model=m, scales=(224,), progress=False)
@@ -344,7 +346,7 @@ def test_numpy_collections_are_split_into_images_as_lists_are(files, tiny):
         vggfeat.extract(torch.from_numpy(batch).permute(0, 3, 1, 2), **kw),
         atol=1e-6,
     )
-    with pytest.raises(vggfeat.data.ImageError) as e:
+    with pytest.raises(vggfeat.data.decode.ImageError) as e:
         vggfeat.extract([np.zeros((5, 5, 7), np.uint8)], **kw)
     assert str(e.value).count("image #0") == 1
 
@@ -356,9 +358,11 @@ def test_float_pixels_outside_0_1_are_errors_naming_the_image_not_black_or_white
     good = np.random.default_rng(0).random((224, 230, 3)).astype(np.float32)
     bad = good.copy()
     bad[3, 4, 1] = value
-    with pytest.raises(vggfeat.data.ImageError, match=r"image #1: .*(NaN or infinite|range over).*\[0, 1\]"):
+    with pytest.raises(
+        vggfeat.data.decode.ImageError, match=r"image #1: .*(NaN or infinite|range over).*\[0, 1\]"
+    ):
         vggfeat.extract([good, bad], **kw)
-    with pytest.raises(vggfeat.data.ImageError, match=r"image #0"):  # tensors too
+    with pytest.raises(vggfeat.data.decode.ImageError, match=r"image #0"):  # tensors too
         vggfeat.extract([torch.from_numpy(bad).permute(2, 0, 1)], **kw)
     with pytest.warns(UserWarning, match="could not be read"):
         X = vggfeat.extract([good, bad], on_error="skip", **kw)

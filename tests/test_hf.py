@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 import vggfeat
-import vggfeat.dense
-import vggfeat.hf
-from vggfeat.hf import add_features
+import vggfeat.features.dense
+import vggfeat.features.hf
+from vggfeat.features.hf import add_features
 
 
 def tiny_net(seed=0):
@@ -150,16 +150,16 @@ def test_add_features_refuses_what_is_not_a_dataset():
 RANK_SCRIPT = """
 import json, sys
 import datasets, torch
-import vggfeat, vggfeat.dense
-from vggfeat.distributed import process_state
+import vggfeat, vggfeat.features.dense
+from vggfeat.features.distributed import process_state
 from vggfeat.hf import add_features
 
 computed, writers = [], []
-run_shard = vggfeat.dense.DenseEngine._run_shard
+run_shard = vggfeat.features.dense.DenseEngine._run_shard
 def counting(self, source, todo, *a, **k):
     computed.append(len(todo))
     return run_shard(self, source, todo, *a, **k)
-vggfeat.dense.DenseEngine._run_shard = counting
+vggfeat.features.dense.DenseEngine._run_shard = counting
 init = datasets.arrow_writer.ArrowWriter.__init__
 def recording(self, *a, **k):
     writers.append(str(k.get("path")))

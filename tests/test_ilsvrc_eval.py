@@ -12,7 +12,7 @@ import torch
 from conftest import random_image, script, vggfeat_command
 
 import vggfeat
-from vggfeat import evaluate
+from vggfeat.evaluation import posteriors as evaluate
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "ilsvrc_eval.py"
 
@@ -146,7 +146,7 @@ def test_the_authors_release_is_the_papers_weights_until_it_is_fine_tuned(tmp_pa
     from _caffe_writer import write_caffemodel
     from test_caffe import tiny_layers
 
-    from vggfeat.plots import not_the_papers_weights
+    from vggfeat.evaluation.plots import not_the_papers_weights
 
     release = write_caffemodel(tmp_path / "VGG_ILSVRC_16_layers.caffemodel", tiny_layers("D"))
     net = vggfeat.vgg(weights=release, width=1 / 16, fc_dim=32)  # the tiny stand-in: D at 1/16

@@ -12,7 +12,7 @@ from conftest import random_image
 from PIL import Image
 
 import vggfeat
-from vggfeat import evaluate
+from vggfeat.evaluation import posteriors as evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_ilsvrc_eval_bar_names_the_protocol_and_the_plots_are_written(tmp_path, 
 
 
 def test_protocol_plot_draws_the_chance_levels(tmp_path):
-    from vggfeat import plots
+    from vggfeat.evaluation import plots
 
     rows = [
         dict(model="D", protocol="single", top1=60.0, top5=20.0, paper_top1=25.6, paper_top5=8.1),

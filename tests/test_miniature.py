@@ -12,10 +12,12 @@ import torch
 from conftest import random_image, script
 
 import vggfeat
-from vggfeat import evaluate, stats, toy
-from vggfeat.miniature import QUICK, MiniatureConfig, check, judge, plan
-from vggfeat.miniature.measure import posteriors
-from vggfeat.miniature.runs import stamp_folder, train_config
+from vggfeat.evaluation import posteriors as evaluate
+from vggfeat.evaluation import stats
+from vggfeat.experiments import toy
+from vggfeat.experiments.miniature import QUICK, MiniatureConfig, check, judge, plan
+from vggfeat.experiments.miniature.measure import posteriors
+from vggfeat.experiments.miniature.runs import stamp_folder, train_config
 
 # --- verdicts on scripted numbers -----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import vggfeat
-from vggfeat.models import count_parameters
+from vggfeat.nets.models import count_parameters
 
 # Table 2 / PAPER.md exact counts with 1000 classes
 EXACT = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.svm import LinearSVC
 
-from vggfeat import svm
+from vggfeat.evaluation import svm
 
 
 class Scored:

@@ -15,7 +15,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import check_estimator
 
 import vggfeat
-from vggfeat.sklearn import VGGFeatures
+from vggfeat.features.sklearn import VGGFeatures
 
 
 def tiny_net(config="A", seed=0):

@@ -11,7 +11,7 @@ import pytest
 from conftest import naive_voc07_ap
 from scipy import stats as st
 
-from vggfeat import stats
+from vggfeat.evaluation import stats
 
 A = [61.0, 63.5, 60.2, 62.8, 61.9]
 B = [58.3, 59.9, 59.1, 57.2, 60.4]

@@ -20,8 +20,8 @@ from conftest import vggfeat_command
 from PIL import Image
 
 import vggfeat
-import vggfeat.dense
-from vggfeat.store import StoreBusy, compact, count_rows, stores
+import vggfeat.features.dense
+from vggfeat.features.store import StoreBusy, compact, count_rows, stores
 
 KILL = str(Path(__file__).parent / "_kill_extract.py")
 
@@ -51,9 +51,9 @@ def pngs(tmp_path):
 def computed(monkeypatch):
     """Counts the images the engine decodes and runs (num_workers=0 keeps it in-process)."""
     count = [0]
-    real = vggfeat.dense.to_tensor
+    real = vggfeat.features.dense.to_tensor
     monkeypatch.setattr(
-        vggfeat.dense, "to_tensor", lambda img: count.__setitem__(0, count[0] + 1) or real(img)
+        vggfeat.features.dense, "to_tensor", lambda img: count.__setitem__(0, count[0] + 1) or real(img)
     )
     return count
 
@@ -319,7 +319,7 @@ def test_grid_search_over_a_cached_transformer_computes_each_image_once(tmp_path
     from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
 
-    from vggfeat.sklearn import VGGFeatures
+    from vggfeat.features.sklearn import VGGFeatures
 
     imgs = [np.full((32, 32 + i, 3), 20 + 3 * i, np.uint8) for i in range(6)]
     imgs += [np.full((32, 32 + i, 3), 230 - 3 * i, np.uint8) for i in range(6)]
@@ -368,7 +368,7 @@ def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
     done = count_rows(store)
     assert 3 <= done < len(files), f"could not kill the run midway (rows stored: {done})"
     loaded = []
-    real_open = vggfeat.data.open_image
+    real_open = vggfeat.data.decode.open_image
     monkeypatch.setattr(vggfeat.data, "open_image", lambda p: loaded.append(p) or real_open(p))
     X = run(files, store)
     assert len(loaded) == len(files) - done

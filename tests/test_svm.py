@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.svm import LinearSVC
 
-from vggfeat import svm
+from vggfeat.evaluation import svm
 
 
 def _matlab_max(values):
@@ -213,7 +213,7 @@ def test_caltech_protocol_on_separable_data():
 def test_voc_classification_takes_the_protocol_whole():
     """A VOC protocol passed whole gives the result its four parts give one by one; without
     either, a clear error."""
-    from vggfeat.voc import Protocol
+    from vggfeat.data.voc import Protocol
 
     rng = np.random.default_rng(0)
     Y = rng.choice([1, -1, -1], size=(60, 3))

@@ -385,7 +385,7 @@ def test_features_only_state_dict_of_timm_loads(tmp_path):
     with torch.no_grad():
         for a, b in zip(fm(x), tiny.eval()(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    converted = vggfeat.layouts.to_torchvision(tiny.state_dict())
+    converted = vggfeat.weights.layouts.to_torchvision(tiny.state_dict())
     assert set(converted) == set(fm.state_dict())
 
 

@@ -11,7 +11,7 @@ import pytest
 import torchvision
 from PIL import Image
 
-from vggfeat import toy, toy_draw
+from vggfeat.experiments import toy, toy_draw
 
 SMALL = toy.ToyConfig(seed=3, source_train=2, source_val=1, target_train=6, target_val=5, target_test=7)
 
@@ -159,7 +159,7 @@ def test_labels_from_objects():
 
 
 def test_vggfeat_voc_loader_reads_the_target(data):
-    from vggfeat import voc
+    from vggfeat.data import voc
 
     _, _, devkit = data
     classes = tuple(toy.TARGET_CLASSES)

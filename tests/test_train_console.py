@@ -18,9 +18,9 @@ from PIL import Image
 from test_train import RECIPE, REPO, TINY, _args, _env, write_imagefolder
 
 import vggfeat
-from vggfeat.data import open_image
+from vggfeat.data.decode import open_image
 from vggfeat.train import Interrupted, TrainConfig, train
-from vggfeat.transforms import eval_transform
+from vggfeat.train.transforms import eval_transform
 
 RED, GREY = (214, 39, 40), (128, 128, 128)  # matplotlib's tab:red (resume), the chance line
 

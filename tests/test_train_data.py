@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from test_train import RECIPE, TINY, _free_port, _recipe, _run, write_imagefolder
 
-from vggfeat.imagefolder import DataError, open_splits
+from vggfeat.data.imagefolder import DataError, open_splits
 from vggfeat.train import TrainConfig, train
 from vggfeat.train.meanrgb import cache_paths, compute_mean_rgb
 

@@ -1,4 +1,4 @@
-"""Sec. 3.1 augmentation: compared against vggfeat.data.rescale, hand slicing and the PCA formula."""
+"""Sec. 3.1 augmentation: compared against vggfeat.data.decode.rescale, hand slicing and the PCA formula."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from vggfeat.data import rescale, to_tensor
-from vggfeat.imagefolder import LabelledImages, SkippingCollate, TrainingSet
-from vggfeat.transforms import (
+from vggfeat.data.decode import rescale, to_tensor
+from vggfeat.data.imagefolder import LabelledImages
+from vggfeat.train.training_set import SkippingCollate, TrainingSet
+from vggfeat.train.transforms import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
     PCALighting,

@@ -15,8 +15,8 @@ from conftest import naive_voc07_ap, script, torchrun
 from PIL import Image
 
 import vggfeat
-from vggfeat import caltech, voc
-from vggfeat.data import load_image
+from vggfeat.data import caltech, voc
+from vggfeat.data.decode import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = voc.VOC_CLASSES

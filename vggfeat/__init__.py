@@ -3,11 +3,11 @@ features: Table-1 networks, dense multi-scale evaluation, the appendix-B descrip
 
 import logging
 
-from .extract import Extractor, extract
-from .featuremaps import FeatureInfo, FeatureMaps
-from .models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, paper_scales
-from .preprocess import Preprocess
-from .weights import WeightsError, fingerprint, load_weights, save_weights, vgg
+from .features.extract import Extractor, extract
+from .nets.featuremaps import FeatureInfo, FeatureMaps
+from .nets.models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, paper_scales
+from .nets.preprocess import Preprocess
+from .weights.loader import WeightsError, fingerprint, load_weights, save_weights, vgg
 
 logging.getLogger("vggfeat").addHandler(logging.NullHandler())
 

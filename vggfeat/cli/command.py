@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from .. import __version__
-from ..distributed import is_main_process
+from ..features.distributed import is_main_process
 from ..options import add_options, from_args, option
 from .common import CommandOptions, command_nets, user_errors
 
@@ -21,7 +21,7 @@ log = logging.getLogger("vggfeat")
 def cmd_evaluate(args) -> None:
     import numpy as np
 
-    from vggfeat import evaluate
+    from ..evaluation import posteriors as evaluate
 
     o = from_args(CommandOptions, args)
     o.set_threads()
@@ -115,7 +115,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_toy(args) -> None:
-    from ..toy import ToyConfig, generate
+    from ..experiments.toy import ToyConfig, generate
 
     source, voc = generate(args.out, from_args(ToyConfig, args), progress=True)
     print(f"wrote {source} (ImageFolder: train/, val/) and {voc} (VOC2007 devkit layout)")
@@ -131,7 +131,7 @@ def cmd_convert(args) -> None:
 
 
 def cmd_store(args) -> None:
-    from ..store import compact
+    from ..features.store import compact
 
     for root, before, after in compact(args.path):
         print(f"{root}: {before} chunks -> {after}")
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "toy", help="write the toy data of the demo: an ImageFolder source set and a VOC2007 target"
     )
     t.add_argument("out", type=Path, help="folder to write (source/ and VOCdevkit/ inside)")
-    from ..toy import ToyConfig
+    from ..experiments.toy import ToyConfig
 
     add_options(t, ToyConfig)
     t.set_defaults(func=cmd_toy)

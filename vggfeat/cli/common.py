@@ -88,7 +88,7 @@ class FeatureOptions(NetOptions):
         73, 110, 146 at crop 64), so that a small-crop net runs at its own geometry."""
         if self.scales:
             return tuple(self.scales)
-        from ..models import paper_scales
+        from ..nets.models import paper_scales
 
         return paper_scales(training_crop(nets, "--scales"), self.PAPER_SCALES)
 
@@ -129,7 +129,8 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
     import torch
 
     import vggfeat
-    from vggfeat.errors import ConfigMismatch
+
+    from ..errors import ConfigMismatch
 
     nets = []
     for k, (m, w) in enumerate(zip(models, weights)):
@@ -153,8 +154,8 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message tells the user what to do: shown as one line, without a traceback."""
-    from vggfeat.data import ImageError
-    from vggfeat.errors import WeightsError
+    from ..data.decode import ImageError
+    from ..errors import WeightsError
 
     return (WeightsError, ImageError, FileNotFoundError, ValueError)
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..distributed import is_main_process
+from ..features.distributed import is_main_process
 from ..options import add_options, from_args, option
 from .common import CommandOptions, command_nets
 
@@ -102,7 +102,7 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     """(what ``Extractor`` reads, one identity per row): image files, folders (searched
     recursively) and ``--list`` files, in the order given, with their paths; or one saved Hugging
     Face dataset (``datasets.load_from_disk`` folder) with its row numbers."""
-    from ..data import ImageSource, as_source, list_images
+    from ..data.decode import ImageSource, as_source, list_images
 
     paths = [Path(x) for x in images]
     if len(paths) == 1 and any((paths[0] / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..evaluation.svm import C_GRID
 from ..options import option
-from ..svm import C_GRID
 from .common import FeatureOptions, build_nets, resolve_models
 
 
@@ -36,7 +36,7 @@ class SVMOptions(FeatureOptions):
 
     def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
         """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
-        from ..plots import deviations
+        from ..evaluation.plots import deviations
 
         return deviations(
             nets,

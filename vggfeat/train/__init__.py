@@ -4,8 +4,8 @@ Multinomial logistic regression by mini-batch SGD (momentum 0.9, weight decay 5e
 256 = per-device batch x processes x gradient accumulation), dropout 0.5 on fc6/fc7, learning
 rate 1e-2 divided by 10 when the validation accuracy stops improving (3 times at most), 74
 epochs; short runs anneal instead (:mod:`vggfeat.train.schedule`: step or cosine to lr/100).
-Augmentation in :mod:`vggfeat.transforms`, data sources in :mod:`vggfeat.imagefolder`,
-atomic checkpoints in :mod:`vggfeat.checkpoint`, the mean RGB in :mod:`vggfeat.train.meanrgb`,
+Augmentation in :mod:`vggfeat.train.transforms`, data sources in :mod:`vggfeat.data.imagefolder`,
+atomic checkpoints in :mod:`vggfeat.train.checkpoint`, the mean RGB in :mod:`vggfeat.train.meanrgb`,
 the run-folder lock in :mod:`vggfeat.train.lock`.
 
 Exact resume (DESIGN.md, "Exact resume needs four things"): seedable sampler with ``set_epoch``

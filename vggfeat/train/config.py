@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..imagefolder import DATA_LAYOUTS
-from ..models import PAPER_CROP, fc6_kernel, paper_scale
+from ..data.imagefolder import DATA_LAYOUTS
+from ..nets.models import PAPER_CROP, fc6_kernel, paper_scale
 from ..options import option
-from ..transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 from .schedule import SCHEDULES
+from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 
 
 class ConfigError(ValueError):

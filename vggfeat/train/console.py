@@ -19,7 +19,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from ..checkpoint import latest_checkpoint
+from .checkpoint import latest_checkpoint
 
 
 class Interrupted(KeyboardInterrupt):

@@ -148,7 +148,7 @@ class RunLock:
 def hold_run_lock(run_dir, state) -> RunLock:
     """Collective: the main process takes the lock, every process learns whether it got it (so
     that no rank starts work in a folder another run uses)."""
-    from ..distributed import from_main
+    from ..features.distributed import from_main
 
     lock = RunLock(run_dir)
 

@@ -11,16 +11,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import latest_checkpoint, read_state, remove_incomplete, save_checkpoint
-from ..imagefolder import TrainingSet
-from ..transforms import eval_transform, train_transform
-from ..weights import save_weights
+from ..weights.loader import save_weights
+from .checkpoint import latest_checkpoint, read_state, remove_incomplete, save_checkpoint
 from .config import ConfigError, TrainConfig, check_config
 from .console import console, interrupted
 from .lock import hold_run_lock
 from .report import MetricsLog, clear_run, write_resolved_config
 from .schedule import Schedule
 from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
+from .training_set import TrainingSet
+from .transforms import eval_transform, train_transform
 
 log = logging.getLogger("vggfeat")
 
@@ -240,7 +240,7 @@ class Trainer:
         which would shift every later dropout mask)."""
         import copy
 
-        from ..evaluate import posteriors, topk_error
+        from ..evaluation.posteriors import posteriors, topk_error
 
         model = copy.deepcopy(self.plain_model())
         saved = rng_state()

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import ImageError
-from ..imagefolder import LabelledImages
+from ..data.decode import ImageError
+from ..data.imagefolder import LabelledImages
 
 log = logging.getLogger("vggfeat")
 CACHE_FILE = "mean_rgb.json"
@@ -38,7 +38,7 @@ class _ImageMeans(Dataset):
         return len(self.indices)
 
     def __getitem__(self, k: int) -> torch.Tensor:
-        from ..data import to_tensor
+        from ..data.decode import to_tensor
 
         try:
             img, _ = self.images.load(self.indices[k])
@@ -126,7 +126,7 @@ def shared_mean_rgb(images: LabelledImages, *, data: str, run_dir, state, max_im
     PartialState) and cached by the main process."""
     from accelerate.utils import reduce
 
-    from ..distributed import from_main
+    from ..features.distributed import from_main
 
     paths = cache_paths(data, run_dir)
     indices = sample_indices(len(images), max_images)

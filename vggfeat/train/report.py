@@ -15,7 +15,7 @@ log = logging.getLogger("vggfeat")
 def chance_errors(classes: int) -> dict[str, float]:
     """Top-1/top-5 error of a net that guesses: 1 - 1/K and 1 - min(5, K)/K for K classes (the
     expected error of uniformly random scores, whatever the class balance)."""
-    from ..stats import chance_topk
+    from ..evaluation.stats import chance_topk
 
     return dict(chance_top1_err=chance_topk(classes, 1), chance_top5_err=chance_topk(classes, 5))
 
@@ -32,7 +32,7 @@ def plot_metrics(metrics_file, png) -> None:
     """Train and validation loss, top-1/top-5 error with the chance level, and the learning rate
     per epoch, from metrics.jsonl, as one PNG; a dotted line marks each epoch a run was resumed in.
 
-    Drawn on a ``matplotlib.figure.Figure`` (as :mod:`vggfeat.plots` does), which saves through the
+    Drawn on a ``matplotlib.figure.Figure`` (as :mod:`vggfeat.evaluation.plots` does), which saves through the
     Agg canvas without pyplot: the caller's matplotlib backend and figure list stay as they were."""
     from matplotlib.figure import Figure
 

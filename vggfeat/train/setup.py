@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..imagefolder import SkippingCollate, open_splits
-from ..models import init_from
-from ..preprocess import Preprocess
-from ..weights import vgg
+from ..data.imagefolder import open_splits
+from ..nets.models import init_from
+from ..nets.preprocess import Preprocess
+from ..weights.loader import vgg
 from .config import ConfigError, TrainConfig, split_batch
 from .meanrgb import shared_mean_rgb
+from .training_set import SkippingCollate
 
 log = logging.getLogger("vggfeat")
 
@@ -80,7 +81,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def open_data(cfg: TrainConfig):
-    """(train, val) :class:`~vggfeat.imagefolder.LabelledImages` of the run's ``--data``."""
+    """(train, val) :class:`~vggfeat.data.imagefolder.LabelledImages` of the run's ``--data``."""
     return open_splits(
         cfg.data,
         train_split=cfg.train_split,

@@ -13,9 +13,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..models import TORCHVISION_NAMES
-from ..preprocess import Preprocess
-from ..weights import vgg
+from ..nets.models import TORCHVISION_NAMES
+from ..nets.preprocess import Preprocess
+from ..weights.loader import vgg
 from .loop import batch_loss
 
 

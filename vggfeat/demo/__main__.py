@@ -1,5 +1,0 @@
-"""``python -m vggfeat.demo``: see :mod:`vggfeat.demo`."""
-
-from . import main
-
-main()

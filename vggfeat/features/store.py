@@ -1,0 +1,370 @@
+"""A feature store keyed per image: each descriptor is computed once and served to every later
+call that asks for that image under the same protocol, whatever list it comes in.
+
+Layout of a ``cache=`` folder: one store per layer, so that a run of several layers and a run
+of one of them share rows, and under each layer one store per protocol, named by the protocol's
+digest (as the Hugging Face datasets cache names a dataset by its fingerprint), so that one
+folder serves runs of several weights, scales or options and never mixes their rows
+(:func:`layer_store`)::
+
+    <layer>/<protocol>/manifest.json    the protocol every row depends on (weights fingerprints,
+                                        scales, layer, flip, aggregate, normalize, precision, and
+                                        the torch, torchvision and Pillow versions whose resize
+                                        and decoding made them) and each net's row width;
+                                        written once, never changed
+    <layer>/<protocol>/chunks/<writer>-<seq>.npz
+                                        immutable chunks: ``keys`` (k,) and ``rows`` (k, D) of one
+                                        net (``part``), stamped with the manifest's digest
+    <layer>/<protocol>/writers/<writer>.json
+                                        one per process writing now (host, pid), removed when it
+                                        is done: :func:`compact` refuses to run beside a writer
+
+**Keys** name an image's content, not its place in a list (:mod:`vggfeat.data.identity`), so a
+row serves the image in any list it comes in.
+
+**Why it is safe without locks**, on a local disk or a shared network file system where file
+locks and SQLite's locking are unreliable: no file is ever written in place. Every process
+(an accelerate rank, another job) writes its own chunk files under its own name (host, pid and
+a random id), each to a temporary name, flushed and fsync'ed, then renamed, and rename is atomic
+on POSIX and on NFS. A reader lists the complete chunks and merges them; a chunk is visible only
+once whole, so a kill at any moment loses only the rows not yet flushed, and a damaged file
+(zip CRC, shape, or another protocol's stamp) is skipped with one warning naming it and its rows
+recomputed, never served. Two writers of the same image write the same row twice; readers take
+the first chunk in name order. The manifest is created with an exclusive link, so two first runs
+cannot both claim it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ..data.identity import KEY, digest, image_keys
+
+__all__ = ["FeatureStore", "StoreBusy", "compact", "count_rows", "image_keys", "layer_store", "stores"]
+
+log = logging.getLogger("vggfeat")
+VERSION = 3
+STALE_TMP_S = 24 * 3600  # temporary files older than this were left by killed writers
+
+
+def _flat(d, prefix="") -> dict:
+    """{"models": [{"fingerprint": f}]} -> {"models[0].fingerprint": f}: fields a user can name."""
+    if isinstance(d, dict):
+        return {k2: v2 for k, v in d.items() for k2, v2 in _flat(v, f"{prefix}.{k}" if prefix else k).items()}
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        return {k2: v2 for i, x in enumerate(d) for k2, v2 in _flat(x, f"{prefix}[{i}]").items()}
+    return {prefix: d}
+
+
+class FeatureStore:
+    """One store folder (see the module docstring). ``protocol`` (a JSON-able dict) and ``dims``
+    (row width of each part, i.e. each fused net) describe the rows; a folder made with another
+    protocol is refused. Without them, an existing store is opened as it is (for reading)."""
+
+    def __init__(self, root, protocol: dict | None = None, dims: list[int] | None = None):
+        self.root = Path(root)
+        self.chunks = self.root / "chunks"
+        if protocol is None:
+            self.manifest = json.loads((self.root / "manifest.json").read_text())
+        else:
+            want = json.loads(json.dumps({"version": VERSION, "dims": list(dims), **protocol}))
+            self.manifest = self._claim(want)
+        self.dims = self.manifest["dims"]
+        self.digest = digest(json.dumps(self.manifest, sort_keys=True))
+        self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._seq = 0
+        self._seen: dict[str, tuple[int, np.ndarray] | None] = {}  # chunk -> (part, keys), immutable
+        self.damaged: list[str] = []  # chunks found damaged on reading their rows
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Announce this process as a writer of the store while the block runs (:func:`compact`
+        refuses to run beside one); a killed writer leaves its file, judged by its pid."""
+        mine = self.root / "writers" / f"{self.writer}.json"
+        try:
+            mine.parent.mkdir(exist_ok=True)
+            mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        except OSError:  # a read-only store: it can serve rows, and this process writes none
+            pass
+        try:
+            yield self
+        finally:
+            mine.unlink(missing_ok=True)
+
+    def _claim(self, want: dict) -> dict:
+        """Create the manifest (exclusively) or check that the existing one matches ``want``."""
+        self.chunks.mkdir(parents=True, exist_ok=True)
+        path = self.root / "manifest.json"
+        if not path.exists():
+            tmp = self.root / f".manifest-{uuid.uuid4().hex}.tmp"
+            tmp.write_text(json.dumps(want, indent=1, sort_keys=True))
+            try:
+                os.link(tmp, path)  # atomic and exclusive, also on NFS: the first run wins
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this mount: a lost race then leaves the other
+                if not path.exists():  # run's manifest, and its chunks carry its digest, so rows
+                    os.replace(tmp, path)  # of the two protocols are still never mixed
+            finally:
+                tmp.unlink(missing_ok=True)
+        old = json.loads(path.read_text())
+        if old.get("version") != VERSION:
+            raise ValueError(
+                f"{self.root} is not a feature store of this vggfeat (format {old.get('version')}, "
+                f"expected {VERSION}; format 1 was the whole-list cache). Delete it or use another folder."
+            )
+        a, b = _flat(old), _flat(want)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            raise ValueError(
+                f"feature store {self.root} holds rows made with other {', '.join(diff)} "
+                f"(stored: { {k: a.get(k) for k in diff} }, now: { {k: b.get(k) for k in diff} }); "
+                "refusing to mix features. Use another cache folder, or delete this one."
+            )
+        return old
+
+    # ---- writing -------------------------------------------------------------------------------
+    def write(self, part: int, keys, rows: np.ndarray) -> None:
+        """Add ``rows`` (k, dims[part]) of images ``keys`` as one new chunk, atomically."""
+        rows = np.asarray(rows, dtype=np.float32)
+        if rows.shape != (len(keys), self.dims[part]):
+            raise ValueError(f"rows of shape {rows.shape} for {len(keys)} keys of width {self.dims[part]}")
+        name = f"{self.writer}-{self._seq:06d}-p{part}.npz"
+        self._seq += 1
+        tmp = self.chunks / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, keys=np.asarray(keys, KEY), rows=rows, part=part, protocol=np.bytes_(self.digest))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.chunks / name)
+
+    # ---- reading -------------------------------------------------------------------------------
+    def _scan(self) -> None:
+        """Read the keys of chunks not seen yet; skip (once, with a warning) damaged ones."""
+        now = time.time()
+        for entry in os.scandir(self.chunks):
+            name = entry.name
+            if name.startswith("."):  # a chunk being written, or left by a killed writer
+                try:
+                    if name.endswith(".tmp") and now - entry.stat().st_mtime > STALE_TMP_S:
+                        os.unlink(entry.path)
+                except OSError:  # renamed (completed) or removed meanwhile
+                    pass
+                continue
+            if not name.endswith(".npz") or name in self._seen:
+                continue
+            try:
+                with np.load(entry.path) as z:
+                    ok = bytes(z["protocol"]).decode() == self.digest and int(z["part"]) < len(self.dims)
+                    self._seen[name] = (int(z["part"]), z["keys"]) if ok else None
+            except FileNotFoundError:  # merged away by compact() meanwhile
+                continue
+            except Exception as e:
+                log.warning("feature store %s: skipping unreadable chunk %s (%s)", self.root, name, e)
+                self._seen[name] = None
+
+    def _index(self, part: int):
+        """(sorted unique keys, chunk name of each, row in that chunk) for one part."""
+        self._scan()
+        names, keys, rows = [], [], []
+        for name in sorted(self._seen):
+            entry = self._seen[name]
+            if entry is not None and entry[0] == part:
+                names.append(name)
+                keys.append(entry[1])
+                rows.append(np.arange(len(entry[1])))
+        if not keys:
+            return np.empty(0, KEY), np.empty(0, np.int64), np.empty(0, np.int64), names
+        chunk = np.repeat(np.arange(len(keys)), [len(k) for k in keys])
+        k, first = np.unique(np.concatenate(keys), return_index=True)  # first chunk in name order
+        return k, chunk[first], np.concatenate(rows)[first], names
+
+    def _locate(self, keys, part: int):
+        """For each key: (found, chunk name index, row), and the chunk names."""
+        stored, chunk, row, names = self._index(part)
+        q = np.asarray(keys, KEY)
+        if not len(stored):
+            return np.zeros(len(q), bool), np.zeros(len(q), np.int64), np.zeros(len(q), np.int64), names
+        pos = np.minimum(np.searchsorted(stored, q), len(stored) - 1)
+        return stored[pos] == q, chunk[pos], row[pos], names
+
+    def missing(self, keys, part: int) -> list[int]:
+        """Indices of the first occurrence of every key whose row of ``part`` is not stored."""
+        found = self._locate(keys, part)[0]
+        seen, todo = set(), []
+        for i in np.flatnonzero(~found):
+            if keys[i] not in seen:
+                seen.add(keys[i])
+                todo.append(int(i))
+        return todo
+
+    def read(
+        self, keys, part: int, out: np.ndarray, columns: slice, scale: float = 1.0, *, expected=None, wait_s=0
+    ) -> np.ndarray:
+        """Copy the stored rows of ``part`` into ``out[i, columns]`` (times ``scale``) for every
+        key found, one chunk in memory at a time; returns the found mask. Rows ``expected`` (a
+        mask) that other processes write are waited for up to ``wait_s`` seconds: a network
+        file system may list new files late."""
+        deadline, damaged = time.monotonic() + wait_s, len(self.damaged)
+        found = self._read(keys, part, out, columns, scale)
+        while expected is not None and not found[expected].all():
+            if len(self.damaged) > damaged:  # rows lost with a damaged chunk: the caller recomputes
+                return found
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"feature store {self.root}: {int((~found & expected).sum())} rows computed by "
+                    f"other processes are not visible after {wait_s} s; is the folder on a file "
+                    "system shared by every rank?"
+                )
+            time.sleep(1)
+            found = self._read(keys, part, out, columns, scale)
+        return found
+
+    def _read(self, keys, part, out, columns, scale) -> np.ndarray:
+        while True:  # again after a chunk proves damaged or merged away: its keys may be elsewhere
+            found, chunk, row, names = self._locate(keys, part)
+            idx = np.flatnonzero(found)
+            order = idx[np.argsort(chunk[idx], kind="stable")]
+            groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
+            if all(self._copy(names[chunk[g[0]]], part, row[g], out, g, columns, scale) for g in groups):
+                return found
+
+    def _copy(self, name: str, part: int, rows, out, at, columns, scale) -> bool:
+        """``out[at, columns] = rows`` of chunk ``name``; False (the chunk forgotten) if it is
+        gone or damaged, with one warning for a damaged one."""
+        try:
+            with np.load(self.chunks / name) as z:
+                stored = z["rows"]
+            if stored.shape != (len(self._seen[name][1]), self.dims[part]):
+                raise ValueError(f"rows of shape {stored.shape}")
+        except FileNotFoundError:  # merged by compact(): the merged chunk holds the rows
+            del self._seen[name]
+            return False
+        except Exception as e:
+            log.warning(
+                "feature store %s: skipping damaged chunk %s (%s: %s); its rows are recomputed",
+                self.root,
+                name,
+                type(e).__name__,
+                e,
+            )
+            self._seen[name] = None
+            self.damaged.append(name)
+            return False
+        out[at, columns] = stored[rows] * scale
+        return True
+
+
+def layer_store(root, layer: str, protocol: dict, dims: list[int]) -> FeatureStore:
+    """The store of ``layer`` and ``protocol`` in the ``cache=`` folder ``root``: a folder per
+    protocol digest under the layer's folder (module docstring)."""
+    root = Path(root)
+    for old, layout in ((root, "one layer per folder"), (root / layer, "one store per layer")):
+        if (old / "manifest.json").exists():  # a store of an earlier layout
+            v = json.loads((old / "manifest.json").read_text()).get("version")
+            raise ValueError(
+                f"{old} holds features in an earlier layout (format {v}: "
+                f"{'the whole-list cache' if v == 1 else layout}, whose image keys this version no "
+                "longer matches); a cache folder now holds one store per layer and protocol. "
+                f"Delete {old} or use another cache folder."
+            )
+    manifest = json.dumps({"version": VERSION, "dims": list(dims), **protocol}, sort_keys=True)
+    return FeatureStore(root / layer / digest(manifest)[:16], protocol, dims)
+
+
+def stores(path) -> list[FeatureStore]:
+    """Every store under ``path`` (a ``cache=`` folder, a layer's folder, or one store)."""
+    found = sorted({m.parent for m in Path(path).rglob("manifest.json") if (m.parent / "chunks").is_dir()})
+    return [FeatureStore(p) for p in found]
+
+
+def count_rows(path, layer: str = "fc7") -> int:
+    """Images with a complete row (every fused net) of ``layer`` in the ``cache=`` folder
+    ``path``, summed over its protocols' stores; 0 if none yet."""
+    total = 0
+    for store in stores(Path(path) / layer) if (Path(path) / layer).is_dir() else []:
+        common = None
+        for part in range(len(store.dims)):
+            keys = store._index(part)[0]
+            common = keys if common is None else np.intersect1d(common, keys)
+        total += 0 if common is None else len(common)
+    return total
+
+
+def _live_writers(store: FeatureStore) -> list[str]:
+    """The writers of ``store`` that may be running (a dead pid on this host is removed)."""
+    live = []
+    for f in sorted((store.root / "writers").glob("*.json")) if (store.root / "writers").is_dir() else []:
+        try:
+            who = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written or removed now: the writer is starting or done
+        if who.get("host") == socket.gethostname():
+            try:
+                os.kill(int(who["pid"]), 0)
+            except ProcessLookupError:  # killed: its chunks are complete or invisible
+                f.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                pass
+        live.append(f"{f} (host {who.get('host')}, pid {who.get('pid')})")
+    return live
+
+
+class StoreBusy(ValueError):
+    """A store that a process is writing now; the message names the process."""
+
+
+COMPACT_ROWS = 65536  # rows per merged chunk: 1 GiB of fc7 rows at most in memory
+
+
+def compact(path, rows_per_chunk: int = COMPACT_ROWS) -> list[tuple[Path, int, int]]:
+    """Merge the chunks of every store under ``path`` into chunks of ``rows_per_chunk`` rows
+    (one row per image, duplicates and damaged chunks dropped); returns (store, chunks before,
+    after) of each. The merged chunks are renamed in before the old ones are removed, so a
+    kill at any moment loses nothing; refused while a writer runs (its own chunks would not be
+    merged, and a reader started before may look for a removed chunk)."""
+    done, found = [], stores(path)
+    if not found:
+        raise FileNotFoundError(f"no feature store under {path} (a cache= folder holds <layer>/<protocol>/)")
+    for store in found:
+        live = _live_writers(store)
+        if live:
+            raise StoreBusy(
+                f"feature store {store.root} is being written by {', '.join(live)}; run compact when "
+                "no extraction writes to it (delete a writer's file if that process is gone)"
+            )
+        store._scan()
+        old = [n for n, e in store._seen.items() if e is not None]
+        for part in range(len(store.dims)):
+            _merge(store, part, rows_per_chunk)
+        for name in old + store.damaged:
+            (store.chunks / name).unlink(missing_ok=True)
+        done.append((store.root, len(old), store._seq))
+    return done
+
+
+def _merge(store: FeatureStore, part: int, rows_per_chunk: int) -> None:
+    """Rewrite the rows of ``part`` as chunks of ``rows_per_chunk`` rows, reading each old chunk
+    once, in name order (the order that decides between duplicates)."""
+    keys, chunk, row, names = store._index(part)
+    order = np.argsort(chunk, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
+    held_k, held_r = [], []
+    for i, g in enumerate(groups):
+        rows = np.empty((len(g), store.dims[part]), np.float32)
+        if store._copy(names[chunk[g[0]]], part, row[g], rows, slice(None), slice(None), 1.0):
+            held_k.append(keys[g])
+            held_r.append(rows)
+        if held_k and (sum(map(len, held_k)) >= rows_per_chunk or i == len(groups) - 1):
+            store.write(part, np.concatenate(held_k), np.concatenate(held_r))
+            held_k, held_r = [], []

@@ -33,9 +33,9 @@ from ..data.identity import library_versions
 from ..errors import ConfigMismatch
 from ..nets.models import VGG, paper_scales
 from ..weights.loader import fingerprint, load_weights, vgg
+from .batches import batch_column, feature_columns, is_batch
 from .dense import DenseEngine
 from .distributed import from_main, gather_keys, process_state
-from .hf import batch_column, feature_columns, is_batch
 from .store import layer_store
 
 log = logging.getLogger("vggfeat")

@@ -11,9 +11,8 @@ Under several ranks (``accelerate launch``) every rank computes its share of eac
 the main process alone writes the Arrow file (:func:`_map_once`).
 
 The plain recipe needs no helper: ``ds.map(Extractor(...), batched=True)`` adds a
-``features`` column (:class:`vggfeat.Extractor` takes a batch and returns its columns). What
-it needs for that, telling a batch from an image (:func:`is_batch`), finding its image column
-(:func:`batch_column`) and naming the new columns (:func:`feature_columns`), lives here too.
+``features`` column (:class:`vggfeat.Extractor` takes a batch and returns its columns, with the
+helpers of :mod:`vggfeat.features.batches`).
 """
 
 from __future__ import annotations
@@ -22,19 +21,12 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-import numpy as np
-import torch
-from PIL import Image
 
 from ..data.decode import as_source, hf_image_column
+from .batches import column_names, feature_columns
 from .distributed import process_state
+from .extract import Extractor
 from .store import image_keys
-
-if TYPE_CHECKING:  # extract imports this module: the extractor is imported where it is built
-    from .extract import Extractor
 
 
 def add_features(
@@ -59,8 +51,6 @@ def add_features(
     ``concatenate_datasets(axis=1)``, whose fingerprint ``datasets`` derives itself.
     """
     import datasets
-
-    from .extract import Extractor
 
     ext = Extractor(image_column=image_column, **extract_kwargs)
     return _add(datasets, ds, ext, column, map_batch_size)
@@ -130,37 +120,3 @@ def _identity(ds, col: str, ext: Extractor, column: str) -> str:
     for lo in range(0, len(source), step):  # the encoded bytes, read a slice at a time
         h.update("".join(image_keys(source, lo=lo, hi=min(lo + step, len(source)))).encode())
     return h.hexdigest()[:32]
-
-
-def column_names(ext: Extractor, column: str = "features") -> list[str]:
-    """Dataset columns of ``ext``'s rows: ``column``, or ``column_<layer>`` for several layers."""
-    return [column] if isinstance(ext.layer, str) else [f"{column}_{name}" for name in ext.layers]
-
-
-def feature_columns(ext: Extractor, rows, column: str = "features") -> dict:
-    """The rows of one call (an array, or a dict per layer) as dataset columns."""
-    per_layer = [rows] if isinstance(ext.layer, str) else [rows[name] for name in ext.layers]
-    return dict(zip(column_names(ext, column), per_layer))
-
-
-def is_batch(images) -> bool:
-    """A ``Dataset.map(batched=True)`` batch: a mapping of columns, each a list of values (not
-    one undecoded image, ``{"bytes": ..., "path": ...}``)."""
-    if not isinstance(images, Mapping):
-        return False
-    return not set(images) <= {"bytes", "path"} or isinstance(next(iter(images.values()), None), list)
-
-
-def batch_column(batch, image_column: str | None) -> str:
-    """The column of a ``Dataset.map`` batch that holds the images: ``image_column``, else the
-    first whose values are images (decoded, undecoded, arrays, tensors or paths)."""
-    if image_column is not None:
-        if image_column not in batch:
-            raise KeyError(f"image_column {image_column!r} is not in the batch {list(batch)}")
-        return image_column
-    for name, values in batch.items():
-        if len(values) and isinstance(values[0], (Image.Image, dict, np.ndarray, torch.Tensor, str)):
-            return name
-    raise ValueError(
-        f"no column of this batch holds images (columns: {list(batch)}); pass image_column= to the Extractor"
-    )

@@ -6,14 +6,9 @@ are views of the parent :class:`vggfeat.nets.models.VGG`'s Linear weights, so th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from .models import VGG
 
 
 class DenseVGG(nn.Module):
@@ -25,7 +20,8 @@ class DenseVGG(nn.Module):
     ``forward(x, layer=...)`` stops at a named layer and returns its (post-ReLU) map.
     """
 
-    def __init__(self, model: VGG):
+    def __init__(self, model: nn.Module):
+        """``model``: the :class:`vggfeat.nets.models.VGG` whose weights this view shares."""
         super().__init__()
         # the parent's modules themselves, so a later reset_classifier() shows here too
         self.features, self.classifier = model.features, model.classifier

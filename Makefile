@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check vggfeat recipes benchmarks tests
 	$(VENV)/bin/ruff format --check vggfeat recipes benchmarks tests
+	$(VENV)/bin/lint-imports --no-cache  # the layers contract in pyproject.toml (docs/architecture.md)
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format vggfeat recipes benchmarks tests

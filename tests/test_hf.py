@@ -67,7 +67,7 @@ def test_dataset_streams_through_map_in_batches_with_every_column_kept(calls):
 
 
 def test_fingerprint_is_public_and_reuses_the_arrow_cache_on_disk(tmp_path, calls):
-    assert not re.search(r"\w\._\w", inspect.getsource(vggfeat.hf))  # no private attribute read
+    assert not re.search(r"\w\._\w", inspect.getsource(vggfeat.features.hf))  # no private attribute read
     arrays, net = pixels(6, seed=1), tiny_net()
     image_ds(arrays, row=list(range(6))).save_to_disk(tmp_path / "ds")
     ds = datasets.load_from_disk(str(tmp_path / "ds"))

@@ -25,12 +25,13 @@ from typing import ClassVar, Literal
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
 from vggfeat.data import caltech
+from vggfeat.evaluation import paper as published
 from vggfeat.evaluation import plots, svm
 from vggfeat.features.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
-PAPER_SCALES = (256, 384, 512)
-PAPER_SPLITS = 3
+PAPER_SCALES = published.CALTECH_Q
+PAPER_SPLITS = published.CALTECH_SPLITS
 
 
 @dataclass(kw_only=True)
@@ -103,7 +104,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
         result=res,
         label=f"this run, {name}",
         column=f"{cfg.dataset} mean class recall (%)",
-        paper=caltech.PAPER_TABLE11[cfg.dataset],
+        paper=published.CALTECH_RECALL[cfg.dataset],
         paper_row=name,
         not_comparable=not_comparable(cfg, nets),
         payload=dict(
@@ -120,7 +121,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
 
 def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's Caltech protocol (Table 11); empty when it does not."""
-    rows = [k for k in caltech.PAPER_TABLE11[cfg.dataset] if k.startswith("VGG")]
+    rows = [k for k in published.CALTECH_RECALL[cfg.dataset] if k.startswith("VGG")]
     reasons = cfg.deviations(nets, rows=rows, paper_scales=PAPER_SCALES, paper_aggregate="stack")
     if not cfg.background:
         reasons.append("--no-background (the paper counts the background/clutter class: 102 / 257 classes)")

@@ -26,7 +26,7 @@ from pathlib import Path
 from vggfeat.cli.common import NetOptions, build_nets, resolve_models, run_script, training_crop
 from vggfeat.evaluation import plots
 from vggfeat.evaluation import posteriors as evaluate
-from vggfeat.evaluation.stats import chance_topk
+from vggfeat.evaluation.chance import chance_errors, chance_topk
 from vggfeat.features.distributed import is_main_process
 from vggfeat.nets.models import paper_scale
 from vggfeat.options import add_options, from_args, option
@@ -144,7 +144,8 @@ def main(cfg: Config) -> list[dict] | None:
     out = cfg.out or Path("runs") / f"ilsvrc_{'_'.join(names)}"
     out.mkdir(parents=True, exist_ok=True)
     reasons = not_comparable(cfg, nets, images=len(labels))
-    chance = evaluate.chance_errors(nets[0].num_classes)
+    k = nets[0].num_classes
+    chance = dict(classes=k, **{n: 100 * e for n, e in chance_errors(k).items()})  # percent
     text = report(cfg, rows, reasons, chance)
     (out / "report.md").write_text(text)
     payload = {"config": asdict(cfg), "images": len(labels), "rows": rows, "chance": chance}

@@ -25,12 +25,13 @@ import numpy as np
 
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
-from vggfeat.data import voc
+from vggfeat.data import voc, voc_devkit
+from vggfeat.evaluation import paper as published
 from vggfeat.evaluation import plots, svm
 from vggfeat.features.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
-PAPER_SCALES = (256, 384, 512, 640, 768)  # the VOC setting of Appendix B
+PAPER_SCALES = published.VOC_Q  # the VOC setting of Appendix B
 PAPER_NETS = "VGG Net-D & Net-E"  # Table 12 stacks the descriptors of D and E
 
 
@@ -60,7 +61,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
     # the nets first: a missing weights file fails before any data is read
     nets = cfg.build_nets()
     if cfg.download:
-        on_main_process(voc.download, cfg.root, 2012)
+        on_main_process(voc_devkit.download, cfg.root, 2012)
     data = voc.load_voc_actions(cfg.root, max_images=cfg.max_images)
     # Each image is described once, however many persons it holds.
     images, which = np.unique([str(p) for p in data.images], return_inverse=True)
@@ -93,7 +94,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
         results=results,
         labels=data.labels[val],
         column="VOC-2012 action mAP (%)",
-        paper=voc.PAPER_TABLE12,
+        paper=published.VOC_ACTION_MAP,
         paper_row="whole image + person box" if name == PAPER_NETS else "",
         not_comparable=not_comparable(cfg, nets),
         payload=dict(

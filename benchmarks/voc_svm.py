@@ -22,12 +22,13 @@ from typing import ClassVar, Literal
 
 from vggfeat.cli.common import run_script
 from vggfeat.cli.svm import SVMOptions
-from vggfeat.data import voc
+from vggfeat.data import voc, voc_devkit
+from vggfeat.evaluation import paper as published
 from vggfeat.evaluation import plots, svm
 from vggfeat.features.distributed import is_main_process, on_main_process
 from vggfeat.options import add_options, from_args, option
 
-PAPER_SCALES = (256, 384, 512, 640, 768)  # Appendix B: VOC averages over 5 scales
+PAPER_SCALES = published.VOC_Q  # Appendix B: VOC averages over 5 scales
 
 
 @dataclass(kw_only=True)
@@ -36,7 +37,9 @@ class Config(SVMOptions):
     year: Literal[2007, 2008, 2009, 2010, 2011, 2012] = 2007
     PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
     max_images: int | None = option(None, help="first N images per split: quick run, not comparable")
-    classes: tuple[str, ...] = option(voc.VOC_CLASSES, help="class names of a VOC-layout dataset of your own")
+    classes: tuple[str, ...] = option(
+        voc_devkit.VOC_CLASSES, help="class names of a VOC-layout dataset of your own"
+    )
 
     def __post_init__(self):
         self.out = self.out or Path("runs") / f"voc{self.year}_{self.label()}"
@@ -56,7 +59,7 @@ def main(cfg: Config) -> svm.VOCResult | None:
     # the nets first: a missing weights file fails before any data is read
     nets = cfg.build_nets()
     if cfg.download:
-        on_main_process(voc.download, cfg.root, cfg.year)
+        on_main_process(voc_devkit.download, cfg.root, cfg.year)
     data = voc.load_voc(cfg.root, cfg.year, max_images=cfg.max_images, classes=cfg.classes)
     proto = voc.protocol(data, seed=cfg.seed)
     X = cfg.extract(data.images, nets)
@@ -79,8 +82,8 @@ def main(cfg: Config) -> svm.VOCResult | None:
     ]
     name = plots.paper_name([n.config for n in nets])
     # the paper's rows only beside VOC's own 20 classes
-    custom = cfg.classes != voc.VOC_CLASSES
-    paper = {k: v[cfg.year] for k, v in voc.PAPER_TABLE11.items() if cfg.year in v and not custom}
+    custom = cfg.classes != voc_devkit.VOC_CLASSES
+    paper = {k: v[cfg.year] for k, v in published.VOC_MAP.items() if cfg.year in v and not custom}
     md = plots.ap_report(
         cfg.out,
         title=f"VOC{cfg.year} classification: linear SVMs on {name} descriptors",
@@ -107,11 +110,11 @@ def main(cfg: Config) -> svm.VOCResult | None:
 
 def not_comparable(cfg: Config, nets) -> list[str]:
     """Why this run differs from the paper's VOC protocol (Table 11); empty when it does not."""
-    rows = [k for k in voc.PAPER_TABLE11 if k.startswith("VGG")]
+    rows = [k for k in published.VOC_MAP if k.startswith("VGG")]
     reasons = cfg.deviations(nets, rows=rows, paper_scales=PAPER_SCALES, paper_aggregate="mean")
     if cfg.year not in (2007, 2012):
         reasons.append(f"VOC{cfg.year}: the paper reports VOC2007 and VOC2012")
-    if cfg.classes != voc.VOC_CLASSES:
+    if cfg.classes != voc_devkit.VOC_CLASSES:
         reasons.append(f"--classes {' '.join(cfg.classes)} (not VOC's 20 classes)")
     if cfg.max_images:
         reasons.append(f"--max-images {cfg.max_images} (a quick run on part of the data)")

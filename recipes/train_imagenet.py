@@ -17,9 +17,9 @@ import sys
 from dataclasses import replace
 
 from vggfeat import options
-from vggfeat.data.imagefolder import DataError
+from vggfeat.errors import ConfigError, DataError, RunLocked
 from vggfeat.options import add_options
-from vggfeat.train import ConfigError, Interrupted, RunLocked, TrainConfig, check_config, train
+from vggfeat.train import Interrupted, TrainConfig, check_config, train
 
 PAPER = TrainConfig()  # the defaults are Sec. 3.1's: batch 256, lr 1e-2, momentum 0.9, wd 5e-4, 74 epochs
 # Presets that start from another preset's weights name that run: its final.safetensors is looked

@@ -77,7 +77,7 @@ def free_port() -> int:
 
 def torchrun(n: int, *args, timeout: int = 600) -> subprocess.CompletedProcess:
     """``args`` (a script and its arguments, or ``-m module ...``) as ``n`` gloo ranks on CPU, as
-    ``accelerate launch`` would start them (DESIGN.md: ``--cpu --num_processes`` runs one)."""
+    ``accelerate launch`` would start them (docs/architecture.md: ``--cpu --num_processes`` runs one)."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [
         sys.executable,

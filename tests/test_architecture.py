@@ -80,7 +80,9 @@ def _private_imports(path: Path, module: str) -> list[str]:
             target = ".".join(base + ([node.module] if node.module else []))
             if not target.startswith("vggfeat"):
                 continue
-            out += [f"{target}.{a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+            out += [
+                f"{target}.{a.name}" for a in node.names if a.name.startswith("_") and a.name != "__version__"
+            ]
     return out
 
 

@@ -15,8 +15,8 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 import vggfeat
+from vggfeat.errors import WeightsError
 from vggfeat.weights.caffe import caffe_to_state_dict, infer_caffe_arch, infer_caffe_config, read_caffemodel
-from vggfeat.weights.loader import WeightsError
 
 WIDTH, FC_DIM, NUM_CLASSES = 1 / 16, 32, 10
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # the release's mean pixel, B, G, R, in 0-255

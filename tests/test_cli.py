@@ -16,6 +16,7 @@ import vggfeat
 from vggfeat import cli
 from vggfeat.cli import common
 from vggfeat.features import distributed
+from vggfeat.options import add_options
 
 TINY = ["--width", "0.0625", "--fc-dim", "32", "--scales", "224", "--quiet"]
 SCRIPTS = ("voc_svm", "caltech_svm", "voc_action_svm", "ilsvrc_eval")
@@ -31,7 +32,7 @@ def folder(tmp_path):
 
 def test_weights_default_to_imagenet_and_none_means_random():
     p = argparse.ArgumentParser()
-    common.add_model_args(p)
+    add_options(p, common.FeatureOptions)
     pick = lambda argv, **kw: common.models_and_weights(p.parse_args(argv), **kw)
     assert pick([]) == (["D"], ["default"])
     assert pick([], default=("D", "E")) == (["D", "E"], ["default", "default"])

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vggfeat.data.decode import ImageError, as_source, image_size, load_image, open_image, resized_size
+from vggfeat.data.decode import as_source, image_size, load_image, open_image, resized_size
+from vggfeat.errors import ImageError
 
 
 def test_modes_decode_to_rgb(tmp_path):

@@ -209,7 +209,7 @@ def test_on_error_skip_and_raise(files, tiny, tmp_path):
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     inputs = [files[0], bad, files[1]]
     m = tiny("A")
-    with pytest.raises(vggfeat.data.decode.ImageError, match=r"#1.*bad.jpg"):
+    with pytest.raises(vggfeat.errors.ImageError, match=r"#1.*bad.jpg"):
         vggfeat.extract(inputs, model=m, scales=(224,), progress=False)
     ext = vggfeat.Extractor(m, scales=(224,), on_error="skip", progress=False)
     with pytest.warns(UserWarning, match="bad.jpg"):
@@ -346,7 +346,7 @@ def test_numpy_collections_are_split_into_images_as_lists_are(files, tiny):
         vggfeat.extract(torch.from_numpy(batch).permute(0, 3, 1, 2), **kw),
         atol=1e-6,
     )
-    with pytest.raises(vggfeat.data.decode.ImageError) as e:
+    with pytest.raises(vggfeat.errors.ImageError) as e:
         vggfeat.extract([np.zeros((5, 5, 7), np.uint8)], **kw)
     assert str(e.value).count("image #0") == 1
 
@@ -359,10 +359,10 @@ def test_float_pixels_outside_0_1_are_errors_naming_the_image_not_black_or_white
     bad = good.copy()
     bad[3, 4, 1] = value
     with pytest.raises(
-        vggfeat.data.decode.ImageError, match=r"image #1: .*(NaN or infinite|range over).*\[0, 1\]"
+        vggfeat.errors.ImageError, match=r"image #1: .*(NaN or infinite|range over).*\[0, 1\]"
     ):
         vggfeat.extract([good, bad], **kw)
-    with pytest.raises(vggfeat.data.decode.ImageError, match=r"image #0"):  # tensors too
+    with pytest.raises(vggfeat.errors.ImageError, match=r"image #0"):  # tensors too
         vggfeat.extract([torch.from_numpy(bad).permute(2, 0, 1)], **kw)
     with pytest.warns(UserWarning, match="could not be read"):
         X = vggfeat.extract([good, bad], on_error="skip", **kw)

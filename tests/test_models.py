@@ -10,7 +10,7 @@ from torch import nn
 import vggfeat
 from vggfeat.nets.models import count_parameters
 
-# Table 2 / PAPER.md exact counts with 1000 classes
+# Table 2 / docs/paper.md exact counts with 1000 classes
 EXACT = {
     "A": 132_863_336,
     "A-LRN": 132_863_336,

@@ -11,7 +11,7 @@ import pytest
 from conftest import naive_voc07_ap
 from scipy import stats as st
 
-from vggfeat.evaluation import stats
+from vggfeat.evaluation import chance, stats, svm
 
 A = [61.0, 63.5, 60.2, 62.8, 61.9]
 B = [58.3, 59.9, 59.1, 57.2, 60.4]
@@ -98,12 +98,12 @@ def test_holm_equals_a_hand_computed_example():
 
 
 def test_chance_topk_by_hand():
-    assert stats.chance_topk(1000, 1) == pytest.approx(0.999)
-    assert stats.chance_topk(1000, 5) == pytest.approx(0.995)
-    assert stats.chance_topk(24) == pytest.approx(23 / 24)
-    assert stats.chance_topk(3, 5) == 0.0  # top-5 of 3 classes always holds the label
+    assert chance.chance_topk(1000, 1) == pytest.approx(0.999)
+    assert chance.chance_topk(1000, 5) == pytest.approx(0.995)
+    assert chance.chance_topk(24) == pytest.approx(23 / 24)
+    assert chance.chance_topk(3, 5) == 0.0  # top-5 of 3 classes always holds the label
     with pytest.raises(ValueError, match="num_classes"):
-        stats.chance_topk(0)
+        chance.chance_topk(0)
 
 
 def test_chance_ap_equals_the_exact_expectation_over_every_ranking():
@@ -111,18 +111,18 @@ def test_chance_ap_equals_the_exact_expectation_over_every_ranking():
     # likely at chance; the mean of the permutation samples converges on their mean AP
     labels = np.array([1, -1, 0, 1, -1])
     exact = np.mean([naive_voc07_ap(np.array(p, float), labels) for p in itertools.permutations(range(5))])
-    samples = stats.chance_ap_samples(labels[:, None], permutations=4000, seed=0)[:, 0]
+    samples = chance.chance_ap_samples(labels[:, None], permutations=4000, seed=0)[:, 0]
     assert samples.mean() == pytest.approx(exact, abs=3 * samples.std() / math.sqrt(4000))
     # the positive rate among non-difficult images (2 / 4) only approximates it
-    count, rate = stats.positives(labels[:, None])
+    count, rate = chance.positives(labels[:, None])
     assert count.tolist() == [2] and rate.tolist() == [0.5] and exact > 0.5
 
 
 def test_chance_map_matches_random_scores_scored_naively():
     rng = np.random.default_rng(1)
     labels = rng.choice([1, -1, -1, -1, 0], size=(60, 4))
-    samples = stats.chance_map_samples(labels, permutations=300, seed=0)
-    mean, std = stats.chance_map(labels, permutations=300, seed=0)
+    samples = chance.chance_map_samples(labels, permutations=300, seed=0)
+    mean, std = chance.chance_map(labels, permutations=300, seed=0)
     assert (mean, std) == pytest.approx((samples.mean(), samples.std(ddof=1)))
     naive = [np.mean([naive_voc07_ap(rng.random(60), labels[:, k]) for k in range(4)]) for _ in range(300)]
     assert abs(mean - np.mean(naive)) < 3 * np.std(naive) / np.sqrt(300) + 1e-3
@@ -131,31 +131,31 @@ def test_chance_map_matches_random_scores_scored_naively():
 
 def test_chance_map_skips_classes_without_positives_and_counts_positives():
     labels = np.array([[1, -1, 1], [-1, -1, 0], [-1, 0, 1], [1, -1, -1]])
-    aps = stats.chance_ap_samples(labels, permutations=50, seed=3)
+    aps = chance.chance_ap_samples(labels, permutations=50, seed=3)
     assert np.isnan(aps[:, 1]).all()
     np.testing.assert_allclose(
-        stats.chance_map_samples(labels, permutations=50, seed=3), aps[:, [0, 2]].mean(1)
+        chance.chance_map_samples(labels, permutations=50, seed=3), aps[:, [0, 2]].mean(1)
     )
-    count, rate = stats.positives(labels)
+    count, rate = chance.positives(labels)
     assert count.tolist() == [2, 0, 2] and rate.tolist() == [0.5, 0.0, 2 / 3]
 
 
 def test_ap_chance_gathers_the_chance_levels_of_a_test_split():
     labels = np.array([[1, -1], [0, 1], [-1, -1], [1, 0], [-1, -1]])
-    got = stats.ap_chance(labels, classes=["cat", "dog"], ap="voc12", permutations=30, seed=2)
+    got = chance.ap_chance(labels, classes=["cat", "dog"], ap="voc12", permutations=30, seed=2)
     assert got["positives"] == {"cat": 2, "dog": 1}  # by hand
     assert got["positive_rate"] == {"cat": 0.5, "dog": 0.25}  # 2 of 4, 1 of 4 non-difficult
-    aps = stats.chance_ap_samples(labels, permutations=30, seed=2, ap="voc12")
+    aps = chance.chance_ap_samples(labels, permutations=30, seed=2, ap="voc12")
     assert got["ap"] == pytest.approx(dict(zip(["cat", "dog"], aps.mean(axis=0))))
-    maps = stats.chance_map_samples(labels, permutations=30, seed=2, ap="voc12")
+    maps = chance.chance_map_samples(labels, permutations=30, seed=2, ap="voc12")
     assert (got["map"], got["map_std"]) == pytest.approx((maps.mean(), maps.std(ddof=1)))
     assert got["ap_rule"] == "voc12" and got["permutations"] == 30
 
 
 def test_chance_mean_class_recall_by_hand():
-    assert stats.chance_mean_class_recall(102) == pytest.approx(1 / 102)
+    assert chance.chance_mean_class_recall(102) == pytest.approx(1 / 102)
     with pytest.raises(ValueError, match="num_classes"):
-        stats.chance_mean_class_recall(0)
+        chance.chance_mean_class_recall(0)
 
 
 def test_per_seed():
@@ -191,7 +191,7 @@ def test_map_metric_is_the_mean_of_naive_aps_over_classes_with_positives():
     labels[:, 2] = -1  # no positive: skipped
     scores = rng.random((40, 3))
     want = np.mean([naive_voc07_ap(scores[:, k], labels[:, k]) for k in range(2)])
-    assert stats.map_metric("voc07")(scores, labels) == pytest.approx(want)
+    assert svm.map_metric("voc07")(scores, labels) == pytest.approx(want)
 
 
 def test_paired_bootstrap_resamples_the_same_images_for_both_systems():

@@ -21,7 +21,8 @@ from PIL import Image
 
 import vggfeat
 import vggfeat.features.dense
-from vggfeat.features.store import StoreBusy, compact, count_rows, stores
+from vggfeat.errors import StoreBusy
+from vggfeat.features.store import compact, count_rows, stores
 
 KILL = str(Path(__file__).parent / "_kill_extract.py")
 

@@ -159,7 +159,7 @@ def test_labels_from_objects():
 
 
 def test_vggfeat_voc_loader_reads_the_target(data):
-    from vggfeat.data import voc
+    from vggfeat.data import voc, voc_devkit
 
     _, _, devkit = data
     classes = tuple(toy.TARGET_CLASSES)
@@ -167,9 +167,9 @@ def test_vggfeat_voc_loader_reads_the_target(data):
     assert [len(loaded.splits[s]) for s in ("train", "val", "test")] == [6, 5, 7]
     assert loaded.labelled >= {"train", "val", "trainval", "test"}
     for i, image_id in enumerate(loaded.ids):
-        objects = voc.read_annotation(loaded.root / "Annotations" / f"{image_id}.xml")
+        objects = voc_devkit.read_annotation(loaded.root / "Annotations" / f"{image_id}.xml")
         # the class files (what load_voc read) agree with the loader's own rule applied to the XML
-        assert loaded.labels[i].tolist() == voc.labels_from_objects(objects, classes).tolist()
+        assert loaded.labels[i].tolist() == voc_devkit.labels_from_objects(objects, classes).tolist()
     assert (loaded.labels == 1).any(axis=0).sum() >= 5  # most classes occur even in 18 images
 
 

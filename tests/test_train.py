@@ -22,8 +22,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import vggfeat
+from vggfeat.errors import ConfigError, RunLocked
 from vggfeat.nets.models import conv_module
-from vggfeat.train import ConfigError, RunLocked, TrainConfig, build_model, plateau_schedule, train
+from vggfeat.train import TrainConfig, build_model, plateau_schedule, train
 from vggfeat.train.checkpoint import MARKER, complete_checkpoints, latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

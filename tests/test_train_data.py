@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from test_train import RECIPE, TINY, _free_port, _recipe, _run, write_imagefolder
 
-from vggfeat.data.imagefolder import DataError, open_splits
+from vggfeat.data.imagefolder import open_splits
+from vggfeat.errors import DataError
 from vggfeat.train import TrainConfig, train
 from vggfeat.train.meanrgb import cache_paths, compute_mean_rgb
 

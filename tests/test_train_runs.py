@@ -12,7 +12,8 @@ import torch
 from test_train import RECIPE, REPO, TINY, _env, _recipe, write_imagefolder
 
 import vggfeat
-from vggfeat.train import ConfigError, TrainConfig, build_model, train
+from vggfeat.errors import ConfigError
+from vggfeat.train import TrainConfig, build_model, train
 
 
 def test_a_run_that_fails_its_data_check_leaves_no_run_folder(tmp_path):

@@ -15,11 +15,12 @@ from conftest import naive_voc07_ap, script, torchrun
 from PIL import Image
 
 import vggfeat
-from vggfeat.data import caltech, voc
+from vggfeat import errors
+from vggfeat.data import caltech, voc, voc_devkit
 from vggfeat.data.decode import load_image
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = voc.VOC_CLASSES
+CLASSES = voc_devkit.VOC_CLASSES
 
 
 def _jpeg(path: Path, seed: int, size=(300, 240), gray=False):
@@ -119,7 +120,7 @@ def test_voc_root_variants_and_max_images(tmp_path):
 
 
 def test_missing_voc_shows_layout_and_source(tmp_path):
-    with pytest.raises(voc.VOCError) as e:
+    with pytest.raises(errors.VOCError) as e:
         voc.load_voc(tmp_path, 2012)
     msg = str(e.value)
     assert "VOC2012/JPEGImages/<id>.jpg" in msg and "VOCDetection" in msg and "--download" in msg
@@ -162,13 +163,13 @@ def make_actions(root: Path, *, action_files=True):
             iid = f"2012_{n:06d}"
             persons = []
             for p in range(1 + j % 2):
-                act = voc.ACTIONS[(j + 5 * p + (split == "val")) % 10]
+                act = voc_devkit.ACTIONS[(j + 5 * p + (split == "val")) % 10]
                 persons.append(
                     (
                         "person",
                         False,
                         (20 + 100 * p, 30, 120 + 100 * p, 200),
-                        {a: int(a == act) for a in voc.ACTIONS},
+                        {a: int(a == act) for a in voc_devkit.ACTIONS},
                     )
                 )
             objects = [("chair", False, (1, 1, 40, 40), None)] + persons  # objidx counts all objects
@@ -179,7 +180,7 @@ def make_actions(root: Path, *, action_files=True):
         samples[split] = rows
         (folder / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         if action_files:
-            for a in voc.ACTIONS:
+            for a in voc_devkit.ACTIONS:
                 (folder / f"{a}_{split}.txt").write_text(
                     "".join(f"{i} {k} {1 if acts[a] else -1:2d}\n" for i, k, _, acts in rows)
                 )
@@ -194,7 +195,7 @@ def test_load_voc_actions(tmp_path, action_files):
         idx = data.splits[split]
         assert [(data.ids[i], data.objidx[i]) for i in idx] == [(i, k) for i, k, _, _ in rows]
         np.testing.assert_array_equal(data.boxes[idx], [box for _, _, box, _ in rows])
-        want = [[1 if acts[a] else -1 for a in voc.ACTIONS] for _, _, _, acts in rows]
+        want = [[1 if acts[a] else -1 for a in voc_devkit.ACTIONS] for _, _, _, acts in rows]
         np.testing.assert_array_equal(data.labels[idx], want)
     crops = voc.person_crops(data)
     x0, y0, x1, y1 = data.boxes[0]
@@ -239,7 +240,7 @@ def test_load_caltech(tmp_path, dataset):
 
 
 def test_missing_caltech_shows_layout(tmp_path):
-    with pytest.raises(caltech.CaltechError, match="Caltech256\\(ROOT, download=True\\)"):
+    with pytest.raises(errors.CaltechError, match="Caltech256\\(ROOT, download=True\\)"):
         caltech.load_caltech(tmp_path, "caltech256")
 
 
@@ -256,7 +257,7 @@ def test_caltech_splits():
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(splits, again))
     rest = caltech.caltech_splits(labels, n_train=5, n_splits=1)[0][1]
     np.testing.assert_array_equal(np.bincount(labels[rest]), [2, 3, 7])  # Caltech-256: the rest
-    with pytest.raises(caltech.CaltechError, match="--train-per-class"):
+    with pytest.raises(errors.CaltechError, match="--train-per-class"):
         caltech.caltech_splits(labels, n_train=7)
 
 
@@ -404,7 +405,9 @@ def test_action_script_end_to_end(tmp_path):
     val = voc.load_voc_actions(tmp_path / "VOCdevkit")
     val = val.labels[val.splits["val"]]
     assert res["chance"]["ap_rule"] == "voc12"  # the action AP rule, VOC2010+
-    assert res["chance"]["positives"] == {a: int((val[:, k] == 1).sum()) for k, a in enumerate(voc.ACTIONS)}
+    assert res["chance"]["positives"] == {
+        a: int((val[:, k] == 1).sum()) for k, a in enumerate(voc_devkit.ACTIONS)
+    }
     _pngs_ok(out, ["pr_curves.png", "ap_per_class.png"])
     assert not (out / "features_whole").exists() and not (out / "features_box").exists()  # --no-cache
 
@@ -481,12 +484,12 @@ def test_action_comparable_only_for_the_paper_protocol(tmp_path):
 
 def test_classes_absent_from_the_annotations_are_refused_with_the_names_found(tmp_path):
     make_voc(tmp_path, per_split=3, class_files=False)
-    with pytest.raises(voc.VOCError, match="unicorn") as e:
+    with pytest.raises(errors.VOCError, match="unicorn") as e:
         voc.load_voc(tmp_path, 2007, classes=("cat", "unicorn"))
     found = sorted(CLASSES)
     assert "classes found in" in str(e.value) and ", ".join(found) in str(e.value)
     make_voc(tmp_path / "2012", 2012, per_split=3, class_files=False, test_labels=False)
-    with pytest.raises(voc.VOCError, match="unicorn"):  # VOC2012's unlabelled test rows count for nothing
+    with pytest.raises(errors.VOCError, match="unicorn"):  # VOC2012's unlabelled test rows count for nothing
         voc.load_voc(tmp_path / "2012", 2012, classes=("cat", "unicorn"))
     # a class that occurs in Annotations/ but not in a short subset of a split only warns
     assert voc.load_voc(tmp_path, 2007, classes=("aeroplane", "boat"), max_images=1).classes

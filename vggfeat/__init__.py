@@ -3,11 +3,13 @@ features: Table-1 networks, dense multi-scale evaluation, the appendix-B descrip
 
 import logging
 
+from .errors import WeightsError
 from .features.extract import Extractor, extract
 from .nets.featuremaps import FeatureInfo, FeatureMaps
-from .nets.models import CONFIGS, VGG, DenseVGG, count_parameters, init_from, paper_scales
+from .nets.fully_conv import DenseVGG
+from .nets.models import CONFIGS, VGG, count_parameters, init_from, paper_scales
 from .nets.preprocess import Preprocess
-from .weights.loader import WeightsError, fingerprint, load_weights, save_weights, vgg
+from .weights.loader import fingerprint, load_weights, save_weights, vgg
 
 logging.getLogger("vggfeat").addHandler(logging.NullHandler())
 

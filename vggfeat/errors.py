@@ -1,4 +1,5 @@
-"""The library's own exceptions, at the bottom of the import graph so every module can raise them."""
+"""Every exception of the library, at the bottom of the import graph so that every module can raise
+them and every caller can catch them from one place."""
 
 from __future__ import annotations
 
@@ -21,3 +22,31 @@ class ConfigMismatch(WeightsError):
 
     def naming(self, argument: str) -> ConfigMismatch:
         return ConfigMismatch(self.source, self.held, self.asked, argument)
+
+
+class StoreBusy(ValueError):
+    """A store that a process is writing now; the message names the process."""
+
+
+class RunLocked(RuntimeError):
+    """The run folder is used by a live run; the message names it."""
+
+
+class ConfigError(ValueError):
+    """An option that cannot work, found before any data is read; the message names the option."""
+
+
+class VOCError(FileNotFoundError):
+    """VOC data missing or malformed; the message shows the expected layout."""
+
+
+class CaltechError(FileNotFoundError):
+    """Caltech data missing or too small for the protocol; the message says what to do."""
+
+
+class ImageError(ValueError):
+    """An input that cannot be decoded; the message names it and says why."""
+
+
+class DataError(ValueError):
+    """``--data`` is not a layout the trainer reads; the message says which layouts it reads."""

@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..options import add_options, option
+from ..options import option
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
@@ -93,11 +92,6 @@ class FeatureOptions(NetOptions):
         return paper_scales(training_crop(nets, "--scales"), self.PAPER_SCALES)
 
 
-def add_model_args(p: argparse.ArgumentParser, options=FeatureOptions) -> None:
-    """The options of the dataclass ``options`` (``NetOptions`` or a subclass) on ``p``."""
-    add_options(p, options)
-
-
 def models_and_weights(args, default=("D",), from_files: bool = False) -> tuple[list, list]:
     """(configs, weights), one weights source per model: "default" without ``--weights``, None
     for ``--weights none`` (random). Without ``--model``: the ``default`` configs, or with
@@ -154,8 +148,7 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message tells the user what to do: shown as one line, without a traceback."""
-    from ..data.decode import ImageError
-    from ..errors import WeightsError
+    from ..errors import ImageError, WeightsError
 
     return (WeightsError, ImageError, FileNotFoundError, ValueError)
 
@@ -188,7 +181,7 @@ class CommandOptions(FeatureOptions):
     )
 
     def set_threads(self) -> int:
-        """Set torch's thread count on purpose (DESIGN.md, "Threads"): torch's default, one
+        """Set torch's thread count on purpose (docs/architecture.md, "Threads are set on purpose"): torch's default, one
         thread per core, beside the decoding workers oversubscribes the cores; on 2 busy cores
         `vggfeat extract` of 1000 small images took 108 s with it and 18 s with one thread."""
         import torch

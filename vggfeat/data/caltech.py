@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import CaltechError
 from .decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger("vggfeat")
@@ -27,32 +28,12 @@ DATASETS = {
     "caltech101": ("101_ObjectCategories", "BACKGROUND_Google", 30, 50),
     "caltech256": ("256_ObjectCategories", "257.clutter", 60, None),
 }
-# Table 11, mean class recall (%) mean +- std over 3 splits, from PAPER.md.
-PAPER_TABLE11 = {
-    "caltech101": {
-        "Chatfield et al. 2014": (88.4, 0.6),
-        "VGG Net-D": (91.8, 1.0),
-        "VGG Net-E": (92.3, 0.5),
-        "VGG Net-D & Net-E": (92.7, 0.5),
-    },
-    "caltech256": {
-        "Chatfield et al. 2014": (77.6, 0.1),
-        "VGG Net-D": (85.0, 0.2),
-        "VGG Net-E": (85.1, 0.3),
-        "VGG Net-D & Net-E": (86.2, 0.3),
-    },
-}
-
 LAYOUT = """Expected the official layout:
   {folder}/<class>/*.jpg   (one folder per class{bg})
 under ROOT, ROOT/{dataset} (torchvision's download root) or ROOT itself.
 Get it from the Caltech data repository (https://data.caltech.edu), or let torchvision fetch it:
 torchvision.datasets.{tv}(ROOT, download=True) (the benchmark script does this with --download;
 nothing is downloaded otherwise)."""
-
-
-class CaltechError(FileNotFoundError):
-    """Caltech data missing or too small for the protocol; the message says what to do."""
 
 
 def _layout(dataset: str) -> str:

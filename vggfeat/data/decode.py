@@ -1,4 +1,4 @@
-"""Images in, one way: every input kind decodes to the same RGB image (DESIGN.md).
+"""Images in, one way: every input kind decodes to the same RGB image (docs/architecture.md).
 
 - EXIF orientation applied (as Hugging Face datasets does; torchvision's loader does not);
 - 16-bit and 32-bit integer/float modes scaled to 8 bit by their range, not clipped;
@@ -28,12 +28,10 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import ImageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
-
-
-class ImageError(ValueError):
-    """An input that cannot be decoded; the message names it and says why."""
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

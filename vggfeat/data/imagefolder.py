@@ -27,6 +27,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..errors import DataError
 from .decode import IMAGE_EXTENSIONS, hf_image_column, load_image, open_image
 
 log = logging.getLogger("vggfeat")
@@ -41,12 +42,8 @@ DEVKIT_META = "meta.mat"
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-class DataError(ValueError):
-    """``--data`` is not a layout the trainer reads; the message says which layouts it reads."""
-
-
 class LabelledImages(Dataset):
-    """``load(i)`` -> (RGB PIL image, label) or raises :class:`vggfeat.data.decode.ImageError`;
+    """``load(i)`` -> (RGB PIL image, label) or raises :class:`vggfeat.errors.ImageError`;
     ``name(i)`` names the sample in messages; ``classes`` lists the class names."""
 
     classes: list[str]

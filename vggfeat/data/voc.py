@@ -1,7 +1,7 @@
-"""PASCAL VOC's tasks read from the official devkit (:mod:`vggfeat.data.voc_devkit`, whose names this
-module re-exports): image classification (:func:`load_voc`) and the VOC2012 action task
-(:func:`load_voc_actions`, one sample per person box), the SVM protocol of each year
-(:func:`protocol`), and devkit-format result files for the evaluation server.
+"""PASCAL VOC's tasks read from the official devkit (:mod:`vggfeat.data.voc_devkit`): image
+classification (:func:`load_voc`) and the VOC2012 action task (:func:`load_voc_actions`, one
+sample per person box), the SVM protocol of each year (:func:`protocol`), and devkit-format result
+files for the evaluation server.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import VOCError
 from .voc_devkit import (
     ACTION_LAYOUT,
     ACTIONS,
     LAYOUT,
     VOC_CLASSES,
-    VOCError,
     VOCObject,
-    download,
     find_year_dir,
     labels_from_objects,
     read_annotation,
@@ -29,22 +28,10 @@ from .voc_devkit import (
 
 log = logging.getLogger("vggfeat")
 __all__ = [
-    "PAPER_TABLE11", "PAPER_TABLE12", "VOCData", "load_voc", "annotated_classes", "check_classes",
+    "VOCData", "load_voc", "annotated_classes", "check_classes",
     "ActionData", "load_voc_actions", "person_crops", "competition", "write_results", "Protocol",
     "protocol",
-    # the devkit's files, read in vggfeat.data.voc_devkit, stay importable from here
-    "VOC_CLASSES", "ACTIONS", "LAYOUT", "ACTION_LAYOUT", "VOCError", "find_year_dir", "read_ids",
-    "read_labels", "VOCObject", "read_annotation", "labels_from_objects", "download",
 ]  # fmt: skip
-
-# Table 11 (mAP, %) and Table 12 (VOC-2012 action, mAP %), from PAPER.md.
-PAPER_TABLE11 = {
-    "Chatfield et al. 2014": {2007: 82.4, 2012: 83.2},
-    "VGG Net-D": {2007: 89.3, 2012: 89.0},
-    "VGG Net-E": {2007: 89.3, 2012: 89.0},
-    "VGG Net-D & Net-E": {2007: 89.7, 2012: 89.3},
-}
-PAPER_TABLE12 = {"whole image": 79.2, "whole image + person box": 84.0}
 
 
 def _split_labels(year_dir: Path, split: str, ids: list[str], classes) -> np.ndarray:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import VOCError
+
 log = logging.getLogger("vggfeat")
 
 # Devkit order: mAP and every table follow it.
@@ -44,10 +46,6 @@ Get it from the PASCAL VOC website (http://host.robots.ox.ac.uk/pascal/VOC/), or
 fetch it: torchvision.datasets.VOCDetection(ROOT, year="{year}", image_set="trainval", download=True)
 (the benchmark scripts do this with --download; nothing is downloaded otherwise)."""
 ACTION_LAYOUT = "\n  VOCdevkit/VOC2012/ImageSets/Action/<action>_<split>.txt (lines '<id> <objidx> <label>')"
-
-
-class VOCError(FileNotFoundError):
-    """VOC data missing or malformed; the message shows the expected layout."""
 
 
 def find_year_dir(root, year: int, *, action: bool = False) -> Path:

@@ -26,6 +26,13 @@ def chance_topk(num_classes: int, k: int = 1) -> float:
     return 1.0 - min(k, num_classes) / num_classes
 
 
+def chance_errors(num_classes: int) -> dict[str, float]:
+    """``{"top1", "top5"}``: the top-1 and top-5 error (fractions) of a random ranking of
+    ``num_classes`` classes (:func:`chance_topk`; ILSVRC: 0.999 / 0.995), whatever the class
+    balance."""
+    return {"top1": chance_topk(num_classes, 1), "top5": chance_topk(num_classes, 5)}
+
+
 def chance_mean_class_recall(num_classes: int) -> float:
     """Mean class recall (fraction) of a classifier that guesses a class at random, or always
     the same one: 1 / K (Caltech-101 with background, K = 102: 0.0098)."""

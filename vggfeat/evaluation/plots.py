@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .chance import ap_chance, chance_mean_class_recall, chance_topk
+from .paper import CAFFE_RELEASE, NET_ARCH
 from .svm import precision_recall
 
 log = logging.getLogger("vggfeat")
@@ -123,10 +125,8 @@ def paper_name(configs: Sequence[str]) -> str:
 
 
 # The networks of the paper: full width, fc 4096, no batch norm, trained on 224 crops.
-PAPER_ARCH = {"width": 1.0, "fc_dim": 4096, "batch_norm": False, "crop": 224}
 # The paper's weights: the authors' Caffe release (D and E; C was never published), read from
 # the .caffemodel or from a conversion of it, whose provenance names the file.
-PAPER_RELEASE = {"D": "VGG_ILSVRC_16_layers", "E": "VGG_ILSVRC_19_layers"}
 
 
 def not_the_papers_weights(net) -> str | None:
@@ -136,7 +136,7 @@ def not_the_papers_weights(net) -> str | None:
     origin = str(
         getattr(net, "meta", {}).get("provenance") or cfg.get("provenance") or cfg.get("source") or ""
     )
-    release = PAPER_RELEASE.get(net.config)
+    release = CAFFE_RELEASE.get(net.config)
     if release and release in origin:
         from ..weights.loader import fingerprint
 
@@ -164,9 +164,9 @@ def deviations(
     if name not in rows:
         reasons.append(f"{name}: the paper reports no such nets here (it has {', '.join(rows)})")
     for n in nets:
-        differ = {k: n.arch.get(k) for k, v in PAPER_ARCH.items() if n.arch.get(k) != v}
+        differ = {k: n.arch.get(k) for k, v in NET_ARCH.items() if n.arch.get(k) != v}
         if differ:
-            reasons.append(f"VGG-{n.config} is not the paper's network ({differ}; the paper's: {PAPER_ARCH})")
+            reasons.append(f"VGG-{n.config} is not the paper's network ({differ}; the paper's: {NET_ARCH})")
     if scales is not None and tuple(scales) != tuple(paper_scales):
         reasons.append(f"scales Q = {list(scales)} (the paper's: {list(paper_scales)})")
     if aggregate is not None and aggregate != paper_aggregate:
@@ -224,16 +224,16 @@ def ap_report(
     """Write a VOC-style report: per-class AP of each result (``results``: label ->
     :class:`vggfeat.svm.VOCResult`) beside the class's positives and chance AP, the mAPs beside
     the paper's rows (``paper``: row -> mAP %, ``paper_row`` the one with the same nets) and the
-    mAP at chance (:func:`vggfeat.stats.ap_chance`, ``permutations`` random rankings), ``results.json``
+    mAP at chance (:func:`vggfeat.evaluation.chance.ap_chance`, ``permutations`` random rankings),
+    ``results.json``
     (``payload`` plus the numbers), ``pr_curves.png`` and ``ap_per_class.png`` of the last
     result. ``labels``: (N_test, K). ``not_comparable``: the reasons this run cannot be compared
     with the paper (none: it can)."""
-    from . import stats
 
     out_dir = Path(out_dir)
     notes, payload, suffix = _comparability(notes, payload, not_comparable)
     last = list(results.values())[-1]
-    chance = stats.ap_chance(labels, classes=classes, ap=last.ap, permutations=permutations)
+    chance = ap_chance(labels, classes=classes, ap=last.ap, permutations=permutations)
     md = f"# {title}\n\n" + _bullets(notes) + "\n"
     per_class = [
         [c, chance["positives"][c], 100 * chance["positive_rate"][c], 100 * chance["ap"][c]]
@@ -288,7 +288,6 @@ def recall_report(
     paper's rows (``paper``: row -> (mean %, std %)), ``results.json`` and
     ``recall_per_class.png`` (recall of each class averaged over the splits), each with the
     chance level 1 / K of K classes. ``not_comparable``: as for :func:`ap_report`."""
-    from . import stats
 
     out_dir = Path(out_dir)
     notes, payload, suffix = _comparability(notes, payload, not_comparable)
@@ -297,7 +296,7 @@ def recall_report(
         [f"split {i}", f"{C:g}", 100 * r] for i, (C, r) in enumerate(zip(result.Cs, result.recalls))
     ]
     md += markdown_table(["split", "C", "mean class recall (%)"], split_rows) + "\n"
-    chance = stats.chance_mean_class_recall(len(classes))
+    chance = chance_mean_class_recall(len(classes))
     rows = [[label + suffix, f"{100 * result.mean:.1f} ± {100 * result.std:.1f}"]]
     rows += [
         [f"{k} (paper{', same setting' if k == paper_row else ''})", f"{m:.1f} ± {s:.1f}"]
@@ -342,7 +341,6 @@ def protocol_errors(path, rows: Sequence[dict], *, classes: int, title: str = ""
                 zorder=3,
                 label="paper" if off < 0 else None,
             )
-    from .stats import chance_topk
 
     for k, style in ((1, "--"), (min(5, classes), ":")):
         ax.axhline(100 * chance_topk(classes, k), color="grey", ls=style, lw=1, label=f"chance top-{k}")

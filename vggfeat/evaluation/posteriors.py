@@ -20,6 +20,7 @@ import torch
 
 from ..features.dense import DenseEngine
 from ..nets.models import VGG
+from .paper import ILSVRC_JITTERED
 
 MODES = ("dense", "multicrop", "both")
 
@@ -123,16 +124,6 @@ def topk_error(P: np.ndarray, labels, k: int = 5) -> float:
     return float(1.0 - (top == y[:, None]).any(axis=1).mean())
 
 
-def chance_errors(num_classes: int) -> dict:
-    """``{"classes", "top1", "top5"}``: the top-1 / top-5 error (%) of a random ranking of
-    ``num_classes`` classes (:func:`vggfeat.stats.chance_topk`; ILSVRC: 99.9 / 99.5)."""
-    from .stats import chance_topk
-
-    return dict(
-        classes=num_classes, top1=100 * chance_topk(num_classes, 1), top5=100 * chance_topk(num_classes, 5)
-    )
-
-
 def per_class_error(P: np.ndarray, labels, k: int = 1) -> np.ndarray:
     """(K,) top-``k`` error of each class over its images (NaN for a class without images); the
     per-class view of :func:`topk_error`, with the same tie rule."""
@@ -209,14 +200,6 @@ def net_labels(labels, classes: list[str], model) -> np.ndarray:
     return labels
 
 
-# Published top-1 / top-5 val error (%), Tables 3-6, for the scale-jittered nets (S in [256, 512]).
-PAPER = {
-    "single": {"C": (27.3, 8.8), "D": (25.6, 8.1), "E": (25.5, 8.0)},  # Table 3, Q = 384
-    "multi": {"C": (26.3, 8.2), "D": (24.8, 7.5), "E": (24.8, 7.5)},  # Table 4, Q = {256, 384, 512}
-    "multicrop": {"D": (24.6, 7.5), "E": (24.6, 7.4)},  # Table 5, 150 crops
-    "both": {"D": (24.4, 7.2), "E": (24.4, 7.1)},  # Table 5, multi-crop & dense
-    "fusion": {"D&E": (23.7, 6.8)},  # Table 7, multi-crop & dense of D and E
-}
 PROTOCOLS = ("single", "multi", "multicrop", "both", "fusion")
 
 
@@ -311,7 +294,7 @@ def _net_protocols(name, engine, protocols, qs, single, n):
 
 
 def _row(name, proto, scales, P, labels, secs) -> dict:
-    paper = PAPER.get(proto, {}).get(name.upper(), (None, None))
+    paper = ILSVRC_JITTERED.get(proto, {}).get(name.upper(), (None, None))
     return {
         "model": name,
         "protocol": proto,

@@ -1,8 +1,8 @@
 """How a claim is judged: per-seed summaries, comparisons and one verdict vocabulary.
 
 Every experiment of the project (the demo, the paper in miniature, the benchmark reports) states
-its chance level (:mod:`vggfeat.evaluation.chance`, whose functions this module re-exports) and judges its
-claims here, so that a "holds" means the same thing everywhere.
+its chance level (:mod:`vggfeat.evaluation.chance`) and judges its claims here, so that a
+"holds" means the same thing everywhere.
 
 Noise
     A measured number varies with the training seed (training noise) and with the test images
@@ -24,8 +24,8 @@ Comparisons (effects are in the units of the inputs, e.g. mAP points; a claim re
         bootstrap still gives the effect an interval and a p, reported as such).
     :func:`versus_null`
         observed values against samples of a null distribution (the permuted-score mAPs of
-        :func:`chance_map_samples`): one value, an empirical permutation test; several, Welch's t
-        against the null samples.
+        :func:`vggfeat.evaluation.chance.chance_map_samples`): one value, an empirical
+        permutation test; several, Welch's t against the null samples.
     :func:`tost`
         equivalence (two one-sided tests) within +-margin, for "no effect" and "saturates"
         claims; the margin belongs to the claim's data, stated before the run.
@@ -50,22 +50,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats as st
 
-# the chance levels have their own module; judging a claim against them starts here
-from .chance import (
-    ap_chance,
-    chance_ap_samples,
-    chance_map,
-    chance_map_samples,
-    chance_mean_class_recall,
-    chance_topk,
-    positives,
-)
-
 __all__ = [
     "VERDICTS", "ALPHA", "Verdict", "per_seed", "paired", "welch", "tost", "versus_null", "holm",
-    "map_metric", "paired_bootstrap",
-    "chance_topk", "chance_mean_class_recall", "chance_ap_samples", "chance_map_samples", "chance_map",
-    "positives", "ap_chance",
+    "paired_bootstrap",
 ]  # fmt: skip
 
 VERDICTS = ("holds", "does not hold", "equivalent", "inconclusive")
@@ -261,7 +248,8 @@ def tost(a, b, *, margin: float | None, paired: bool, claim: str, boot=None) -> 
 
 def versus_null(values, null, *, claim: str) -> Verdict:
     """Judge "values > null": per-seed values (e.g. the mAP of each seed, fraction or points)
-    against samples of a null distribution in the same unit (e.g. :func:`chance_map_samples`).
+    against samples of a null distribution in the same unit (e.g.
+    :func:`vggfeat.evaluation.chance.chance_map_samples`).
     Effect mean(values) - mean(null).
 
     - One value v: an empirical permutation test. p = 2 min(P(null >= v), P(null <= v)), each
@@ -299,20 +287,6 @@ def holm(verdicts: Sequence[Verdict]) -> list[Verdict]:
 
 
 # --- bootstrap over test images -------------------------------------------------------------------
-
-
-def map_metric(ap: str | Callable = "voc07") -> Callable:
-    """metric(scores (N, K), labels (N, K)) -> mAP (fraction) by the ``ap`` rule, quiet about
-    classes without positives (skipped, as :func:`vggfeat.svm.mean_ap`): the metric to pass to
-    :func:`paired_bootstrap` for two systems' test scores."""
-    from . import svm
-
-    ap_fn = svm.AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
-
-    def metric(scores, labels) -> float:
-        return svm.mean_ap(svm.average_precisions(scores, labels, ap_fn, warn=False), warn=False)
-
-    return metric
 
 
 def _per_seed_scores(scores, name: str) -> list[np.ndarray]:

@@ -249,11 +249,22 @@ def _rising_edge(scores: dict[float, float]) -> tuple[float, float] | None:
     return None
 
 
+def map_metric(ap: str | Callable = "voc07") -> Callable:
+    """metric(scores (N, K), labels (N, K)) -> mAP (fraction) by the ``ap`` rule, quiet about
+    classes without positives (skipped, as :func:`mean_ap`): the score of a C candidate, and the
+    metric to pass to :func:`vggfeat.stats.paired_bootstrap` for two systems' test scores."""
+    ap_fn = AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
+
+    def metric(scores, labels) -> float:
+        # quiet: classes without positives are reported once, for the final evaluation
+        return mean_ap(average_precisions(scores, labels, ap_fn, warn=False), warn=False)
+
+    return metric
+
+
 def _voc_score(ap: Callable) -> Callable:
-    # quiet: classes without positives are reported once, for the final evaluation
-    return lambda est, X, Y: mean_ap(
-        average_precisions(est.decision_function(X), Y, ap, warn=False), warn=False
-    )
+    metric = map_metric(ap)
+    return lambda est, X, Y: metric(est.decision_function(X), Y)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nets.models import APPENDIX_B_VOC_Q
+from ..evaluation.paper import VOC_Q
 from . import toy
 
 
@@ -36,7 +36,7 @@ def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
 
 
 def per_scale_descriptors(
-    weights: Path, images: list, stores: Path | None, progress: bool, *, qs=APPENDIX_B_VOC_Q
+    weights: Path, images: list, stores: Path | None, progress: bool, *, qs=VOC_Q
 ) -> tuple[np.ndarray, list]:
     """Appendix-B descriptors before the last two steps: (N, len(Q), D) flip-averaged global
     averages of the dense fc7 map at each Q of ``qs`` (the paper's values at crop 224; default

@@ -1,63 +1,8 @@
-"""Deterministic procedural datasets in the real on-disk layouts, for demos and tests.
-
-Without internet there is no ImageNet and no VOC, so ``make demo`` (and the paper in miniature)
-train and evaluate on data drawn here. The design serves what the paper measures:
-
-- **source** (ImageFolder ``train/<class>/*.jpg``, ``val/<class>/*.jpg``), the "ImageNet": one
-  object per image, a shape (circle, square, ...) filled with a texture (solid, stripes, dots,
-  checker) in random colours, on clutter. The class is the shape-texture pair; colour never is.
-  Telling a dotted from a checkered square needs the texture (fine detail, a few pixels) *and*
-  the outline (the whole object): features that need depth and a receptive field as large as
-  the object, which is what deeper nets add. Object sides are log-uniform over a factor of 2
-  (:data:`SOURCE_OBJECT`, a fraction of the image's smaller side), so random crops of a fixed
-  training scale S see each class at many sizes and scale jittering (S in [Smin, 2 Smin])
-  widens that further, as Sec. 3.1 argues. ``ToyConfig.source_distractors`` puts that many
-  smaller objects of other classes behind the labelled one (:data:`DISTRACTOR_SIDE`): the net
-  must then find the object before it names it, which the paper in miniature uses to keep its
-  nets off the ceiling; the demo draws none.
-- **target** (``VOCdevkit/VOC2007``, the devkit layout), the "VOC": multi-label images holding
-  one to three *compositions* of two source primitives ("house": a solid triangle above a
-  checkered square) among single-primitive distractors of the same vocabulary. Target classes
-  are not source classes and a distractor pair is a negative, so the source's parts help only
-  through new combinations, which is what appendix B's frozen features must carry over. Tiny
-  and heavily truncated objects are marked difficult, as VOC does.
-- **scales**, under rules written down before any run of the demo (and judged on data seed 1,
-  never on the reported seed 0):
-
-  1. the test scales are appendix B's VOC grid, Q = 256 ... 768 at crop 224, i.e. 73, 110, 146,
-     183, 219 at the demo's crop 64 (:data:`DEMO_CROP`);
-  2. the source net sees objects log-uniform over a factor of 2 of the image's smaller side
-     (:data:`SOURCE_OBJECT`), rescaled to S jittered over [73, 146] (a factor of 2): its
-     learned scale range spans about x4 around a log-mean side of ``sqrt(0.4 * 0.8) * 110``
-     = 62 px at the middle training scale S = 110;
-  3. target *parts* (each primitive of a composition) are log-uniform over a factor of
-     :data:`TARGET_SPREAD` = 10 of the smaller side (:data:`TARGET_PART`), clearly wider than the
-     net's x4, with their log-mean at the middle test scale Q = 146 equal to the source
-     objects' log-mean at S = 110 (62 px). So the middle Q suits the typical part, while the
-     smallest parts are seen at the source's sizes only at the largest Q and the largest only
-     at the smallest Q: the regime in which averaging descriptors over Q (appendix B) should
-     help. Large parts are often truncated by the image border, as close-ups are in photographs;
-     an object is difficult when less than :data:`DIFFICULT_VISIBLE` of its box is visible.
-
-  Judged on data seed 1 (``python -m vggfeat.experiments.demo --seed 1``): with the source spread at x3 and
-  the context below at 40% / a third, scratch and random features could not be told apart and
-  pixels sat 2 points above chance; the narrower source, the stronger context and 200 target
-  training images are what that run led to. Larger Q still wins on this data at every step of
-  the grid (the textures that tell the classes apart need resolution), so the mean over Q does
-  not beat the best single Q (see the README's demo section).
-  Earlier versions drew target parts of 20-80 px (a factor of 4, smaller than the source
-  objects at every Q): larger Q was then better throughout and no single Q fell short of what
-  averaging could add.
-- **context**, as in VOC (aeroplanes on sky, boats on water): in 60% of the target images the
-  background is pulled halfway towards the colour of one present class (:data:`CONTEXT`). Low-level
-  statistics thus carry a little signal, as they do in real photographs, so that raw pixels and
-  random features sit measurably above chance and below what learned parts give.
-
-Image sizes are small (source 128-144 px, target 128-192 px) so that a narrow net trains on two
-CPU cores in minutes; the scales follow the paper's ratios to the training crop c (S = 256c/224,
-Q = {256, ..., 768} c/224; see :func:`vggfeat.paper_scales`). Every image is drawn from its own
-generator seeded by ``(seed, set, index)``, so the same seed writes the same bytes whatever the
-order or subset generated.
+"""Deterministic procedural datasets in the real on-disk layouts, for demos and tests: a source
+classification set (ImageFolder: one textured shape per image, on clutter) and a multi-label
+target set (the VOC2007 devkit layout: compositions of two source primitives). Every image is
+drawn from its own generator seeded by ``(seed, set, index)``. The design, its scale rules and
+how they were chosen are in docs/toy-data.md.
 """
 
 from __future__ import annotations
@@ -74,10 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..nets.models import APPENDIX_B_VOC_Q, paper_scale
+from ..evaluation.paper import VOC_Q
+from ..nets.models import paper_scale
 from ..options import option
-from .toy_draw import CONTEXT_PULL as CONTEXT_PULL  # the drawing's, still toy.CONTEXT_PULL
-from .toy_draw import PALETTE as PALETTE  # the drawing's, still toy.PALETTE
 from .toy_draw import SHAPES, TEXTURES, clutter, draw_part, finish
 
 log = logging.getLogger("vggfeat")
@@ -111,7 +55,7 @@ DISTRACTOR_SIDE = (0.4, 0.7)  # a distractor's side as a fraction of the labelle
 # The scale rules of the module docstring, in numbers (crop 64: S in [73, 146], Q 73 ... 219).
 DEMO_CROP = 64
 TRAIN_S_MID = paper_scale(DEMO_CROP, 384)  # 110: the middle of the jittered S in [73, 146]
-TEST_Q = tuple(paper_scale(DEMO_CROP, q) for q in APPENDIX_B_VOC_Q)  # 73, 110, 146, 183, 219
+TEST_Q = tuple(paper_scale(DEMO_CROP, q) for q in VOC_Q)  # 73, 110, 146, 183, 219
 TARGET_SPREAD = 10.0  # target parts span this factor (the source net's range: about 4)
 _PART_MID = math.sqrt(SOURCE_OBJECT[0] * SOURCE_OBJECT[1]) * TRAIN_S_MID / TEST_Q[len(TEST_Q) // 2]
 # side of one part of a composition as a fraction of the smaller image side, log-uniform (0.13-1.35)

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.decode import ImageError, ImageSource, as_source, resize_smallest, to_tensor
+from ..data.decode import ImageSource, as_source, resize_smallest, to_tensor
+from ..errors import ImageError
 from ..nets.models import PAPER_CROP, VGG
 from .distributed import process_state, shard
 

@@ -6,7 +6,7 @@ Under ``accelerate launch`` (or ``torchrun``) every process runs the same code. 
 (``wait_for_everyone``); on one process it says rank 0 of 1, so the same code runs unlaunched.
 On CPU, ``PartialState()`` under ``torchrun`` stays single-process unless created with
 ``cpu=True``: :func:`process_state` passes it when ``ACCELERATE_USE_CPU=1`` is set or there is no
-GPU, so that CPU ranks form their gloo group (DESIGN.md).
+GPU, so that CPU ranks form their gloo group (docs/architecture.md).
 
 Every import of accelerate is local to the function using it: the command line's ``--help``
 does not pay for it.

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.identity import KEY, digest, image_keys
+from ..errors import StoreBusy
 
 __all__ = ["FeatureStore", "StoreBusy", "compact", "count_rows", "image_keys", "layer_store", "stores"]
 
@@ -318,10 +319,6 @@ def _live_writers(store: FeatureStore) -> list[str]:
                 pass
         live.append(f"{f} (host {who.get('host')}, pid {who.get('pid')})")
     return live
-
-
-class StoreBusy(ValueError):
-    """A store that a process is writing now; the message names the process."""
 
 
 COMPACT_ROWS = 65536  # rows per merged chunk: 1 GiB of fc7 rows at most in memory

@@ -65,9 +65,6 @@ def paper_scales(crop: int, qs=(256, 384, 512)) -> tuple[int, ...]:
     return tuple(paper_scale(crop, q) for q in qs)
 
 
-APPENDIX_B_VOC_Q = (256, 384, 512, 640, 768)  # Appendix B: VOC descriptors averaged over these Q
-
-
 def canonical_config(config: str) -> str:
     key = {k.upper(): k for k in CONFIGS}.get(str(config).upper().replace("_", "-"))
     if key is None:

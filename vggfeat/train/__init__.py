@@ -8,16 +8,16 @@ Augmentation in :mod:`vggfeat.train.transforms`, data sources in :mod:`vggfeat.d
 atomic checkpoints in :mod:`vggfeat.train.checkpoint`, the mean RGB in :mod:`vggfeat.train.meanrgb`,
 the run-folder lock in :mod:`vggfeat.train.lock`.
 
-Exact resume (DESIGN.md, "Exact resume needs four things"): seedable sampler with ``set_epoch``
+Exact resume (docs/architecture.md, "Exact resume needs four things"): seedable sampler with ``set_epoch``
 every epoch; ``skip_first_batches`` for the resumed epoch only; RNG states re-applied after the
 resumed loader yielded its first batch; counters restored by hand from ``trainer_state.json``.
 Augmentation draws are a function of (seed, epoch, sample index), and the DataLoaders own their
 generators, so neither workers nor iterator creation touch the global RNG that drives dropout.
 """
 
-from .config import ConfigError, TrainConfig, check_config
+from ..errors import ConfigError, RunLocked
+from .config import TrainConfig, check_config
 from .console import Interrupted
-from .lock import RunLocked
 from .loop import Trainer, train
 from .report import plot_metrics
 from .schedule import Schedule, plateau_schedule

@@ -1,4 +1,4 @@
-"""Atomic training checkpoints (DESIGN.md: write, fsync, mark, rename, only then prune).
+"""Atomic training checkpoints (docs/architecture.md: write, fsync, mark, rename, only then prune).
 
 Layout: ``<root>/step_XXXXXXXX/`` holds ``accelerator.save_state`` output (model, optimiser,
 samplers, per-process RNG states), ``trainer_state.json`` (epoch, position in the epoch, step,

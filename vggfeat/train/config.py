@@ -6,14 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.imagefolder import DATA_LAYOUTS
+from ..errors import ConfigError
 from ..nets.models import PAPER_CROP, fc6_kernel, paper_scale
 from ..options import option
 from .schedule import SCHEDULES
 from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
-
-
-class ConfigError(ValueError):
-    """An option that cannot work, found before any data is read; the message names the option."""
 
 
 @dataclass

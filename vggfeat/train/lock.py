@@ -20,12 +20,10 @@ import socket
 import time
 from pathlib import Path
 
+from ..errors import RunLocked
+
 log = logging.getLogger("vggfeat")
 LOCK_FILE = "LOCK"
-
-
-class RunLocked(RuntimeError):
-    """The run folder is used by a live run; the message names it."""
 
 
 def _proc_start(pid: int) -> str | None:

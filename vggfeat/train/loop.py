@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..weights.loader import save_weights
 from .checkpoint import latest_checkpoint, read_state, remove_incomplete, save_checkpoint
-from .config import ConfigError, TrainConfig, check_config
+from .config import TrainConfig, check_config
 from .console import console, interrupted
 from .lock import hold_run_lock
 from .report import MetricsLog, clear_run, write_resolved_config
@@ -183,7 +184,7 @@ class Trainer:
         for k, (x, y, _, skipped) in enumerate(batches, start=skip):
             if self.rng_to_reapply is not None:
                 # Creating the resumed iterator may draw from the global RNG: re-apply the saved
-                # states after its first batch so dropout continues exactly (DESIGN.md).
+                # states after its first batch so dropout continues exactly (docs/architecture.md).
                 set_rng_state(self.rng_to_reapply)
                 self.rng_to_reapply = None
             for msg in skipped:

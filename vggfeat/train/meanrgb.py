@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.decode import ImageError
 from ..data.imagefolder import LabelledImages
+from ..errors import ImageError
 
 log = logging.getLogger("vggfeat")
 CACHE_FILE = "mean_rgb.json"

@@ -7,17 +7,10 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from ..evaluation.chance import chance_errors
 from .config import TrainConfig
 
 log = logging.getLogger("vggfeat")
-
-
-def chance_errors(classes: int) -> dict[str, float]:
-    """Top-1/top-5 error of a net that guesses: 1 - 1/K and 1 - min(5, K)/K for K classes (the
-    expected error of uniformly random scores, whatever the class balance)."""
-    from ..evaluation.stats import chance_topk
-
-    return dict(chance_top1_err=chance_topk(classes, 1), chance_top5_err=chance_topk(classes, 5))
 
 
 PANELS = (  # (title, [(metrics key, label)], chance key)
@@ -68,7 +61,7 @@ class MetricsLog:
     def __init__(self, path: Path, *, enabled: bool = True, classes: int | None = None):
         self.path, self.enabled = Path(path), enabled
         self.png = self.path.with_name("curves.png")
-        self.chance = chance_errors(classes) if classes else {}
+        self.chance = {f"chance_{k}_err": e for k, e in chance_errors(classes).items()} if classes else {}
         self.noted: dict = {}
         self.drawn = None  # (png, rows in the file) of the last drawing
 

@@ -13,10 +13,11 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ..data.imagefolder import open_splits
+from ..errors import ConfigError
 from ..nets.models import init_from
 from ..nets.preprocess import Preprocess
 from ..weights.loader import vgg
-from .config import ConfigError, TrainConfig, split_batch
+from .config import TrainConfig, split_batch
 from .meanrgb import shared_mean_rgb
 from .training_set import SkippingCollate
 
@@ -40,7 +41,7 @@ def make_accelerator(cfg: TrainConfig):
         project_config=ProjectConfiguration(
             project_dir=str(cfg.run_dir()), automatic_checkpoint_naming=False
         ),
-        # DESIGN.md: a seedable sampler, so that a resumed epoch has the same order
+        # docs/architecture.md: a seedable sampler, so that a resumed epoch has the same order
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
     per_device, acc.gradient_accumulation_steps = split_batch(cfg, acc.num_processes)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from ..data.decode import ImageError
 from ..data.imagefolder import LabelledImages
+from ..errors import ImageError
 from .transforms import sample_rng
 
 

@@ -36,30 +36,17 @@ from .sources import (
     ARCH_DEFAULTS,
     META_KEY,
     Resolved,
-    not_weights,
     parse_name,
-    read_weights,
     resolve,
-    torchvision_weights,
 )
 
 log = logging.getLogger("vggfeat")
 __all__ = [
-    "WeightsError",
-    "ConfigMismatch",
     "vgg",
     "load_weights",
     "save_weights",
     "fingerprint",
     "parse_name",
-    # the sources' readers, in vggfeat.weights.sources, stay importable from here
-    "Resolved",
-    "resolve",
-    "read_weights",
-    "not_weights",
-    "torchvision_weights",
-    "META_KEY",
-    "ARCH_DEFAULTS",
 ]
 
 

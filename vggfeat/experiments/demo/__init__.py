@@ -56,7 +56,6 @@ from .claims import System, judge, report
 from .jobs import Job, run_jobs, script
 
 log = logging.getLogger("vggfeat")
-PRESET_BATCH = 32  # the trainer's demo preset
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ def _last_val_error(run: Path) -> float:
 def run(cfg: DemoConfig = DemoConfig()) -> dict:
     """Every step in order; returns the summary (mAPs in percent) and the markdown."""
     from ...data import voc
-    from ...evaluation import stats
+    from ...evaluation.chance import chance_map_samples
 
     cfg = replace(cfg, out=Path(cfg.out).resolve())  # subprocesses run in the repository root
     seconds: dict[str, float] = {}
@@ -261,7 +260,7 @@ def run(cfg: DemoConfig = DemoConfig()) -> dict:
                 systems[f"transfer-q{q}"].add(timed("svm", voc_result, l2(X[:, i]), data, proto))
     systems["pixels"] = System("none (32x32 RGB)", "raw pixels", [])
     systems["pixels"].add(timed("pixels", voc_result, pixel_features(devkit), data, proto))
-    chance = stats.chance_map_samples(data.labels[proto.test], permutations=cfg.permutations)
+    chance = chance_map_samples(data.labels[proto.test], permutations=cfg.permutations)
     best_q = best_single_q(systems, qs)
     claims = timed("claims", judge, systems, chance, best_q, data.labels[proto.test], n=cfg.bootstrap)
     md = report(cfg, systems, chance, best_q, claims, source_err, seconds)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...evaluation import stats
+from ...evaluation import stats, svm
+from ...evaluation.chance import chance_topk
 from .. import toy
 
 # The claims, exactly as summary.json names them, and the test each one takes (vggfeat.stats).
@@ -58,7 +59,7 @@ def judge(systems: dict[str, System], chance: np.ndarray, best_q: int, test_labe
     def boot(a: System, b: System, seed: int) -> np.ndarray:
         # mAP points, as the per-seed values (the VOC2007 11-point AP of the demo's protocol)
         return 100 * stats.paired_bootstrap(
-            stats.map_metric(), a.scores(), b.scores(), test_labels, n=n, seed=seed
+            svm.map_metric(), a.scores(), b.scores(), test_labels, n=n, seed=seed
         )
 
     null = 100 * np.asarray(chance)
@@ -135,7 +136,7 @@ def report(cfg, systems: dict[str, System], chance, best_q: int, claims, source_
         f"\nA claim **holds** when its 95% interval lies above 0; the intervals carry the seed spread "
         f"(t-quantiles) and the test images' sampling (bootstrap, {cfg.bootstrap} resamples). "
         f"{len(claims)} claims are tested together: Holm's adjusted p is given beside each.\n\n"
-        f"- Source task ({k} shape-texture classes, chance {100 * stats.chance_topk(k):.1f}%): validation "
+        f"- Source task ({k} shape-texture classes, chance {100 * chance_topk(k):.1f}%): validation "
         f"top-1 error per seed {', '.join(f'{100 * e:.1f}%' for e in source_err)} "
         f"(mean {100 * np.mean(source_err):.1f}%), each at the end of its annealed schedule.\n"
         f"- Best single Q (on val): {best_q}.\n"
@@ -155,7 +156,7 @@ def report(cfg, systems: dict[str, System], chance, best_q: int, claims, source_
         ],
         "source": {
             "val_top1_err": [100 * e for e in source_err],
-            "chance_top1_err": 100 * stats.chance_topk(k),
+            "chance_top1_err": 100 * chance_topk(k),
         },
         "best_single_q": best_q,
         "claims": [{key: v.as_dict()[key] for key in CLAIM_FIELDS} for v in claims],

@@ -125,7 +125,8 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
     from ...data import voc
-    from ...evaluation import stats, svm
+    from ...evaluation import svm
+    from ...evaluation.chance import chance_map
     from .. import appendix_b
 
     data = appendix_b.load_target(devkit)
@@ -153,5 +154,5 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
         add("D&E", appendix_b.l2(np.hstack([X["D"], X["E"]])))  # appendix B: late fusion by stacking
     d_or_e = max("DE", key=lambda n: np.mean([r["value"] for r in systems[(n, "transfer")]]))
     systems[("best-of-D-E", "transfer")] = systems[(d_or_e, "transfer")]
-    chance = stats.chance_map(data.labels[proto.test], permutations=cfg.permutations, ap=proto.ap)
+    chance = chance_map(data.labels[proto.test], permutations=cfg.permutations, ap=proto.ap)
     return systems, data.labels[proto.test], chance

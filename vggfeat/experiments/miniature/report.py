@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...evaluation import paper as published
 from ...evaluation import stats
+from ...evaluation.chance import chance_topk
 from .. import toy
 from .measure import eval_scales
 from .runs import MiniatureConfig, Net, kind
-from .verdicts import PAPER_T3, PAPER_T11
 
 RESULTS = ("table3", "table4", "table5", "table6", "table11")
 SHOWN = {"multi": "dense", "multicrop": "multi-crop", "both": "dense & multi-crop"}
@@ -26,18 +27,29 @@ def _row(systems: dict, key: tuple, **about) -> dict:
     return dict(**about, top1=_ms(systems[key]), top5=_ms(systems[key], "top5"))
 
 
+PAPER_T3 = {f"{net}-fixed": e for net, e in published.ILSVRC_FIXED.items()}  # the fixed-S nets' kinds
+PAPER_T11 = {
+    net: published.VOC_MAP[row][2007]
+    for net, row in {"D": "VGG Net-D", "E": "VGG Net-E", "D&E": "VGG Net-D & Net-E"}.items()
+}
+
+
 def tables(cfg: MiniatureConfig, nets: list[Net], systems: dict, tsys: dict, chance) -> dict:
     """Tables 3-6 (top-1 / top-5 error %) and 11 (mAP %) as rows; every number is [mean, std
     or None, seeds]; ``paper``: the paper's pair (top-1 / top-5) or mAP where it has one."""
-    from ...evaluation.posteriors import PAPER
-
     t: dict = {n: [] for n in RESULTS}
     for k, net in {kind(n.name): n for n in nets}.items():
         qs, q = eval_scales(cfg, net)
         s = list(cfg.jitter()) if net.jitter else cfg.fixed_s()
 
         def paper(p, net=net, k=k):
-            return PAPER[p].get(net.config) if net.jitter else PAPER_T3.get(k) if p == "single" else None
+            return (
+                published.ILSVRC_JITTERED[p].get(net.config)
+                if net.jitter
+                else PAPER_T3.get(k)
+                if p == "single"
+                else None
+            )
 
         t["table3"].append(_row(systems, (k, "single"), net=k, S=s, Q=q, paper=paper("single")))
         if (k, "multi") in systems:
@@ -48,7 +60,9 @@ def tables(cfg: MiniatureConfig, nets: list[Net], systems: dict, tsys: dict, cha
                     _row(systems, (k, p), net=k, protocol=SHOWN[p], Q=list(qs), paper=paper(p))
                 )
     if ("D&E-jitter", "fusion") in systems:
-        about = dict(net="D & E jittered, dense & multi-crop", paper=PAPER["fusion"]["D&E"])
+        about = dict(
+            net="D & E jittered, dense & multi-crop", paper=published.ILSVRC_JITTERED["fusion"]["D&E"]
+        )
         t["table6"].append(_row(systems, ("D&E-jitter", "fusion"), **about))
     for n in ("A", "B-fromA", "D-fixed", "D", "E", "D&E"):
         if (n, "transfer") in tsys:
@@ -122,7 +136,7 @@ def markdown(cfg: MiniatureConfig, results: dict) -> str:
         f"{cfg.data_seed}, {k} classes, "
         f"{cfg.source_train} training images per class, {cfg.distractors} objects of other classes behind "
         f"each labelled one; errors on {results['n_val']} val images "
-        f"(chance top-1 {100 * stats.chance_topk(k):.1f}%) that nothing was tuned on (the learning-rate "
+        f"(chance top-1 {100 * chance_topk(k):.1f}%) that nothing was tuned on (the learning-rate "
         "schedule reads holdout/). Cells: mean ± std (seeds). Training curves of every net (holdout "
         "top-1 error per epoch): ![curves](curves.png)\n\n"
         + nets_table(results)
@@ -185,7 +199,7 @@ def report(cfg: MiniatureConfig, results: dict) -> None:
             ylabel=ylabel,
         )
 
-    chance_err = {"chance": stats.chance_topk(len(toy.SOURCE_CLASSES))}
+    chance_err = {"chance": chance_topk(len(toy.SOURCE_CLASSES))}
     bars("table3.png", t["table3"], "top1", "Table 3: val top-1 error, one Q", "top-1 error (%)", chance_err)
     bars("protocols.png", t["table5"] + t["table6"], "top1", "Tables 5-6: top-1 error", "top-1 error (%)")
     chance = {"chance": t["chance_map"][0] / 100}
@@ -264,7 +278,7 @@ def curves_plot(path, nets_dir, nets: list[str]) -> None:
         for n in (n for n in nets if kind(n) == k):
             e = _holdout_curve(nets_dir, n)
             ax.plot(range(1, len(e) + 1), e, label=n[len(k) + 1 :])
-        ax.axhline(100 * stats.chance_topk(len(toy.SOURCE_CLASSES)), color="grey", ls=":", lw=0.8)
+        ax.axhline(100 * chance_topk(len(toy.SOURCE_CLASSES)), color="grey", ls=":", lw=0.8)
         ax.set_title(k, fontsize=9)
         ax.set_ylim(0, 100)
         ax.legend(fontsize=7)

@@ -9,13 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...evaluation import stats
-
-PAPER_T3 = {  # Table 3, S = 256 (= S fixed here), Q = S: top-1 / top-5 error %
-    "A-fixed": (29.6, 10.4), "A-LRN-fixed": (29.7, 10.5), "B-fixed": (28.7, 9.9),
-    "C-fixed": (28.1, 9.4), "D-fixed": (27.0, 8.8), "E-fixed": (27.3, 9.0),
-}  # fmt: skip
-PAPER_T11 = {"D": 89.3, "E": 89.3, "D&E": 89.7}  # VOC-2007 mAP %
+from ...evaluation import stats, svm
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ def _top1_accuracy(wrong: np.ndarray, _labels) -> float:
     return 100 * (1 - float(np.mean(wrong)))
 
 
-_MAP = stats.map_metric("voc07")  # Table 11's toy target follows the VOC2007 protocol
+_MAP = svm.map_metric("voc07")  # Table 11's toy target follows the VOC2007 protocol
 
 
 def _map(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -181,9 +181,10 @@ class CommandOptions(FeatureOptions):
     )
 
     def set_threads(self) -> int:
-        """Set torch's thread count on purpose (docs/architecture.md, "Threads are set on purpose"): torch's default, one
-        thread per core, beside the decoding workers oversubscribes the cores; on 2 busy cores
-        `vggfeat extract` of 1000 small images took 108 s with it and 18 s with one thread."""
+        """Set torch's thread count on purpose (docs/architecture.md, "Threads are set on purpose"):
+        torch's default, one thread per core, beside the decoding workers oversubscribes the cores;
+        on 2 busy cores `vggfeat extract` of 1000 small images took 108 s with it and 18 s with one
+        thread."""
         import torch
 
         torch.set_num_threads(compute_threads(self.threads, self.num_workers))

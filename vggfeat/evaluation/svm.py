@@ -1,16 +1,9 @@
 """Appendix B, step 9: linear SVMs on frozen descriptors, and the metrics of Table 11 / 12.
 
-Metrics
-    :func:`voc07_ap` / :func:`voc12_ap` reproduce the official PASCAL VOC devkit
-    (``VOCevalcls.m``, ``VOCap.m``) number for number; :func:`mean_class_recall` is the Caltech
-    metric. scikit-learn's ``average_precision_score`` is neither VOC AP.
-
-Protocols (features are computed once, by the caller, and only sliced here)
-    VOC: one binary ``LinearSVC`` per class; images labelled 0 ("difficult") for a class are left
-    out of that class's training set. One C for all classes, the one with the best validation mAP
-    on the grid (the paper does not state its SVM settings).
-    Caltech: one-vs-rest ``LinearSVC``; per split, 20% of the training images (stratified) are
-    held out to choose C, then the SVM is refit on all training images.
+The VOC AP rules of the official devkit (:func:`voc07_ap`, :func:`voc12_ap`), mAP and Caltech's
+mean class recall; :class:`MultiLabelSVC` and the choice of C on a validation split
+(:func:`select_c`); and the two protocols, :func:`voc_classification` and
+:func:`caltech_classification`, on descriptors the caller has computed once.
 """
 
 from __future__ import annotations
@@ -20,12 +13,17 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
+
+if TYPE_CHECKING:
+    from ..data.voc import Protocol
 
 log = logging.getLogger("vggfeat")
 
@@ -65,14 +63,31 @@ def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return s, y.astype(np.int64)
 
 
-def precision_recall(scores, labels) -> tuple[np.ndarray, np.ndarray] | None:
-    """The devkit's ranked recall and precision, one entry per image in rank order.
+def precision_recall(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """The devkit's ranked recall and precision of one class, one entry per image in rank order.
 
-    Ranking: descending score, stable (ties keep ground-truth order, as MATLAB's ``sort``); a NaN
-    score is the devkit's missing result (``-inf``), so it ranks last. Label 1 counts as a true
-    positive, -1 as a false positive, 0 as neither. Precision is NaN while only label-0 images
-    have been seen (MATLAB's 0/0); the AP functions ignore those entries as MATLAB's ``max``
-    does. Returns None (with a warning) when no image has label 1: recall is then undefined.
+    Parameters
+    ----------
+    scores : array_like, shape (N,)
+        One score per image, higher meaning "present"; NaN is the devkit's missing result
+        (``-inf``) and ranks last.
+    labels : array_like, shape (N,)
+        1 (present), -1 (absent) or 0 (difficult).
+
+    Returns
+    -------
+    tuple of numpy.ndarray, or None
+        (recall, precision), each of shape (N,), fractions. Images are ranked by descending
+        score, stably (ties keep ground-truth order, as MATLAB's ``sort``). Label 1 counts as a
+        true positive, -1 as a false positive, 0 as neither; precision is NaN while only label-0
+        images have been seen (MATLAB's 0/0), and the AP functions ignore those entries as
+        MATLAB's ``max`` does. None, with a ``RuntimeWarning``, when no image has label 1
+        (recall is then undefined).
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` and ``labels`` differ in size, or a label is not 1, -1 or 0.
     """
     s, y = _check(scores, labels)
     s = np.where(np.isnan(s), -np.inf, s)
@@ -92,10 +107,33 @@ def precision_recall(scores, labels) -> tuple[np.ndarray, np.ndarray] | None:
     return tp / npos, prec
 
 
-def voc07_ap(scores, labels) -> float:
-    """VOC2007 11-point AP: mean over t in 0:0.1:1 of the highest precision at recall >= t
-    (0 where no recall reaches t). ``scores``: (N,) float, NaN = no score; ``labels``: (N,) in
-    {1, -1, 0}. Returns a float in [0, 1], NaN if the class has no positive image."""
+def voc07_ap(scores: ArrayLike, labels: ArrayLike) -> float:
+    """VOC2007 11-point AP of one class, number for number the devkit's ``VOCevalcls.m``.
+
+    Parameters
+    ----------
+    scores : array_like, shape (N,)
+        One score per image; NaN = no score (ranked last).
+    labels : array_like, shape (N,)
+        1 (present), -1 (absent) or 0 (difficult, left out).
+
+    Returns
+    -------
+    float
+        The mean over t in 0:0.1:1 of the highest precision at recall >= t (0 where no recall
+        reaches t): a fraction in [0, 1]; NaN, with a ``RuntimeWarning``, if no image has label 1.
+
+    Raises
+    ------
+    ValueError
+        As :func:`precision_recall`.
+
+    Notes
+    -----
+    The 11 thresholds are MATLAB's ``0:0.1:1`` bit for bit (:data:`VOC07_THRESHOLDS`): a recall
+    of exactly 0.6 or 0.7 reaches its threshold and one of exactly 0.3 does not, as in the
+    devkit. scikit-learn's ``average_precision_score`` is neither VOC rule.
+    """
     pr = precision_recall(scores, labels)
     if pr is None:
         return math.nan
@@ -107,10 +145,25 @@ def voc07_ap(scores, labels) -> float:
     return float(ap)
 
 
-def voc12_ap(scores, labels) -> float:
-    """VOC2010+ AP (``VOCap.m``): area under the precision envelope, the precision made
-    monotone from the right and summed over the steps of recall. Same inputs as
-    :func:`voc07_ap`."""
+def voc12_ap(scores: ArrayLike, labels: ArrayLike) -> float:
+    """VOC2010+ AP of one class (the devkit's ``VOCap.m``): the area under the precision envelope.
+
+    Parameters
+    ----------
+    scores, labels : array_like, shape (N,)
+        As in :func:`voc07_ap`.
+
+    Returns
+    -------
+    float
+        The precision made monotone from the right and summed over the steps of recall: a
+        fraction in [0, 1]; NaN, with a ``RuntimeWarning``, if no image has label 1.
+
+    Raises
+    ------
+    ValueError
+        As :func:`precision_recall`.
+    """
     pr = precision_recall(scores, labels)
     if pr is None:
         return math.nan
@@ -127,9 +180,37 @@ AP_FUNCTIONS = {"voc07": voc07_ap, "voc12": voc12_ap}
 
 
 def average_precisions(
-    scores: np.ndarray, labels: np.ndarray, ap: Callable = voc07_ap, *, warn: bool = True
+    scores: ArrayLike,
+    labels: ArrayLike,
+    ap: Callable[[ArrayLike, ArrayLike], float] = voc07_ap,
+    *,
+    warn: bool = True,
 ) -> np.ndarray:
-    """Per-class AP of (N, K) scores against (N, K) labels in {1, -1, 0} -> (K,)."""
+    """Per-class AP of a score matrix.
+
+    Parameters
+    ----------
+    scores : array_like, shape (N, K)
+        One score per image and class.
+    labels : array_like, shape (N, K)
+        1 (present), -1 (absent) or 0 (difficult).
+    ap : callable, default :func:`voc07_ap`
+        The AP rule of one column, ``ap(scores (N,), labels (N,)) -> float``.
+    warn : bool, default True
+        Log a warning naming the classes without a positive image.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K,)
+        AP per class, a fraction; NaN for a class without a positive image (its
+        ``RuntimeWarning`` is silenced).
+
+    Raises
+    ------
+    ValueError
+        With a devkit rule, as :func:`precision_recall` (a column's sizes differ, or a label is
+        not 1, -1 or 0).
+    """
     scores, labels = np.asarray(scores), np.asarray(labels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -139,9 +220,21 @@ def average_precisions(
     return aps
 
 
-def mean_ap(aps, *, warn: bool = True) -> float:
-    """mAP: the plain mean of the per-class APs (VOC: the 20 classes in devkit order). Classes
-    whose AP is NaN (no positive image) are skipped with a warning; NaN if all are."""
+def mean_ap(aps: ArrayLike, *, warn: bool = True) -> float:
+    """mAP: the plain mean of the per-class APs (VOC: the 20 classes in devkit order).
+
+    Parameters
+    ----------
+    aps : array_like, shape (K,)
+        Per-class AP, e.g. from :func:`average_precisions`; NaN for a class without positives.
+    warn : bool, default True
+        Log a warning when classes are skipped.
+
+    Returns
+    -------
+    float
+        The mean over the classes whose AP is not NaN, in the unit of ``aps``; NaN if all are.
+    """
     aps = np.asarray(aps, dtype=np.float64)
     ok = ~np.isnan(aps)
     if warn and not ok.all():
@@ -149,32 +242,90 @@ def mean_ap(aps, *, warn: bool = True) -> float:
     return float(aps[ok].mean()) if ok.any() else math.nan
 
 
-def mean_class_recall(y, y_pred) -> float:
-    """Caltech's metric: the mean over the classes present in ``y`` of the fraction of their
-    images predicted correctly (scikit-learn's balanced accuracy is exactly this)."""
+def mean_class_recall(y: ArrayLike, y_pred: ArrayLike) -> float:
+    """Caltech's metric: the mean over the classes present in ``y`` of their recall.
+
+    Parameters
+    ----------
+    y : array_like, shape (N,)
+        True class ids.
+    y_pred : array_like, shape (N,)
+        Predicted class ids.
+
+    Returns
+    -------
+    float
+        The mean, over the classes in ``y``, of the fraction of their images predicted
+        correctly: a fraction (scikit-learn's ``balanced_accuracy_score``, which is exactly this).
+
+    Raises
+    ------
+    ValueError
+        From scikit-learn, if ``y`` and ``y_pred`` differ in length.
+    """
     return float(balanced_accuracy_score(y, y_pred))
 
 
-def per_class_recall(y, y_pred, classes: Sequence[int]) -> np.ndarray:
-    """Recall of each class in ``classes`` -> (K,), NaN for a class absent from ``y``."""
+def per_class_recall(y: ArrayLike, y_pred: ArrayLike, classes: Sequence[int]) -> np.ndarray:
+    """The recall of each class in ``classes``.
+
+    Parameters
+    ----------
+    y : array_like, shape (N,)
+        True class ids.
+    y_pred : array_like, shape (N,)
+        Predicted class ids.
+    classes : sequence of int
+        The K class ids to report, in this order.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K,)
+        The fraction of each class's images predicted correctly; NaN for a class absent from ``y``.
+    """
     y, y_pred = np.asarray(y), np.asarray(y_pred)
     return np.array([np.mean(y_pred[y == c] == c) if (y == c).any() else math.nan for c in classes])
 
 
 class MultiLabelSVC(BaseEstimator):
-    """One binary ``LinearSVC`` per column of a label matrix with entries 1 / -1 / 0, where 0
-    ("difficult", VOC) removes the image from that column's training set.
+    """One binary ``LinearSVC`` per column of a label matrix in {1, -1, 0}.
 
-    ``fit(X (N, D), Y (N, K))``; ``decision_function(X) -> (N, K)`` signed distances. A column
-    with a single class in training (possible in quick runs) gets a constant score of 0 and is
-    listed in ``constant_``.
+    Parameters
+    ----------
+    C : float, default 1.0
+        The SVMs' regularisation parameter (``LinearSVC(C=...)``), the same for every column.
+    max_iter : int, default :data:`MAX_ITER`
+        ``LinearSVC``'s iteration limit.
+
+    Attributes
+    ----------
+    estimators_ : list of LinearSVC or None
+        One per column, after :meth:`fit`; None for a constant column.
+    constant_ : list of int
+        The columns with a single class among their training images (possible in quick runs):
+        they score 0 for every image.
     """
 
-    def __init__(self, C: float = 1.0, *, max_iter: int = MAX_ITER):
+    def __init__(self, C: float = 1.0, *, max_iter: int = MAX_ITER) -> None:
         self.C = C
         self.max_iter = max_iter
 
-    def fit(self, X, Y):
+    def fit(self, X: ArrayLike, Y: ArrayLike) -> MultiLabelSVC:
+        """Fit one SVM per column of ``Y``.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Descriptors.
+        Y : array_like, shape (N, K)
+            1 (present), -1 (absent) or 0 ("difficult", VOC): an image labelled 0 in column k is
+            left out of that column's training set.
+
+        Returns
+        -------
+        MultiLabelSVC
+            ``self``, fitted (``random_state=0``, as liblinear shuffles).
+        """
         X, Y = np.asarray(X), np.asarray(Y)
         self.estimators_, self.constant_ = [], []
         for k in range(Y.shape[1]):
@@ -188,7 +339,19 @@ class MultiLabelSVC(BaseEstimator):
             self.estimators_.append(svc.fit(X[keep], y))
         return self
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
+        """Signed distances of ``X`` (N, D) to each column's hyperplane.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, D)
+            Descriptors.
+
+        Returns
+        -------
+        numpy.ndarray, shape (N, K)
+            Positive means "present"; 0 in the :attr:`constant_` columns.
+        """
         X = np.asarray(X)
         cols = [np.zeros(len(X)) if e is None else e.decision_function(X) for e in self.estimators_]
         return np.stack(cols, axis=1)
@@ -206,12 +369,37 @@ def select_c(
     grid: Sequence[float] = C_GRID,
     widen: int = WIDEN,
 ) -> tuple[float, dict[float, float]]:
-    """Fit ``make(C)`` on ``train`` = (X, y) for each C of ``grid`` and score it on ``val``;
-    returns the best C (the smallest on ties) and every validation score.
+    """Choose C on a validation split: fit ``make(C)`` on ``train``, score it on ``val``.
 
-    A best C at an end of the grid, strictly better than its neighbour, has not shown its peak:
-    the grid is extended past that end by its own end ratio (x10 for 1, 10, ...), up to ``widen``
-    steps, until the score turns down; a C still at the edge then is logged as a warning."""
+    Parameters
+    ----------
+    make : callable
+        ``make(C) -> estimator`` with a ``fit(X, y)`` that returns the estimator.
+    train : tuple of numpy.ndarray
+        (X, y) to fit on.
+    val : tuple of numpy.ndarray
+        (X, y) to score on.
+    score : callable
+        ``score(fitted estimator, X, y) -> float``, higher is better (e.g. mAP).
+    grid : sequence of float, default :data:`C_GRID`
+        The C values tried first.
+    widen : int, default :data:`WIDEN`
+        At most this many extra C values past an end of ``grid``.
+
+    Returns
+    -------
+    best : float
+        The C with the highest validation score (the smallest C on ties).
+    scores : dict of float to float
+        The validation score of every C tried.
+
+    Notes
+    -----
+    A best C at an end of the C values tried, strictly better than its neighbour, has not shown
+    its peak: the grid is extended past that end by its own end ratio (x10 for 1, 10, ...), up
+    to ``widen`` steps, until the score turns down. A C still at the edge then is logged as a
+    warning.
+    """
     scores = {}
 
     def fit(c: float) -> None:
@@ -249,10 +437,28 @@ def _rising_edge(scores: dict[float, float]) -> tuple[float, float] | None:
     return None
 
 
-def map_metric(ap: str | Callable = "voc07") -> Callable:
-    """metric(scores (N, K), labels (N, K)) -> mAP (fraction) by the ``ap`` rule, quiet about
-    classes without positives (skipped, as :func:`mean_ap`): the score of a C candidate, and the
-    metric to pass to :func:`vggfeat.stats.paired_bootstrap` for two systems' test scores."""
+def map_metric(
+    ap: str | Callable[[ArrayLike, ArrayLike], float] = "voc07",
+) -> Callable[[ArrayLike, ArrayLike], float]:
+    """The mAP of a score matrix as a metric: the score of a C candidate, or of two systems.
+
+    Parameters
+    ----------
+    ap : {"voc07", "voc12"} or callable, default "voc07"
+        The AP rule, by name or as a function ``ap(scores (N,), labels (N,)) -> float``.
+
+    Returns
+    -------
+    callable
+        ``metric(scores (N, K), labels (N, K)) -> float``: the mAP (fraction) by the ``ap``
+        rule, quiet about classes without positives (skipped, as :func:`mean_ap`). It is also
+        the metric to pass to :func:`vggfeat.stats.paired_bootstrap` for two systems' test scores.
+
+    Raises
+    ------
+    KeyError
+        If ``ap`` is a name other than "voc07" or "voc12".
+    """
     ap_fn = AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
 
     def metric(scores, labels) -> float:
@@ -269,9 +475,25 @@ def _voc_score(ap: Callable) -> Callable:
 
 @dataclass
 class VOCResult:
-    """Per-class AP (K,) and mAP on the evaluation images, test scores (N_test, K), the chosen C
-    and the validation mAP of every C tried; ``model`` is the SVM refit with that C; ``ap``: the
-    AP rule ("voc07" or "voc12")."""
+    """The result of :func:`voc_classification`.
+
+    Parameters
+    ----------
+    aps : numpy.ndarray, shape (K,)
+        Per-class AP on the test images, fractions (NaN for a class without positives).
+    map : float
+        Their mean, :func:`mean_ap`.
+    scores : numpy.ndarray, shape (N_test, K)
+        The refit SVMs' test scores.
+    C : float
+        The C chosen on the validation split.
+    val_scores : dict of float to float
+        The validation mAP of every C tried.
+    model : MultiLabelSVC
+        The SVMs refit with ``C``.
+    ap : str, default "voc07"
+        The AP rule, "voc07" or "voc12".
+    """
 
     aps: np.ndarray
     map: float
@@ -285,7 +507,7 @@ class VOCResult:
 def voc_classification(
     X: np.ndarray,
     Y: np.ndarray,
-    protocol=None,
+    protocol: Protocol | None = None,
     *,
     select: tuple[np.ndarray, np.ndarray] | None = None,
     fit: np.ndarray | None = None,
@@ -293,10 +515,48 @@ def voc_classification(
     ap: str = "voc07",
     grid: Sequence[float] = C_GRID,
 ) -> VOCResult:
-    """The VOC protocol on precomputed descriptors ``X`` (N, D) and labels ``Y`` (N, K): choose
-    C by training on ``select[0]`` and scoring mAP on ``select[1]`` (row indices), refit on
-    ``fit`` and report per-class AP on ``test`` (``ap`` = "voc07" 11-point or "voc12").
-    ``protocol`` (a :class:`vggfeat.data.voc.Protocol`) gives all four at once."""
+    """The VOC protocol on precomputed descriptors: choose C, refit, report per-class AP.
+
+    Parameters
+    ----------
+    X : numpy.ndarray, shape (N, D)
+        Descriptors of all the images.
+    Y : numpy.ndarray, shape (N, K)
+        Their labels, 1 (present), -1 (absent) or 0 (difficult).
+    protocol : vggfeat.data.voc.Protocol, optional
+        Gives ``select``, ``fit``, ``test`` and ``ap`` at once, overriding those arguments.
+    select : tuple of numpy.ndarray, optional
+        (train rows, validation rows): C is chosen by training on the first and scoring mAP on
+        the second.
+    fit : numpy.ndarray, optional
+        The rows the SVMs are refit on with that C.
+    test : numpy.ndarray, optional
+        The rows the per-class AP is reported on.
+    ap : {"voc07", "voc12"}, default "voc07"
+        The AP rule: 11-point (VOC2007) or area under the envelope (VOC2010+).
+    grid : sequence of float, default :data:`C_GRID`
+        The C values tried first (:func:`select_c`).
+
+    Returns
+    -------
+    VOCResult
+
+    Raises
+    ------
+    TypeError
+        If neither ``protocol`` nor all of ``select``, ``fit`` and ``test`` are given.
+    KeyError
+        If ``ap`` is a name other than "voc07" or "voc12".
+    ValueError
+        If a label is not 1, -1 or 0.
+
+    Notes
+    -----
+    One binary ``LinearSVC`` per class (:class:`MultiLabelSVC`); images labelled 0
+    ("difficult") for a class are left out of that class's training set. One C for all classes,
+    the one with the best validation mAP (:func:`select_c`): the paper does not state its SVM
+    settings. Features are computed once, by the caller, and only sliced here.
+    """
     if protocol is not None:
         select, fit, test, ap = protocol.select, protocol.fit, protocol.test, protocol.ap
     if select is None or fit is None or test is None:
@@ -314,9 +574,32 @@ def voc_classification(
     return VOCResult(aps=aps, map=mean_ap(aps), scores=scores, C=C, val_scores=val_scores, model=model, ap=ap)
 
 
-def holdout(idx: np.ndarray, y: np.ndarray | None = None, *, fraction: float = 0.2, seed: int = 0):
-    """Split row indices ``idx`` into (fit, held out) with ``fraction`` held out, stratified by
-    ``y`` (the labels of those rows) when given. Raises if a class is too small to split."""
+def holdout(
+    idx: np.ndarray, y: np.ndarray | None = None, *, fraction: float = 0.2, seed: int = 0
+) -> list[np.ndarray]:
+    """Split row indices into the rows to fit on and the rows held out.
+
+    Parameters
+    ----------
+    idx : numpy.ndarray, shape (M,)
+        Row indices to split.
+    y : numpy.ndarray, shape (M,), optional
+        The labels of those rows, to stratify the split by; None: not stratified.
+    fraction : float, default 0.2
+        The fraction of the rows held out.
+    seed : int, default 0
+        ``random_state`` of scikit-learn's ``train_test_split``.
+
+    Returns
+    -------
+    [fit, held_out] : list of numpy.ndarray
+        Two arrays of row indices.
+
+    Raises
+    ------
+    ValueError
+        If the split cannot be made, e.g. a class is too small to stratify.
+    """
     try:
         return train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
     except ValueError as e:
@@ -328,8 +611,22 @@ def holdout(idx: np.ndarray, y: np.ndarray | None = None, *, fraction: float = 0
 
 @dataclass
 class CaltechResult:
-    """Mean class recall per split, its mean and std (population, ddof=0) over the splits, the
-    chosen C per split, and the per-class recall (K,) averaged over the splits."""
+    """The result of :func:`caltech_classification`; recalls are fractions.
+
+    Parameters
+    ----------
+    recalls : list of float
+        Mean class recall on the test images of each split.
+    mean : float
+        Their mean over the splits.
+    std : float
+        Their standard deviation over the splits (population, ddof=0).
+    Cs : list of float
+        The C chosen for each split.
+    class_recall : numpy.ndarray, shape (K,)
+        The recall of each class (in ``numpy.unique(y)`` order) averaged over the splits,
+        ignoring splits where the class has no test image (NaN if it never has one).
+    """
 
     recalls: list[float]
     mean: float
@@ -347,9 +644,38 @@ def caltech_classification(
     grid: Sequence[float] = C_GRID,
     seed: int = 0,
 ) -> CaltechResult:
-    """The Caltech protocol on precomputed descriptors ``X`` (N, D) and class ids ``y`` (N,):
-    for each (train, test) split, choose C on a stratified hold-out of the training images, refit
-    one-vs-rest ``LinearSVC`` on all of them, and measure mean class recall on the test images."""
+    """The Caltech protocol on precomputed descriptors: per split, choose C, refit, measure recall.
+
+    Parameters
+    ----------
+    X : numpy.ndarray, shape (N, D)
+        Descriptors of all the images.
+    y : numpy.ndarray, shape (N,)
+        Their class ids.
+    splits : sequence of (numpy.ndarray, numpy.ndarray)
+        (train rows, test rows) of each split.
+    holdout_fraction : float, default 0.2
+        The fraction of each split's training images held out (stratified) to choose C.
+    grid : sequence of float, default :data:`C_GRID`
+        The C values tried first (:func:`select_c`).
+    seed : int, default 0
+        The hold-out of split i uses seed ``seed + i``.
+
+    Returns
+    -------
+    CaltechResult
+
+    Raises
+    ------
+    ValueError
+        If a split's training images cannot be held out stratified (:func:`holdout`).
+
+    Notes
+    -----
+    One-vs-rest ``LinearSVC`` (its multi-class mode): C is chosen by mean class recall on the
+    hold-out, then the SVM is refit on all the split's training images and measured on its
+    test images.
+    """
     make = lambda c: LinearSVC(
         C=c, max_iter=MAX_ITER, random_state=0
     )  # one-vs-rest is LinearSVC's multi-class

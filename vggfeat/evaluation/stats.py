@@ -5,100 +5,29 @@ its chance level (:mod:`vggfeat.evaluation.chance`) and judges its claims here, 
 means the same thing everywhere. :func:`paired` compares two readings of the same nets,
 :func:`welch` different nets, :func:`versus_null` a result and chance, and :func:`tost` tests "no
 effect"; :func:`paired_bootstrap` measures the test-sampling noise and :func:`holm` adjusts the
-p-values of a family of claims. :class:`Verdict` states the verdict rule.
+p-values of a family of claims. :class:`Verdict` states the verdict rule. This is the public
+module ``vggfeat.stats``: :class:`Verdict` and :func:`holm` live in
+:mod:`vggfeat.evaluation.verdict`, :func:`paired_bootstrap` in :mod:`vggfeat.evaluation.bootstrap`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as st
 
+from .bootstrap import paired_bootstrap
+from .verdict import ALPHA, VERDICTS, Verdict, holm
+
 __all__ = [
     "VERDICTS", "ALPHA", "Verdict", "per_seed", "paired", "welch", "tost", "versus_null", "holm",
     "paired_bootstrap",
 ]  # fmt: skip
-
-VERDICTS = ("holds", "does not hold", "equivalent", "inconclusive")
-ALPHA = 0.05
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A judged claim: its effect, 95% interval, p-value, the test used and the verdict.
-
-    Parameters
-    ----------
-    claim : str
-        The claim in words, e.g. ``"multi-scale > single Q"``.
-    effect : float
-        mean(a) - mean(b), in the inputs' unit (e.g. mAP points).
-    ci95 : tuple of float
-        (low, high), the 95% interval of ``effect``; (NaN, NaN) when no test could be run.
-    p : float
-        The two-sided p of "no difference"; for :func:`tost` with a margin, the TOST p. NaN
-        when no test could be run (e.g. one seed and no bootstrap).
-    test : str
-        The test used, in words.
-    verdict : str
-        One of :data:`VERDICTS`.
-    p_holm : float or None, default None
-        The Holm-adjusted p once :func:`holm` has seen the family; None before.
-
-    Raises
-    ------
-    ValueError
-        If ``verdict`` is not one of :data:`VERDICTS`.
-
-    Notes
-    -----
-    The verdict rule of every test here, with ``ALPHA`` = 0.05:
-
-    - A directional claim "a > b" **holds** when its 95% interval lies above 0 (two-sided
-      p < 0.05 and effect > 0) and **does not hold** when the interval lies below 0. Otherwise,
-      with a margin, it is **equivalent** when the TOST p < 0.05 (the 90% interval inside
-      ±margin); else it is **inconclusive**.
-    - A "no effect" claim (:func:`tost`) is **equivalent** under the same TOST rule, **does not
-      hold** when the 95% interval excludes 0 without being equivalent, and is **inconclusive**
-      otherwise; without a margin it can never be equivalent.
-    - A comparison missing a noise source (a side with one seed in :func:`welch`, or in
-      :func:`tost` with ``paired=False``) is **inconclusive** whatever the numbers.
-
-    :func:`holm` adds adjusted p-values for a family of claims; the verdicts stay those of each
-    claim's own 95% interval.
-    """
-
-    claim: str
-    effect: float
-    ci95: tuple[float, float]
-    p: float
-    test: str
-    verdict: str
-    p_holm: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """The verdict as a JSON-ready dict.
-
-        Returns
-        -------
-        dict
-            ``{claim, effect, ci95: [lo, hi], p, p_holm, test, verdict}``, numbers as Python
-            floats (``p_holm`` None before :func:`holm`).
-        """
-        return dict(
-            claim=self.claim, effect=float(self.effect), ci95=[float(c) for c in self.ci95],
-            p=float(self.p), p_holm=None if self.p_holm is None else float(self.p_holm),
-            test=self.test, verdict=self.verdict,
-        )  # fmt: skip
 
 
 # --- per-seed summaries ---------------------------------------------------------------------------
@@ -423,92 +352,4 @@ def versus_null(values: ArrayLike, null: ArrayLike, *, claim: str) -> Verdict:
     return Verdict(claim, float(v[0] - z.mean()), (float(lo), float(hi)), p, test, verdict)
 
 
-def holm(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """Holm-Bonferroni adjusted p-values for a family of claims tested together.
-
-    Parameters
-    ----------
-    verdicts : sequence of Verdict
-        The family.
-
-    Returns
-    -------
-    list of Verdict
-        The same verdicts, in the same order, with ``p_holm`` filled and all else unchanged.
-        Over the family's m finite p-values in ascending order p_(1) <= ... <= p_(m),
-        p_holm of p_(j) is the max over i <= j of min(1, (m - i + 1) p_(i)); a NaN p gets a NaN
-        p_holm.
-    """
-    p = np.array([v.p for v in verdicts], dtype=float)
-    ok = np.flatnonzero(~np.isnan(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adjusted = np.full(len(p), np.nan)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return [replace(v, p_holm=float(a)) for v, a in zip(verdicts, adjusted)]
-
-
 # --- bootstrap over test images -------------------------------------------------------------------
-
-
-def _per_seed_scores(scores, name: str) -> list[np.ndarray]:
-    # a list or tuple holds one system per seed; an array is one system
-    out = [np.asarray(s) for s in scores] if isinstance(scores, (list, tuple)) else [np.asarray(scores)]
-    if not out:
-        raise ValueError(f"{name} is empty; pass an array of scores or a list of them, one per seed")
-    return out
-
-
-def paired_bootstrap(
-    metric: Callable[[np.ndarray, np.ndarray], float],
-    scores_a: ArrayLike | Sequence[ArrayLike],
-    scores_b: ArrayLike | Sequence[ArrayLike],
-    labels: ArrayLike,
-    *,
-    n: int = 1000,
-    seed: int = 0,
-) -> np.ndarray:
-    """Bootstrap over the test images of the difference between two systems' metrics.
-
-    Parameters
-    ----------
-    metric : callable
-        ``metric(scores, labels) -> float``, e.g. :func:`vggfeat.svm.map_metric`'s.
-    scores_a, scores_b : array_like or list of array_like
-        An array whose first axis is the N test images (e.g. (N, K) SVM scores, (N,) top-1
-        misses), or a list or tuple of such arrays, one per seed, whose metric is averaged over
-        the seeds. A list is always read as one array per seed.
-    labels : array_like, shape (N, ...)
-        The test images' labels, resampled with the scores.
-    n : int, default 1000
-        Number of replicates.
-    seed : int, default 0
-        Seed of the ``numpy.random.default_rng`` that draws the resamples.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n,)
-        Replicates of metric(a[idx], labels[idx]) - metric(b[idx], labels[idx]), ``idx`` the
-        test images drawn with replacement, the same for both systems (and every seed); in the
-        metric's unit. A replicate is NaN where the metric is (e.g. a resample without
-        positives). Pass them to :func:`paired` / :func:`welch` as ``boot``: they measure the
-        test-sampling noise of a difference between systems scored on the same images.
-
-    Raises
-    ------
-    ValueError
-        If a list of scores is empty, or a score array's first axis is not len(labels).
-    """
-    a, b = _per_seed_scores(scores_a, "scores_a"), _per_seed_scores(scores_b, "scores_b")
-    labels = np.asarray(labels)
-    if any(len(s) != len(labels) for s in a + b):
-        raise ValueError(f"every score array needs one row per test image ({len(labels)} labels)")
-    rng = np.random.default_rng(seed)
-    out = np.empty(n)
-    for r in range(n):
-        idx = rng.integers(0, len(labels), len(labels))
-        ya = labels[idx]
-        out[r] = np.mean([metric(s[idx], ya) for s in a]) - np.mean([metric(s[idx], ya) for s in b])
-    return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.svm import LinearSVC
 
-from vggfeat.evaluation import svm
+from vggfeat.evaluation import metrics, svm
 
 
 def _matlab_max(values):
@@ -114,7 +114,7 @@ def test_recall_exactly_0_7_counts_at_threshold_0_7():
 def test_recall_exactly_0_3_does_not_count_as_in_matlab():
     # MATLAB's 0:0.1:1 holds 0.30000000000000004 > 3/10: the devkit misses precision 1 at t = 0.3.
     s, y = _ranked([1] * 3 + [-1] * 7 + [1] * 7)
-    assert svm.VOC07_THRESHOLDS[3] == 0.1 * 3 and svm.VOC07_THRESHOLDS[6:8] == (0.6, 0.7)
+    assert metrics.VOC07_THRESHOLDS[3] == 0.1 * 3 and metrics.VOC07_THRESHOLDS[6:8] == (0.6, 0.7)
     assert svm.voc07_ap(s, y) == pytest.approx((3 * 1 + 8 * 10 / 17) / 11)
 
 

@@ -1,99 +1,57 @@
 """How a claim is judged: per-seed summaries, comparisons and one verdict vocabulary.
 
 Every experiment of the project (the demo, the paper in miniature, the benchmark reports) states
-its chance level (:mod:`vggfeat.evaluation.chance`) and judges its claims here, so that a
-"holds" means the same thing everywhere.
-
-Noise
-    A measured number varies with the training seed (training noise) and with the test images
-    drawn (test-sampling noise). Per-seed values carry the first; a bootstrap over the test
-    images (:func:`paired_bootstrap`) measures the second. When both are known their variances
-    add, and the degrees of freedom of the sum follow Welch-Satterthwaite (the bootstrap's count
-    as its number of replicates minus one), so a few seeds keep their wide t-quantiles.
-
-Comparisons (effects are in the units of the inputs, e.g. mAP points; a claim reads "a > b")
-    :func:`paired`
-        two readings of the same nets (multi-scale vs single Q, dense vs multi-crop): a[i] and
-        b[i] come from seed i; paired t on the per-seed differences (df = n - 1), plus the
-        bootstrap's variance when given. With one seed the bootstrap alone judges the reading
-        of that one net.
-    :func:`welch`
-        different nets: Welch's t (unequal variances, t-quantiles), plus the bootstrap's
-        variance when given. A side with one seed has no measured training noise, and no noise
-        pooled from other nets stands in for it: the verdict is then ``inconclusive`` (the
-        bootstrap still gives the effect an interval and a p, reported as such).
-    :func:`versus_null`
-        observed values against samples of a null distribution (the permuted-score mAPs of
-        :func:`vggfeat.evaluation.chance.chance_map_samples`): one value, an empirical
-        permutation test; several, Welch's t against the null samples.
-    :func:`tost`
-        equivalence (two one-sided tests) within +-margin, for "no effect" and "saturates"
-        claims; the margin belongs to the claim's data, stated before the run.
-
-Verdicts (:data:`VERDICTS`)
-    A directional claim "a > b" **holds** when its 95% interval lies above 0 (two-sided
-    p < 0.05 and effect > 0) and **does not hold** when the interval lies below 0. With a
-    margin, it is **equivalent** when the TOST p < 0.05 (the 90% interval inside +-margin).
-    Otherwise it is **inconclusive**. A "no effect" claim (:func:`tost`) is **equivalent**
-    under the same TOST rule, **does not hold** when the 95% interval excludes 0 without being
-    equivalent, and is **inconclusive** otherwise; without a margin it can never be
-    equivalent. :func:`holm` adds Holm-Bonferroni adjusted p-values for a family of claims
-    tested together; the verdicts themselves stay those of each claim's own 95% interval.
+its chance level (:mod:`vggfeat.evaluation.chance`) and judges its claims here, so that a "holds"
+means the same thing everywhere. :func:`paired` compares two readings of the same nets,
+:func:`welch` different nets, :func:`versus_null` a result and chance, and :func:`tost` tests "no
+effect"; :func:`paired_bootstrap` measures the test-sampling noise and :func:`holm` adjusts the
+p-values of a family of claims. :class:`Verdict` states the verdict rule. This is the public
+module ``vggfeat.stats``: :class:`Verdict` and :func:`holm` live in
+:mod:`vggfeat.evaluation.verdict`, :func:`paired_bootstrap` in :mod:`vggfeat.evaluation.bootstrap`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as st
+
+from .bootstrap import paired_bootstrap
+from .verdict import ALPHA, VERDICTS, Verdict, holm
 
 __all__ = [
     "VERDICTS", "ALPHA", "Verdict", "per_seed", "paired", "welch", "tost", "versus_null", "holm",
     "paired_bootstrap",
 ]  # fmt: skip
 
-VERDICTS = ("holds", "does not hold", "equivalent", "inconclusive")
-ALPHA = 0.05
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A judged claim. ``effect``: mean(a) - mean(b) in the inputs' units; ``ci95``: its 95%
-    interval; ``p``: the two-sided p of "no difference" (for :func:`tost`, the TOST p);
-    ``test``: the test used, in words; ``verdict``: one of :data:`VERDICTS`; ``p_holm``: the
-    Holm-adjusted p once :func:`holm` has seen the family (None before). NaN where a number
-    cannot be measured (e.g. one seed and no bootstrap)."""
-
-    claim: str
-    effect: float
-    ci95: tuple[float, float]
-    p: float
-    test: str
-    verdict: str
-    p_holm: float | None = None
-
-    def __post_init__(self):
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-
-    def as_dict(self) -> dict:
-        """``{claim, effect, ci95: [lo, hi], p, p_holm, test, verdict}`` (JSON-ready floats)."""
-        return dict(
-            claim=self.claim, effect=float(self.effect), ci95=[float(c) for c in self.ci95],
-            p=float(self.p), p_holm=None if self.p_holm is None else float(self.p_holm),
-            test=self.test, verdict=self.verdict,
-        )  # fmt: skip
-
 
 # --- per-seed summaries ---------------------------------------------------------------------------
 
 
-def per_seed(values) -> dict:
-    """``{"mean", "std", "per_seed"}`` of per-seed values (any unit); std with ddof=1, 0 for a
-    single seed."""
+def per_seed(values: ArrayLike) -> dict[str, Any]:
+    """Mean and standard deviation of per-seed values, with the values themselves.
+
+    Parameters
+    ----------
+    values : array_like
+        One value per seed, any unit; flattened.
+
+    Returns
+    -------
+    dict
+        ``{"mean": float, "std": float, "per_seed": list of float}``; std with ddof=1, 0.0 for
+        a single seed.
+
+    Raises
+    ------
+    ValueError
+        If ``values`` is empty.
+    """
     v = np.asarray(values, dtype=float).ravel()
     if v.size == 0:
         raise ValueError("per_seed needs at least one value")
@@ -144,7 +102,7 @@ def _nan_verdict(claim: str, effect: float, test: str) -> Verdict:
 
 
 def _judge(claim, est: _Estimate, test, *, margin=None, null=False, judged=True) -> Verdict:
-    """The module's verdict rule on an estimate (see the module docstring). ``judged=False``:
+    """The verdict rule of :class:`Verdict` on an estimate. ``judged=False``:
     a noise source is missing, the verdict stays inconclusive whatever the numbers."""
     if margin is not None and not margin > 0:
         raise ValueError(
@@ -210,54 +168,176 @@ def _welch_estimate(a, b, boot) -> tuple[_Estimate, str, bool]:
     return _Estimate.of(effect, parts), what, seeds
 
 
-def paired(a, b, *, claim: str, boot=None, margin: float | None = None) -> Verdict:
-    """Judge "a > b" for two readings of the same nets: ``a[i]``, ``b[i]`` measured on the nets
-    of seed i (any unit, e.g. mAP points). Effect mean(a - b); paired t over the seeds
-    (t-quantiles, df = n - 1), equal to ``scipy.stats.ttest_rel``. ``boot``: replicates of the
-    mean difference from :func:`paired_bootstrap` (same unit); their variance adds the
-    test-sampling noise. ``margin``: allows the verdict ``equivalent``."""
+def paired(
+    a: ArrayLike, b: ArrayLike, *, claim: str, boot: ArrayLike | None = None, margin: float | None = None
+) -> Verdict:
+    """Judge "a > b" for two readings of the same nets (multi-scale vs single Q, dense vs crops).
+
+    Parameters
+    ----------
+    a, b : array_like, shape (n,)
+        One value per seed, any unit (e.g. mAP points): ``a[i]`` and ``b[i]`` are measured on
+        the nets of seed i.
+    claim : str
+        The claim in words, kept in the verdict.
+    boot : array_like, shape (R,), optional
+        Bootstrap replicates of the mean difference over the test images, in the same unit
+        (:func:`paired_bootstrap`); NaN replicates are dropped.
+    margin : float, optional
+        The largest effect that counts as none, in the inputs' unit, stated before the run;
+        allows the verdict ``equivalent``.
+
+    Returns
+    -------
+    Verdict
+        Effect mean(a - b), judged by the rule of :class:`Verdict`. With one seed and no
+        ``boot`` there is no test: NaN interval and p, ``inconclusive``.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is empty or holds NaN, if they differ in length, if ``boot`` has fewer
+        than 2 finite replicates, or if ``margin`` is not positive (checked when a test runs).
+
+    Notes
+    -----
+    Paired t on the per-seed differences (t-quantiles, df = n - 1); without ``boot``, equal to
+    ``scipy.stats.ttest_rel``. A measured number varies with the training seed (training noise,
+    carried by the per-seed values) and with the test images drawn (test-sampling noise,
+    measured by ``boot``). With ``boot`` the two variances add, and the degrees of freedom of
+    the sum follow Welch-Satterthwaite (the bootstrap counting R - 1), so that a few seeds keep
+    their wide t-quantiles. With one seed the bootstrap alone judges the reading of that net.
+    """
     est, what, ok = _paired_estimate(a, b, boot)
     if not ok:
         return _nan_verdict(claim, est.effect, what + ": no test")
     return _judge(claim, est, what, margin=margin)
 
 
-def welch(a, b, *, claim: str, boot=None, margin: float | None = None) -> Verdict:
-    """Judge "a > b" for different nets: per-seed values ``a`` and ``b`` (any unit, any counts).
-    Effect mean(a) - mean(b); Welch's t (t-quantiles, Welch-Satterthwaite df), equal to
-    ``scipy.stats.ttest_ind(a, b, equal_var=False)``; ``boot`` as in :func:`paired`. A side
-    with one seed leaves the training noise unknown: ``inconclusive``."""
+def welch(
+    a: ArrayLike, b: ArrayLike, *, claim: str, boot: ArrayLike | None = None, margin: float | None = None
+) -> Verdict:
+    """Judge "a > b" for different nets, from per-seed values of each.
+
+    Parameters
+    ----------
+    a : array_like, shape (n_a,)
+        One value per seed of the first nets, any unit (e.g. mAP points).
+    b : array_like, shape (n_b,)
+        The same for the second nets; ``n_b`` need not equal ``n_a``.
+    claim : str
+        The claim in words, kept in the verdict.
+    boot : array_like, shape (R,), optional
+        Bootstrap replicates of the difference over the test images, as in :func:`paired`.
+    margin : float, optional
+        As in :func:`paired`: allows the verdict ``equivalent``.
+
+    Returns
+    -------
+    Verdict
+        Effect mean(a) - mean(b), judged by the rule of :class:`Verdict`.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is empty or holds NaN, if ``boot`` has fewer than 2 finite replicates,
+        or if ``margin`` is not positive (checked when a test runs).
+
+    Notes
+    -----
+    Welch's t (unequal variances, t-quantiles, Welch-Satterthwaite df); without ``boot``, equal
+    to ``scipy.stats.ttest_ind(a, b, equal_var=False)``; ``boot`` adds its variance as in
+    :func:`paired`. A side with one seed has no measured training noise, and no noise pooled
+    from other nets stands in for it: the verdict is then ``inconclusive``. With ``boot`` the
+    effect still gets the bootstrap's interval and p; without, they are NaN.
+    """
     est, what, seeds = _welch_estimate(a, b, boot)
     if not seeds and boot is None:
         return _nan_verdict(claim, est.effect, what)
     return _judge(claim, est, what, margin=margin, judged=seeds)
 
 
-def tost(a, b, *, margin: float | None, paired: bool, claim: str, boot=None) -> Verdict:
-    """Judge the "no effect" claim a ≈ b (e.g. "LRN does not help"): two one-sided tests of
-    mean difference > -margin and < +margin on the paired t (``paired=True``) or Welch's t
-    estimate, each equal to the corresponding one-sided ``scipy.stats`` test; p is the TOST p
-    (the larger of the two). ``margin`` is in the inputs' unit, fixed before the run; None: the
-    claim can only be ``inconclusive`` or ``does not hold``. ``ci95`` is the 95% interval of
-    the difference."""
+def tost(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    margin: float | None,
+    paired: bool,
+    claim: str,
+    boot: ArrayLike | None = None,
+) -> Verdict:
+    """Judge the "no effect" claim a ≈ b (e.g. "LRN does not help") by two one-sided tests.
+
+    Parameters
+    ----------
+    a, b : array_like
+        Per-seed values, as in :func:`paired` (``paired=True``) or :func:`welch`.
+    margin : float or None
+        The largest difference that counts as none, in the inputs' unit, part of the claim's
+        data and fixed before the run. None: the claim can only be ``inconclusive`` or ``does
+        not hold``.
+    paired : bool
+        True: the paired t estimate of :func:`paired`; False: Welch's t of :func:`welch`.
+    claim : str
+        The claim in words, kept in the verdict.
+    boot : array_like, shape (R,), optional
+        Bootstrap replicates of the difference over the test images, as in :func:`paired`.
+
+    Returns
+    -------
+    Verdict
+        Effect: the mean difference; ``ci95``: its 95% interval; ``p``: the TOST p, the larger of
+        the one-sided p's of difference > -margin and difference < +margin, each equal to the
+        corresponding one-sided ``scipy.stats`` test (without a margin, the two-sided p). Judged
+        by the "no effect" rule of :class:`Verdict`; a Welch side with one seed leaves it
+        ``inconclusive``. Without any measured noise (one seed, or a one-seed Welch side, and no
+        ``boot``) there is no test: NaN interval and p, ``inconclusive``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`paired` or :func:`welch`.
+    """
     est, what, ok = (_paired_estimate if paired else _welch_estimate)(a, b, boot)
     if est.se == 0 and not ok:
         return _nan_verdict(claim, est.effect, what)
     return _judge(claim, est, what, margin=margin, null=True, judged=ok)
 
 
-def versus_null(values, null, *, claim: str) -> Verdict:
-    """Judge "values > null": per-seed values (e.g. the mAP of each seed, fraction or points)
-    against samples of a null distribution in the same unit (e.g.
-    :func:`vggfeat.evaluation.chance.chance_map_samples`).
-    Effect mean(values) - mean(null).
+def versus_null(values: ArrayLike, null: ArrayLike, *, claim: str) -> Verdict:
+    """Judge "values > null": per-seed results against samples of a null distribution.
 
-    - One value v: an empirical permutation test. p = 2 min(P(null >= v), P(null <= v)), each
-      counted as (1 + hits) / (1 + M) over the M samples; the interval is [v - q97.5, v - q2.5]
-      of the null, i.e. v's noise taken to have the null's spread.
-    - Several: Welch's t of the values against the null samples. Under "no information" every
-      seed's value is a draw of the null, so the test is valid; otherwise the seeds' spread
-      carries the training noise.
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        One value per seed, e.g. the mAP of each seed (fraction or points).
+    null : array_like, shape (M,)
+        Samples of the null distribution in the same unit, e.g. the permuted-score mAPs of
+        :func:`vggfeat.evaluation.chance.chance_map_samples`.
+    claim : str
+        The claim in words, kept in the verdict.
+
+    Returns
+    -------
+    Verdict
+        Effect mean(values) - mean(null).
+
+    Raises
+    ------
+    ValueError
+        If ``values`` or ``null`` is empty or holds NaN.
+
+    Notes
+    -----
+    One value v: an empirical permutation test. p = 2 min(P(null >= v), P(null <= v)), at most
+    1, each counted as (1 + hits) / (1 + M); the interval is [v - q97.5, v - q2.5] of the null,
+    i.e. v's noise taken to have the null's spread. The claim holds when the interval lies above
+    0 and p < 0.05, does not hold when it lies below 0 and p < 0.05, and is inconclusive
+    otherwise.
+
+    Several values: Welch's t of the values against the null samples, judged by the rule of
+    :class:`Verdict`. Under "no information" every seed's value is a draw of the null, so the
+    test is valid; otherwise the seeds' spread carries the training noise.
     """
     v, z = _values(values, "values"), _values(null, "null")
     if v.size > 1:
@@ -272,49 +352,4 @@ def versus_null(values, null, *, claim: str) -> Verdict:
     return Verdict(claim, float(v[0] - z.mean()), (float(lo), float(hi)), p, test, verdict)
 
 
-def holm(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """The same verdicts with ``p_holm`` filled: Holm-Bonferroni over the family's m finite
-    p-values (ascending p_(j): max over i <= j of min(1, (m - i + 1) p_(i))); NaN p stays NaN."""
-    p = np.array([v.p for v in verdicts], dtype=float)
-    ok = np.flatnonzero(~np.isnan(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adjusted = np.full(len(p), np.nan)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return [replace(v, p_holm=float(a)) for v, a in zip(verdicts, adjusted)]
-
-
 # --- bootstrap over test images -------------------------------------------------------------------
-
-
-def _per_seed_scores(scores, name: str) -> list[np.ndarray]:
-    # a list or tuple holds one system per seed; an array is one system
-    out = [np.asarray(s) for s in scores] if isinstance(scores, (list, tuple)) else [np.asarray(scores)]
-    if not out:
-        raise ValueError(f"{name} is empty; pass an array of scores or a list of them, one per seed")
-    return out
-
-
-def paired_bootstrap(
-    metric: Callable, scores_a, scores_b, labels, *, n: int = 1000, seed: int = 0
-) -> np.ndarray:
-    """(n,) replicates of metric(a[idx], labels[idx]) - metric(b[idx], labels[idx]), ``idx`` the
-    test images resampled with replacement, the same for both systems: the test-sampling noise
-    of a difference between two systems scored on the same images (pass the replicates to
-    :func:`paired` / :func:`welch` as ``boot``). ``scores_a`` / ``scores_b``: an array whose
-    first axis is the N test images (e.g. (N, K) scores, (N,) top-1 misses), or a list of such
-    arrays, one per seed, whose metric is averaged over the seeds; ``labels``: (N, ...). The unit
-    is the metric's; a replicate is NaN when the metric is (a resample without positives)."""
-    a, b = _per_seed_scores(scores_a, "scores_a"), _per_seed_scores(scores_b, "scores_b")
-    labels = np.asarray(labels)
-    if any(len(s) != len(labels) for s in a + b):
-        raise ValueError(f"every score array needs one row per test image ({len(labels)} labels)")
-    rng = np.random.default_rng(seed)
-    out = np.empty(n)
-    for r in range(n):
-        idx = rng.integers(0, len(labels), len(labels))
-        ya = labels[idx]
-        out[r] = np.mean([metric(s[idx], ya) for s in a]) - np.mean([metric(s[idx], ya) for s in b])
-    return out

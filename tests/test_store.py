@@ -369,7 +369,7 @@ def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
     assert 3 <= done < len(files), f"could not kill the run midway (rows stored: {done})"
     loaded = []
     real_open = vggfeat.data.decode.open_image
-    monkeypatch.setattr(vggfeat.data, "open_image", lambda p: loaded.append(p) or real_open(p))
+    monkeypatch.setattr(vggfeat.data.decode, "open_image", lambda p: loaded.append(p) or real_open(p))
     X = run(files, store)
     assert len(loaded) == len(files) - done
     np.testing.assert_allclose(X, run(files), atol=1e-6)

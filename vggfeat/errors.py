@@ -21,3 +21,8 @@ class ConfigMismatch(WeightsError):
 
     def naming(self, argument: str) -> ConfigMismatch:
         return ConfigMismatch(self.source, self.held, self.asked, argument)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (a read-only folder, a full disk, an output that is an
+    input); the message names the path and what to do. The previous output is left as it was."""

@@ -88,6 +88,19 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def os_errno(e: OSError) -> int | None:
+    """``e.errno``, also for libraries (pyarrow) that raise an OSError with the message only."""
+    if e.errno is not None:
+        return e.errno
+    text = str(e)
+    if "requested and" in text and "written" in text:  # numpy's short write: the disk is full
+        return errno.ENOSPC
+    for code in (*DISK_FULL, *NOT_WRITABLE):
+        if os.strerror(code) in text:
+            return code
+    return None
+
+
 def free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -168,9 +181,9 @@ def atomic_group(paths, *, need: int | None = None):
         written = sum(_size(t) for t in tmps if t.exists())
         for t in tmps:
             _remove(t)
-        if e.errno in DISK_FULL:
+        if os_errno(e) in DISK_FULL:
             raise disk_full(paths[0].parent, need, written) from None
-        if e.errno in NOT_WRITABLE:
+        if os_errno(e) in NOT_WRITABLE:
             raise not_writable(paths[0].parent, e) from None
         raise
     except BaseException:

@@ -126,7 +126,9 @@ def cmd_convert(args) -> None:
 
     o = from_args(ConvertOptions, args)
     m = vggfeat.vgg(o.config, weights=args.src, preprocess=o.preprocess)
-    dst = vggfeat.save_weights(m, args.dst, provenance=f"converted from {Path(args.src).name}")
+    was = getattr(m, "meta", {}).get("provenance")  # a trained run's record is kept, not replaced
+    note = f"converted from {Path(args.src).name}"
+    dst = vggfeat.save_weights(m, args.dst, provenance=f"{was}; {note}" if was else note)
     print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
 
 

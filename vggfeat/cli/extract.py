@@ -117,6 +117,14 @@ def _saved_dataset(path: Path, o: ExtractOptions):
     return ds
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """A ``save_to_disk`` folder: a Dataset's state.json beside its dataset_info.json, or a
+    DatasetDict's dataset_dict.json (a stray dataset_info.json in an image folder is not one)."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+    )
+
+
 def extract_inputs(images: list[str], o: ExtractOptions):
     """(what ``Extractor`` reads, one identity per row): image files, folders (searched
     recursively) and ``--list`` files, in the order given, with their paths; or one saved Hugging
@@ -124,7 +132,7 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     from ..data.decode import ImageSource, as_source, list_images
 
     paths = [Path(x) for x in images]
-    if len(paths) == 1 and any((paths[0] / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
+    if len(paths) == 1 and is_saved_dataset(paths[0]):
         if o.list:
             raise ValueError("--list cannot be combined with a saved dataset; give one or the other")
         ds = _saved_dataset(paths[0], o)
@@ -183,7 +191,7 @@ def check_outputs(out: Path, fmt: str, layers: list[str], inputs: list[Path], id
             raise OutputError(f"--out {out}: {w} is one of the input images; choose another --out")
     for src in inputs:
         src = src.resolve()
-        dataset = src.is_dir() and any((src / f).exists() for f in ("dataset_info.json", "dataset_dict.json"))
+        dataset = src.is_dir() and is_saved_dataset(src)
         for w in written:
             inside = w.is_relative_to(src) and (dataset or w == src)
             if w == src or inside or src.is_relative_to(w):
@@ -307,6 +315,10 @@ def cmd_extract(args) -> None:
     if twice:
         raise ValueError(f"--layer {twice[0]} is given twice; give each layer once")
     fmt = output_format(o)  # before any work
+    if o.cache is not None and o.cache.exists() and not o.cache.is_dir():
+        raise OutputError(
+            f"--cache {o.cache} is a file; give a folder (made if missing) for the feature store"
+        )
     o.set_threads()
     source, ids = extract_inputs(args.images, o)
     inputs = [Path(x) for x in args.images] + ([o.list] if o.list else [])
@@ -331,6 +343,11 @@ def cmd_extract(args) -> None:
     if not is_main_process():
         return
     failures = [{"index": i, "name": str(n), "reason": r} for i, n, r in ext.failures_]
+    if ids and len(failures) == len(ids):
+        raise ValueError(
+            f"every one of the {len(ids)} images failed (first: {failures[0]['name']}: "
+            f"{failures[0]['reason']}); nothing was written"
+        )
     shapes = {n: list(x.shape) for n, x in X.items()}
     side = {"shape": shapes[o.layers[0]] if len(X) == 1 else shapes, "failures": failures, **ext.protocol()}
     side["layer"] = o.layers[0] if len(X) == 1 else list(o.layers)

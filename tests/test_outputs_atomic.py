@@ -59,8 +59,8 @@ def test_a_kill_while_replacing_a_npy_leaves_the_old_pair_or_the_new_one(tmp_pat
     assert state(out) == want  # before: a truncated feats.npy, or new rows under the old names
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert point in ("write", "rename-0", "rename-1") or not leftovers
-    old_output(out)  # a later write removes a dead writer's leftovers... and succeeds
-    assert state(out) == "old"
+    old_output(out)  # a later write succeeds and removes the dead writer's leftovers
+    assert state(out) == "old" and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_kill_while_replacing_a_parquet_file_leaves_the_old_one(tmp_path):

@@ -165,6 +165,8 @@ def atomic_group(paths, *, need: int | None = None):
     paths = [Path(p) for p in paths]
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
+    for folder in {p.parent for p in paths}:  # what killed writers left, which may fill the disk
+        remove_stale_tmp(folder)
     tmps = [tmp_name(p) for p in paths]
     try:
         yield tmps

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from vggfeat import options
 from vggfeat.data.imagefolder import DataError
+from vggfeat.errors import OutputError, WeightsError
 from vggfeat.options import add_options
 from vggfeat.train import ConfigError, Interrupted, RunLocked, TrainConfig, check_config, train
 
@@ -116,7 +117,7 @@ def main(args: argparse.Namespace) -> None:
             compute_mean_rgb(cfg)
         else:
             train(cfg)
-    except (ConfigError, DataError, RunLocked) as e:
+    except (ConfigError, DataError, RunLocked, OutputError, WeightsError) as e:
         raise SystemExit(f"error: {e}") from None
     except Interrupted:  # Ctrl-C: the trainer logged where it stopped, once
         raise SystemExit(130) from None

@@ -105,3 +105,33 @@ def test_voc_svm_refuses_a_negative_max_images_and_a_class_given_twice(tmp_path,
     args = voc_svm.get_args_parser().parse_args(["--root", str(tmp_path), "--classes", "bowtie", "bowtie"])
     with pytest.raises(ValueError, match="--classes bowtie is given twice"):
         voc_svm.main(voc_svm.config_from_args(args))
+
+
+def test_convert_keeps_the_training_provenance(tmp_path, capsys):
+    net = vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=3)
+    src = vggfeat.save_weights(
+        net, tmp_path / "final.safetensors", provenance="vggfeat.train run 'r': 3 epochs"
+    )
+    assert cli.main(["convert", str(src), str(tmp_path / "copy.safetensors")]) == 0
+    meta = vggfeat.vgg(None, weights=tmp_path / "copy.safetensors").meta
+    assert meta["provenance"] == "vggfeat.train run 'r': 3 epochs; converted from final.safetensors"
+
+
+def test_save_weights_on_a_full_disk_keeps_the_old_file_and_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    old = vggfeat.save_weights(vggfeat.vgg("A", width=1 / 16, fc_dim=32), tmp_path / "w.safetensors")
+    before = old.read_bytes()
+    code = (
+        "import resource, vggfeat\nfrom vggfeat.cli.common import run_script\n"
+        "m = vggfeat.vgg('A', width=1 / 8, fc_dim=64)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))\n"
+        f"run_script(vggfeat.save_weights, m, {str(old)!r})\n"
+    )
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no space left" in r.stderr and str(tmp_path) in r.stderr, r.stderr
+    assert old.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]

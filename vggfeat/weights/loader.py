@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigMismatch, WeightsError
-from ..files import atomic_path
+from ..files import atomic_path, os_errno
 from ..nets.featuremaps import FeatureMaps
 from ..nets.models import VGG, scaled
 from ..nets.preprocess import Preprocess
@@ -243,7 +243,13 @@ def save_weights(model: VGG, path, **meta) -> Path:
     sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     need = sum(v.numel() * v.element_size() for v in sd.values()) + 65536
     with atomic_path(path, need=need) as tmp:  # temporary, fsync, rename: never half a file
-        save_file(sd, str(tmp), metadata={META_KEY: json.dumps(info, default=str)})
+        try:
+            save_file(sd, str(tmp), metadata={META_KEY: json.dumps(info, default=str)})
+        except Exception as e:  # safetensors' own error type: an I/O error is told by its text
+            code = os_errno(OSError(str(e)))
+            if code is None:
+                raise
+            raise OSError(code, str(e)) from None
         # safetensors creates its file 0600 whatever the umask: give it the mode open() would
         umask = os.umask(0)
         os.umask(umask)

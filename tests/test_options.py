@@ -209,7 +209,7 @@ def test_a_matrix_of_the_wrong_size_is_a_parse_error_naming_the_option(capsys):
     )
 
 
-def test_a_declared_range_is_checked_when_parsing_each_value_and_by_options.check_ranges():
+def test_a_declared_range_is_checked_when_parsing_each_value_and_by_check_ranges():
     @dataclass
     class C:
         n: int = option(2, at_least=1, help="count")

@@ -45,10 +45,16 @@ class Config(SVMOptions):
     background: bool = option(
         True, help="keep BACKGROUND_Google / 257.clutter: the paper counts 102 / 257 classes"
     )
-    splits: int = option(PAPER_SPLITS, help="seeded random splits, recall reported as mean +- std over them")
-    train_per_class: int | None = option(None, help="default: the dataset's protocol (30 or 60)")
-    test_per_class: int | None = option(None, help="default: the dataset's protocol (50 or the rest)")
-    limit_per_class: int | None = option(None, help="first N images per class: quick run, not comparable")
+    splits: int = option(
+        PAPER_SPLITS, at_least=1, help="seeded random splits, recall reported as mean +- std over them"
+    )
+    train_per_class: int | None = option(None, at_least=1, help="default: the dataset's protocol (30 or 60)")
+    test_per_class: int | None = option(
+        None, at_least=1, help="default: the dataset's protocol (50 or the rest)"
+    )
+    limit_per_class: int | None = option(
+        None, at_least=1, help="first N images per class: quick run, not comparable"
+    )
 
     def __post_init__(self):  # the dataset's protocol where not given
         _, _, n_train, n_test = caltech.DATASETS[self.dataset]

@@ -25,10 +25,10 @@ from vggfeat.options import add_options, from_args, option
 
 @dataclass(kw_only=True)
 class Config:
-    images: int = option(100, help="small images written for the run")
+    images: int = option(100, at_least=1, help="small images written for the run")
     size: tuple[int, int] = option((128, 144), help="their height and width")
     weights: Path | None = option(None, help="a weights file (default: the demo's net, random weights)")
-    threads: int = option(1, help="torch compute threads, on both sides")
+    threads: int = option(1, at_least=1, help="torch compute threads, on both sides")
     out: Path = Path("runs/cli_startup")
 
 

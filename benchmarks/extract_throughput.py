@@ -199,10 +199,10 @@ def main(args) -> dict:
 @dataclass(kw_only=True)
 class Config:
     model: str = option("D", help="configuration (A, A-LRN, B, C, D, E, ...)")
-    width: float = option(1.0, help="channel multiplier; 0.25 for a quick run")
-    fc_dim: int = option(4096, help="fc6/fc7 width")
-    scales: list[int] = option([256, 384, 512], help="smallest sides Q")
-    images: int = option(8, help="number of VOC-like images of mixed sizes")
+    width: float = option(1.0, above=0, help="channel multiplier; 0.25 for a quick run")
+    fc_dim: int = option(4096, at_least=1, help="fc6/fc7 width")
+    scales: list[int] = option([256, 384, 512], at_least=1, help="smallest sides Q")
+    images: int = option(8, at_least=1, help="number of VOC-like images of mixed sizes")
     batch_size: int | None = option(
         None, help="images per network run of vggfeat.extract (default: sized to fit)"
     )

@@ -56,10 +56,12 @@ class Config:
     weights: str = option(
         "none", help="none: seeded random; default: ImageNet, when torchvision's file is cached"
     )
-    images: int = option(4, help="images compared between CPU and CUDA (CPU float32 is the slow side)")
-    throughput_images: int = option(64, help="images timed for extraction throughput")
-    train_steps: int = option(10, help="SGD steps under Accelerate bf16")
-    batch: int = option(32, help="training batch")
+    images: int = option(
+        4, at_least=1, help="images compared between CPU and CUDA (CPU float32 is the slow side)"
+    )
+    throughput_images: int = option(64, at_least=1, help="images timed for extraction throughput")
+    train_steps: int = option(10, at_least=1, help="SGD steps under Accelerate bf16")
+    batch: int = option(32, at_least=1, help="training batch")
     out: Path = option(Path("runs/gpu_check"), help="folder for gpu_check.json and gpu_check.md")
     seed: int = 0
 

@@ -56,7 +56,7 @@ class Config(NetOptions):
         None, help="training scale range (sets Q)", show="256 512 for a net of crop 224, x c/224 for crop c"
     )
     split: str = option("validation", help="split of a saved DatasetDict")
-    max_images: int | None = option(None, help="first N images only: quick run, not comparable")
+    max_images: int | None = option(None, at_least=1, help="first N images only: quick run, not comparable")
     out: Path | None = option(None, help="output folder (default: runs/ilsvrc_<models>)")
 
 

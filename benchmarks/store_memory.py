@@ -63,8 +63,8 @@ def child(folder: str, n: int, store: str, side: int) -> None:
 
 @dataclass(kw_only=True)
 class Config:
-    sizes: list[int] = option([1000, 10000], help="numbers of images")
-    side: int = option(32, help="image side in pixels (>= 32)")
+    sizes: list[int] = option([1000, 10000], at_least=1, help="numbers of images")
+    side: int = option(32, at_least=32, help="image side in pixels (>= 32)")
     out: Path = option(Path("runs/store_memory"), help="folder of results.json")
 
 

@@ -19,11 +19,11 @@ from vggfeat.train.throughput import compare
 @dataclass(kw_only=True)
 class Config:
     config: Literal["A", "B", "D", "E"] = option("A", help="torchvision has A, B, D, E")
-    num_classes: int = option(1000, help="classes of the last layer")
-    batch: int = option(16, help="images per training step")
-    size: int = option(224, help="image side in pixels")
-    warmup: int = option(2, help="steps run before timing")
-    steps: int = option(5, help="timed steps")
+    num_classes: int = option(1000, at_least=2, help="classes of the last layer")
+    batch: int = option(16, at_least=1, help="images per training step")
+    size: int = option(224, at_least=32, help="image side in pixels")
+    warmup: int = option(2, at_least=0, help="steps run before timing")
+    steps: int = option(5, at_least=1, help="timed steps")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

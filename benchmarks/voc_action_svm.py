@@ -41,7 +41,9 @@ class Config(SVMOptions):
 
     root: Path = option(help="VOCdevkit (or its parent, or VOC2012)")
     PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
-    max_images: int | None = option(None, help="first N persons per split: quick run, not comparable")
+    max_images: int | None = option(
+        None, at_least=1, help="first N persons per split: quick run, not comparable"
+    )
 
     def __post_init__(self):
         self.out = self.out or Path("runs") / f"voc2012_action_{self.label()}"

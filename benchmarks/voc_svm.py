@@ -26,7 +26,7 @@ from vggfeat.data import voc, voc_devkit
 from vggfeat.evaluation import paper as published
 from vggfeat.evaluation import plots, svm
 from vggfeat.features.distributed import is_main_process, on_main_process
-from vggfeat.options import add_options, from_args, option
+from vggfeat.options import add_options, check_ranges, from_args, option
 
 PAPER_SCALES = published.VOC_Q  # Appendix B: VOC averages over 5 scales
 
@@ -36,9 +36,11 @@ class Config(SVMOptions):
     root: Path = option(help="VOCdevkit (or its parent, or VOC<year>)")
     year: Literal[2007, 2008, 2009, 2010, 2011, 2012] = 2007
     PAPER_SCALES: ClassVar[tuple[int, ...]] = PAPER_SCALES  # x c/224 for a net of crop c
-    max_images: int | None = option(None, help="first N images per split: quick run, not comparable")
+    max_images: int | None = option(
+        None, at_least=1, help="first N images per split: quick run, not comparable"
+    )
     classes: tuple[str, ...] = option(
-        voc_devkit.VOC_CLASSES, help="class names of a VOC-layout dataset of your own"
+        voc_devkit.VOC_CLASSES, help="class names of a VOC-layout dataset of your own, each once"
     )
 
     def __post_init__(self):
@@ -55,7 +57,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return from_args(Config, args)
 
 
+def check_config(cfg: Config) -> None:
+    """The checks the parser cannot make, before any work (also for a Config built in Python)."""
+    check_ranges(cfg)
+    twice = sorted({c for c in cfg.classes if cfg.classes.count(c) > 1})
+    if twice:
+        raise ValueError(
+            f"--classes {twice[0]} is given twice; give each class once (it would count twice in the mAP)"
+        )
+
+
 def main(cfg: Config) -> svm.VOCResult | None:
+    check_config(cfg)
     # the nets first: a missing weights file fails before any data is read
     nets = cfg.build_nets()
     if cfg.download:

@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 
 from vggfeat import options
-from vggfeat.errors import ConfigError, DataError, RunLocked
+from vggfeat.errors import ConfigError, DataError, OutputError, RunLocked, WeightsError
 from vggfeat.options import add_options
 from vggfeat.train import Interrupted, TrainConfig, check_config, train
 
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> None:
             compute_mean_rgb(cfg)
         else:
             train(cfg)
-    except (ConfigError, DataError, RunLocked) as e:
+    except (ConfigError, DataError, RunLocked, OutputError, WeightsError) as e:
         raise SystemExit(f"error: {e}") from None
     except Interrupted:  # Ctrl-C: the trainer logged where it stopped, once
         raise SystemExit(130) from None

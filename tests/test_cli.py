@@ -176,7 +176,7 @@ def test_extract_reads_folders_and_a_list_and_writes_parquet_with_the_paths(fold
     other = tmp_path / "other"
     other.mkdir()
     random_image(260, 230, seed=7).save(other / "x.png")
-    (tmp_path / "files.txt").write_text(f"# two of them\nimgs/1.png\n\n{folder / '0.png'}\n")
+    (tmp_path / "files.txt").write_text(f"imgs/1.png\n\n{folder / '0.png'}\n")  # read literally: no comments
     out = tmp_path / "f.parquet"
     argv = ["extract", str(folder), str(other), "--list", str(tmp_path / "files.txt"), "--weights", "none"]
     assert cli.main([*argv, *TINY, "--out", str(out)]) == 0

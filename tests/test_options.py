@@ -207,3 +207,30 @@ def test_a_matrix_of_the_wrong_size_is_a_parse_error_naming_the_option(capsys):
         err.startswith("usage:")
         and "error: --grid: expected a multiple of 2 values (rows of 2), got 3" in err
     )
+
+
+def test_a_declared_range_is_checked_when_parsing_each_value_and_by_check_ranges():
+    @dataclass
+    class C:
+        n: int = option(2, at_least=1, help="count")
+        lr: float = option(0.1, above=0)
+        qs: tuple[int, ...] = option((3,), at_least=1, at_most=10)
+        k: int | None = option(None, at_least=0)
+
+    p = argparse.ArgumentParser(prog="x", exit_on_error=False)
+    add_options(p, C)
+    assert from_args(C, p.parse_args(["--n", "1", "--lr", "1e-9", "--qs", "1", "10", "--k", "0"])) == C(
+        1, 1e-9, (1, 10), 0
+    )
+    for argv, words in (
+        (["--n", "0"], "0: must be at least 1"),
+        (["--lr", "0"], "0.0: must be above 0"),
+        (["--qs", "3", "11"], "11: must be at least 1 and at most 10"),
+        (["--k", "-1"], "-1: must be at least 0"),
+    ):
+        with pytest.raises(argparse.ArgumentError, match=words):
+            p.parse_args(argv)
+    options.check_ranges(C())  # the defaults (and None) pass
+    with pytest.raises(ValueError, match=r"--qs 0: must be at least 1 and at most 10"):
+        options.check_ranges(C(qs=(2, 0)))
+    assert "count (default: 2)" in p.format_help()  # the help is unchanged

@@ -22,7 +22,8 @@ from PIL import Image
 import vggfeat
 import vggfeat.features.dense
 from vggfeat.errors import StoreBusy
-from vggfeat.features.store import compact, count_rows, stores
+from vggfeat.features.store import count_rows, stores
+from vggfeat.features.upkeep import compact
 
 KILL = str(Path(__file__).parent / "_kill_extract.py")
 
@@ -370,7 +371,7 @@ def test_killed_run_loses_only_unflushed_rows(pngs, tmp_path, monkeypatch):
     assert 3 <= done < len(files), f"could not kill the run midway (rows stored: {done})"
     loaded = []
     real_open = vggfeat.data.decode.open_image
-    monkeypatch.setattr(vggfeat.data, "open_image", lambda p: loaded.append(p) or real_open(p))
+    monkeypatch.setattr(vggfeat.data.decode, "open_image", lambda p: loaded.append(p) or real_open(p))
     X = run(files, store)
     assert len(loaded) == len(files) - done
     np.testing.assert_allclose(X, run(files), atol=1e-6)

@@ -25,7 +25,7 @@ class ConfigMismatch(WeightsError):
 
 
 class StoreBusy(ValueError):
-    """A store that a process is writing now; the message names the process."""
+    """A store that a process is writing or compacting now; the message names the process."""
 
 
 class RunLocked(RuntimeError):
@@ -50,3 +50,8 @@ class ImageError(ValueError):
 
 class DataError(ValueError):
     """``--data`` is not a layout the trainer reads; the message says which layouts it reads."""
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (a read-only folder, a full disk, an output that is an
+    input); the message names the path and what to do. The previous output is left as it was."""

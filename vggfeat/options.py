@@ -32,19 +32,68 @@ import functools
 import types
 import typing
 
-__all__ = ["option", "add_options", "given", "from_args"]
+__all__ = ["option", "add_options", "given", "from_args", "check_ranges", "in_range"]
+
+RANGE_KEYS = ("at_least", "above", "at_most")  # option() keywords of a numeric range
 
 
 def option(default=dataclasses.MISSING, *, help=None, show=None, **argparse_kw) -> dataclasses.Field:
     """A dataclass field with command-line metadata: ``help``; ``show``, the default as ``--help``
     states it when the value itself is not telling (a string, or a function of the dataclass);
-    and argparse keywords (``flag="--model"``, ``action="append"``, ``type=parse``, ``choices=``)
-    that replace what the type hint implies.
+    a numeric range, ``at_least=``, ``above=`` and ``at_most=``, checked when the value is
+    parsed (each value of a list) and by :func:`check_ranges`; and argparse keywords
+    (``flag="--model"``, ``action="append"``, ``type=parse``, ``choices=``) that replace what the
+    type hint implies.
     Mutable defaults (lists) are copied per instance."""
     meta = {"help": help, "show": show, **argparse_kw}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=functools.partial(type(default), default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def in_range(name: str, value, *, at_least=None, above=None, at_most=None):
+    """``value`` if it lies in the range, else ValueError naming ``name`` (a flag or keyword),
+    the value and the range. None (an option left to its default) passes."""
+    if value is None or isinstance(value, bool):
+        return value
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        bad = (
+            (at_least is not None and v < at_least)
+            or (above is not None and v <= above)
+            or (at_most is not None and v > at_most)
+        )
+        if bad:
+            want = [
+                f"at least {at_least}" * (at_least is not None),
+                f"above {above}" * (above is not None),
+                f"at most {at_most}" * (at_most is not None),
+            ]
+            raise ValueError(f"{name} {v}: must be {' and '.join(w for w in want if w)}")
+    return value
+
+
+def _ranged(parse, flag: str, bounds: dict):
+    """An argparse ``type`` that parses, then checks the range (a one-line parser error)."""
+
+    def checked(text):
+        value = parse(text)
+        try:
+            return in_range(flag, value, **bounds)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)[len(flag) + 1 :]) from None  # argparse names the flag
+
+    checked.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in errors
+    return checked
+
+
+def check_ranges(obj) -> None:
+    """Check every field of the dataclass instance ``obj`` that declares a range (as the parser
+    does): the same checks for the Python API and presets as for the command line."""
+    for f in dataclasses.fields(obj):
+        bounds = {k: f.metadata[k] for k in RANGE_KEYS if k in f.metadata}
+        if bounds:
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            in_range(flag, getattr(obj, f.name), **bounds)
 
 
 def _help(cls, f: dataclasses.Field, default) -> str:
@@ -133,7 +182,12 @@ def add_options(parser: argparse.ArgumentParser, cls, base=None, *, exclude=()) 
             continue
         default = _default(f, base)
         kw = _parse_kw(hints[f.name])
-        kw.update({k: v for k, v in f.metadata.items() if k not in ("help", "show", "flag")})
+        kw.update({k: v for k, v in f.metadata.items() if k not in ("help", "show", "flag", *RANGE_KEYS)})
+        bounds = {k: f.metadata[k] for k in RANGE_KEYS if k in f.metadata}
+        if bounds and kw.get("type") is not None:
+            kw["type"] = _ranged(
+                kw["type"], f.metadata.get("flag") or "--" + f.name.replace("_", "-"), bounds
+            )
         if kw.get("action") not in (None, "store", argparse.BooleanOptionalAction):
             kw.pop("nargs", None)
         required = default is dataclasses.MISSING

@@ -126,12 +126,14 @@ def cmd_convert(args) -> None:
 
     o = from_args(ConvertOptions, args)
     m = vggfeat.vgg(o.config, weights=args.src, preprocess=o.preprocess)
-    dst = vggfeat.save_weights(m, args.dst, provenance=f"converted from {Path(args.src).name}")
+    was = getattr(m, "meta", {}).get("provenance")  # a trained run's record is kept, not replaced
+    note = f"converted from {Path(args.src).name}"
+    dst = vggfeat.save_weights(m, args.dst, provenance=f"{was}; {note}" if was else note)
     print(f"wrote {dst}: VGG-{m.config}, preprocessing {m.preprocess.name}")
 
 
 def cmd_store(args) -> None:
-    from ..features.store import compact
+    from ..features.upkeep import compact
 
     for root, before, after in compact(args.path):
         print(f"{root}: {before} chunks -> {after}")

@@ -14,6 +14,7 @@ from ..options import option
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
+MAX_SCALE = 8192  # --scales: 16x the paper's largest Q; larger ones are a typo, not a protocol
 
 
 MODEL_HELP = "configuration (A, A-LRN, B, C, D, E, B-5x5, or vgg16, vgg19_bn, ...); repeat for late fusion"
@@ -58,9 +59,13 @@ class NetOptions:
     weights: list[str | None] | None = option(
         None, action="append", metavar="SOURCE", help=WEIGHTS_HELP, show="default"
     )
-    width: float | None = option(None, help="channel multiplier (default: what the weights hold, else 1)")
-    fc_dim: int | None = option(None, help="fc6/fc7 width (default: what the weights hold, else 4096)")
-    batch_size: int | None = option(None, help="images per network run (default: sized to fit)")
+    width: float | None = option(
+        None, above=0, help="channel multiplier (default: what the weights hold, else 1)"
+    )
+    fc_dim: int | None = option(
+        None, at_least=1, help="fc6/fc7 width (default: what the weights hold, else 4096)"
+    )
+    batch_size: int | None = option(None, at_least=1, help="images per network run (default: sized to fit)")
     device: str | None = option(None, help="cpu, cuda, cuda:1 ... (default: accelerate's choice)")
 
     def label(self) -> str:
@@ -78,7 +83,11 @@ class FeatureOptions(NetOptions):
     PAPER_SCALES: ClassVar[tuple[int, ...]] = (256, 384, 512)  # Sec. 3.2's Q at the 224 crop
 
     scales: tuple[int, ...] | None = option(
-        None, help="smallest sides Q", show=lambda cls: _default_scales(cls)
+        None,
+        at_least=1,
+        at_most=MAX_SCALE,
+        help="smallest sides Q",
+        show=lambda cls: _default_scales(cls),
     )
     aggregate: Literal["mean", "stack", "max"] = option("mean", help="over the scales")
 
@@ -172,10 +181,13 @@ class CommandOptions(FeatureOptions):
     preprocess: Literal["imagenet", "caffe"] | None = option(
         None, help="override the weights' preprocessing (caffe: converted Caffe state dicts)"
     )
-    num_workers: int | None = option(None, help="image-decoding processes (default: by CPU count)")
+    num_workers: int | None = option(
+        None, at_least=0, help="image-decoding processes (default: by CPU count)"
+    )
     flip: bool = option(True, help="average with the horizontally flipped image")
     threads: int | None = option(
         None,
+        at_least=1,
         help="torch's compute threads",
         show="$OMP_NUM_THREADS if set, else the usable CPUs minus 2 decoding workers, at least 1",
     )
@@ -196,7 +208,7 @@ def compute_threads(threads: int | None, num_workers: int | None) -> int:
     per usable CPU left over by the decoding workers (2 by default, see ``dense.py``)."""
     import os
 
-    if threads:
+    if threads is not None:
         return threads
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))

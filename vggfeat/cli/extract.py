@@ -4,15 +4,19 @@ Face dataset, written as .npy or .parquet with each row's identity."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ..errors import OutputError
 from ..features.distributed import is_main_process
+from ..files import atomic_group, atomic_path, check_output
 from ..options import add_options, from_args, option
 from .common import CommandOptions, command_nets
 
@@ -46,7 +50,10 @@ class ExtractOptions(CommandOptions):
         None, help="hf: a Hugging Face dataset folder (save_to_disk)", show="by --out's suffix"
     )
     list: Path | None = option(
-        None, help="a text file of image paths, one per line (relative to the file's folder)"
+        None,
+        help="a text file of image paths, one per line (relative to the file's folder), read "
+        "literally: spaces and a leading # are part of the name; only empty lines are skipped, "
+        "and a listed file that does not exist is an error",
     )
     image_column: str | None = option(
         None, help="a saved HF dataset's image column (default: its Image-typed column)"
@@ -79,12 +86,24 @@ def protocol_cost(scales=(256, 384, 512), *, flip: bool = True, aspect: float = 
     return (2 if flip else 1) * sum(per_q) / dense.flops(224, 224, "fc7")
 
 
-def _read_list(path: Path) -> list[Path]:
+def _read_list(path: Path, *, must_exist: bool = True) -> list[Path]:
+    """The paths of a ``--list`` file, read literally (see its help): a line is a file name as
+    the file system holds it (bytes; names in any encoding, as ``os.fsdecode`` gives them)."""
     if not path.is_file():
         raise FileNotFoundError(f"--list {path}: no such file; give a text file with one image path per line")
-    lines = [x.strip() for x in path.read_text().splitlines()]
-    paths = [Path(x) for x in lines if x and not x.startswith("#")]  # blank lines and comments skipped
-    return [p if p.is_absolute() else path.parent / p for p in paths]
+    out = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line:
+            continue
+        p = Path(os.fsdecode(line))
+        p = p if p.is_absolute() else path.parent / p
+        if must_exist and not p.is_file():
+            raise FileNotFoundError(
+                f"--list {path}, line {n}: {os.fsdecode(line)!r} is no file ({p}); lines are read "
+                "literally (spaces and # included)"
+            )
+        out.append(p)
+    return out
 
 
 def _saved_dataset(path: Path, o: ExtractOptions):
@@ -98,6 +117,14 @@ def _saved_dataset(path: Path, o: ExtractOptions):
     return ds
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """A ``save_to_disk`` folder: a Dataset's state.json beside its dataset_info.json, or a
+    DatasetDict's dataset_dict.json (a stray dataset_info.json in an image folder is not one)."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+    )
+
+
 def extract_inputs(images: list[str], o: ExtractOptions):
     """(what ``Extractor`` reads, one identity per row): image files, folders (searched
     recursively) and ``--list`` files, in the order given, with their paths; or one saved Hugging
@@ -105,7 +132,7 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     from ..data.decode import ImageSource, as_source, list_images
 
     paths = [Path(x) for x in images]
-    if len(paths) == 1 and any((paths[0] / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
+    if len(paths) == 1 and is_saved_dataset(paths[0]):
         if o.list:
             raise ValueError("--list cannot be combined with a saved dataset; give one or the other")
         ds = _saved_dataset(paths[0], o)
@@ -113,7 +140,7 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     files = []
     for p in paths + ([o.list] if o.list else []):
         if p == o.list:
-            files += _read_list(p)
+            files += _read_list(p, must_exist=o.on_error == "raise")
         elif p.is_dir():
             files += list_images(p)
         elif p.exists():
@@ -136,6 +163,55 @@ def output_format(o: ExtractOptions) -> str:
             f"--out {o.out}: write .npy or .parquet, or a Hugging Face dataset folder with --format hf"
         )
     return fmt
+
+
+def written_path(out: Path, fmt: str) -> Path:
+    """The file a format writes for ``--out``: a .npy output is ``out`` with ``.npy`` added when
+    it has another suffix (as ``np.save`` names it), so what is printed is what was written."""
+    return out if fmt != "npy" or out.suffix == ".npy" else out.with_name(out.name + ".npy")
+
+
+def output_paths(out: Path, fmt: str, layers: list[str]) -> list[Path]:
+    """Every path ``write_features`` writes: the .npy of each layer and the sidecar last, or the
+    one .parquet file or hf folder."""
+    if fmt != "npy":
+        return [out]
+    out = written_path(out, fmt)
+    return [*(layer_file(out, n, layers) for n in layers), sidecar(out)]
+
+
+def check_outputs(out: Path, fmt: str, layers: list[str], inputs: list[Path], ids: list, need: int) -> None:
+    """Before any work: no output is an input or inside an input dataset folder (or holds an
+    input), every output can be written with ``need`` bytes, and every id can be stored in
+    ``fmt`` (parquet and hf hold UTF-8 strings)."""
+    written = [p.resolve() for p in output_paths(out, fmt, layers)]
+    files = {Path(i).resolve() for i in ids if isinstance(i, str)}
+    for w in written:
+        if w in files:
+            raise OutputError(f"--out {out}: {w} is one of the input images; choose another --out")
+    for src in inputs:
+        src = src.resolve()
+        dataset = src.is_dir() and is_saved_dataset(src)
+        for w in written:
+            inside = w.is_relative_to(src) and (dataset or w == src)
+            if w == src or inside or src.is_relative_to(w):
+                what = "an input dataset" if dataset else "an input"
+                raise OutputError(
+                    f"--out {out}: {w} is {what} or in it ({src}); writing there would replace what "
+                    "is being read. Choose another --out"
+                )
+    for w in output_paths(out, fmt, layers):
+        check_output(w, need=need, folder_ok=fmt == "hf")
+    if fmt in ("parquet", "hf"):
+        for i in ids:
+            try:
+                str(i).encode("utf-8")
+            except UnicodeEncodeError:
+                name = os.fsencode(str(i)) if isinstance(i, str) else i
+                raise OutputError(
+                    f"--format {fmt}: the image name {name!r} is not valid UTF-8, which {fmt} ids "
+                    "must be; rename the file, or use --format npy (its JSON sidecar keeps any name)"
+                ) from None
 
 
 def sidecar(out: Path) -> Path:
@@ -161,23 +237,37 @@ def _replacing(path: Path) -> Path:
     return path
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_features(out: Path, fmt: str, X: dict[str, np.ndarray], ids: list, side: dict) -> list[Path]:
     """Each layer's rows ``X[layer]`` as ``fmt``: .npy files (one per layer) with the sidecar
-    (identities, protocol, failures); a .parquet file with an ``id`` column beside one column per
-    layer and ``side`` in its schema metadata; or a Hugging Face dataset (``save_to_disk``) with
-    the same columns and ``side`` as its description. Existing files are replaced with a warning."""
-    layers = list(X)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    (identities, protocol, failures, and each .npy's SHA-256); a .parquet file with an ``id``
+    column beside one column per layer and ``side`` in its schema metadata; or a Hugging Face
+    dataset (``save_to_disk``) with the same columns and ``side`` as its description. Existing
+    outputs are replaced with a warning, atomically (:mod:`vggfeat.files`): the .npy files and
+    their sidecar are one unit, never new rows with an old run's names."""
+    layers, out = list(X), Path(out)
     side = {"rows": ids, **side}
+    need = sum(x.nbytes for x in X.values()) + 64 * len(ids) + 4096
+    paths = output_paths(out, fmt, layers)
+    for p in paths:
+        _replacing(p)
     if fmt == "npy":
-        files = {n: layer_file(out, n, layers) for n in layers}
-        for n, f in files.items():
-            np.save(_replacing(f), X[n])
-        if len(layers) > 1:
-            side["files"] = {n: f.name for n, f in files.items()}
-        meta = _replacing(sidecar(out))
-        meta.write_text(json.dumps(side, indent=1, default=str))
-        return [*files.values(), meta]
+        with atomic_group(paths, need=need) as tmps:
+            for n, t in zip(layers, tmps):
+                with open(t, "wb") as f:
+                    np.save(f, X[n])
+            if len(layers) > 1:
+                side["files"] = {n: p.name for n, p in zip(layers, paths)}
+            side["sha256"] = {p.name: _sha256(t) for p, t in zip(paths, tmps[:-1])}
+            tmps[-1].write_text(json.dumps(side, indent=1, default=str))
+        return paths
     import pyarrow as pa
 
     cols = {"id": ids}
@@ -186,17 +276,19 @@ def write_features(out: Path, fmt: str, X: dict[str, np.ndarray], ids: list, sid
             pa.array(X[n].reshape(-1), pa.float32()), X[n].shape[1]
         )
     table = pa.table(cols)
+    text = json.dumps({k: v for k, v in side.items() if k != "rows"}, default=str)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        text = json.dumps({k: v for k, v in side.items() if k != "rows"}, default=str)
-        pq.write_table(table.replace_schema_metadata({"vggfeat": text}), _replacing(out))
+        with atomic_path(out, need=need) as tmp:
+            pq.write_table(table.replace_schema_metadata({"vggfeat": text}), str(tmp))
         return [out]
     import datasets
 
     ds = datasets.Dataset(datasets.table.InMemoryTable(table))
-    ds.info.description = json.dumps({k: v for k, v in side.items() if k != "rows"}, default=str)
-    ds.save_to_disk(str(_replacing(out)))
+    ds.info.description = text
+    with atomic_path(out, need=need) as tmp:
+        ds.save_to_disk(str(tmp))
     return [out]
 
 
@@ -223,8 +315,14 @@ def cmd_extract(args) -> None:
     if twice:
         raise ValueError(f"--layer {twice[0]} is given twice; give each layer once")
     fmt = output_format(o)  # before any work
+    if o.cache is not None and o.cache.exists() and not o.cache.is_dir():
+        raise OutputError(
+            f"--cache {o.cache} is a file; give a folder (made if missing) for the feature store"
+        )
     o.set_threads()
     source, ids = extract_inputs(args.images, o)
+    inputs = [Path(x) for x in args.images] + ([o.list] if o.list else [])
+    check_outputs(o.out, fmt, list(o.layers), inputs, ids, need=0)  # before building the nets
     nets = command_nets(o)
     ext = vggfeat.Extractor(
         tuple(nets),
@@ -240,10 +338,16 @@ def cmd_extract(args) -> None:
         on_error=o.on_error,
         progress=not o.quiet,
     )
+    check_outputs(o.out, fmt, list(o.layers), inputs, ids, need=len(ids) * (4 * ext.dim + 64) + 4096)
     X = {n: np.asarray(x, dtype=np.float32) for n, x in ext(source).items()}
     if not is_main_process():
         return
     failures = [{"index": i, "name": str(n), "reason": r} for i, n, r in ext.failures_]
+    if ids and len(failures) == len(ids):
+        raise ValueError(
+            f"every one of the {len(ids)} images failed (first: {failures[0]['name']}: "
+            f"{failures[0]['reason']}); nothing was written"
+        )
     shapes = {n: list(x.shape) for n, x in X.items()}
     side = {"shape": shapes[o.layers[0]] if len(X) == 1 else shapes, "failures": failures, **ext.protocol()}
     side["layer"] = o.layers[0] if len(X) == 1 else list(o.layers)

@@ -12,6 +12,12 @@ grid of crops of the net's training size, 224 for the paper's nets, V = 25).
 
 Under ``accelerate launch`` each process takes a contiguous shard and rows are gathered back in
 input order, each image exactly once.
+
+Memory is bounded: before an image is rescaled, the activation memory of its dense pass (the
+largest conv input plus output, float32, times 2 with the flip) is estimated at every Q; an
+image above ``MAX_ACTIVATION_BYTES`` (4 GiB; ``max_activation_bytes=`` or the environment
+variable ``VGGFEAT_MAX_ACTIVATION_BYTES`` override it) is an :class:`ImageError` naming it, its
+size and the limit, skipped under ``on_error="skip"`` like any unreadable image.
 """
 
 from __future__ import annotations
@@ -27,13 +33,41 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.decode import ImageSource, as_source, resize_smallest, to_tensor
+from ..data.decode import ImageSource, as_source, resize_smallest, resized_size, to_tensor
 from ..errors import ImageError
 from ..nets.models import PAPER_CROP, VGG
 from .distributed import process_state, shard
 
 log = logging.getLogger("vggfeat")
 GRID = 5  # 5x5 regular grid of crops per scale
+MAX_ACTIVATION_BYTES = 4 << 30  # a dense pass's activations per image (module docstring)
+
+
+def activation_limit(given: int | None = None) -> int:
+    """The memory bound of one image's dense pass: ``given``, else $VGGFEAT_MAX_ACTIVATION_BYTES,
+    else ``MAX_ACTIVATION_BYTES``."""
+    if given is not None:
+        return int(given)
+    env = os.environ.get("VGGFEAT_MAX_ACTIVATION_BYTES", "")
+    return int(env) if env.isdigit() else MAX_ACTIVATION_BYTES
+
+
+def conv_plan(net) -> list[tuple[int, int, int]]:
+    """(in channels, out channels, pools before) of each conv of ``net.features``."""
+    plan, pools = [], 0
+    for m in net.features:
+        if isinstance(m, torch.nn.Conv2d):
+            plan.append((m.in_channels, m.out_channels, pools))
+        elif isinstance(m, torch.nn.MaxPool2d):
+            pools += 1
+    return plan
+
+
+def activation_bytes(plan, height: int, width: int, flip: bool = True) -> int:
+    """Estimated peak activation memory of a dense pass on an H x W image: the largest conv's
+    float32 input plus output, for the image and its flip."""
+    peak = max(((height >> p) * (width >> p) * (cin + cout) for cin, cout, p in plan), default=0)
+    return 4 * peak * (2 if flip else 1)
 
 
 def crop_grid(height: int, width: int, size: int = PAPER_CROP, n: int = GRID) -> list[tuple[int, int]]:
@@ -47,9 +81,18 @@ def crop_grid(height: int, width: int, size: int = PAPER_CROP, n: int = GRID) ->
 
 
 def default_device(device=None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return process_state().device
+    if device is None:
+        return process_state().device
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device {device!r}: {str(e).splitlines()[0]}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r}: no CUDA device is available here (torch.cuda.is_available() is "
+            "False); use cpu, or leave the device out"
+        )
+    return dev
 
 
 @dataclass
@@ -61,8 +104,9 @@ class RunResult:
 class _Decoded(Dataset):
     """Worker side: decode image i once and rescale it to every Q (uint8, as resized)."""
 
-    def __init__(self, source: ImageSource, indices, scales):
+    def __init__(self, source: ImageSource, indices, scales, plan=(), flip=True, limit=None):
         self.source, self.indices, self.scales = source, list(indices), tuple(scales)
+        self.plan, self.flip, self.limit = list(plan), flip, limit
 
     def __len__(self):
         return len(self.indices)
@@ -71,11 +115,26 @@ class _Decoded(Dataset):
         i = self.indices[k]
         try:
             img = to_tensor(self.source.load(i))
+            self._check_memory(i, *img.shape[-2:])
             return i, [resize_smallest(img, q) for q in self.scales], None
         except ImageError as e:
             return i, None, str(e)
         except Exception as e:  # anything else a decoder can throw for a bad input
             return i, None, f"{self.source.name(i)}: {type(e).__name__}: {e}"
+
+    def _check_memory(self, i: int, h: int, w: int) -> None:
+        if self.limit is None:
+            return
+        for q in self.scales:
+            rh, rw = resized_size(h, w, q)
+            need = activation_bytes(self.plan, rh, rw, self.flip)
+            if need > self.limit:
+                raise ImageError(
+                    f"{self.source.name(i)}: a {w}x{h} image rescaled to {rw}x{rh} (Q={q}) needs about "
+                    f"{need / 2**30:.1f} GiB of activations for a dense pass, above the limit of "
+                    f"{self.limit / 2**30:.1f} GiB (max_activation_bytes=, $VGGFEAT_MAX_ACTIVATION_BYTES); "
+                    "crop or shrink the image, or raise the limit"
+                )
 
 
 def _collate(batch):
@@ -102,6 +161,7 @@ class DenseEngine:
         num_workers: int | None = None,
         progress: bool = True,
         precision: str = "auto",
+        max_activation_bytes: int | None = None,
     ):
         if views not in ("full", "grid"):
             raise ValueError(f"views must be 'full' or 'grid', got {views!r}")
@@ -121,7 +181,12 @@ class DenseEngine:
                 f"scales {self.scales}: every Q must be at least {need} for layer "
                 f"{layer!r} with views={views!r}"
             )
+        if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+            raise ValueError(f"batch_size {batch_size}: must be at least 1 (None: sized to fit)")
+        if num_workers is not None and int(num_workers) < 0:
+            raise ValueError(f"num_workers {num_workers}: must be at least 0 (None: by CPU count)")
         self.device = default_device(device)
+        self.max_activation_bytes = activation_limit(max_activation_bytes)
         # images per batch; with the 5x5 grid each image is 25 crops (x2 flips)
         default = (32 if self.device.type == "cuda" else 4) // (8 if views == "grid" else 1)
         self.batch_size = batch_size or max(1, default)
@@ -186,12 +251,15 @@ class DenseEngine:
             state.wait_for_everyone()
         return RunResult(rows, failures)
 
+    def _limit(self) -> int | None:
+        return self.max_activation_bytes if self.views == "full" else None  # grid: crops only
+
     def _loader(self, source, todo):
         workers = self.num_workers
         if workers is None:
             workers = 0 if len(todo) < 8 else min(2, os.cpu_count() or 1)
         return DataLoader(
-            _Decoded(source, todo, self.scales),
+            _Decoded(source, todo, self.scales, conv_plan(self.net), self.flip, self._limit()),
             batch_size=1,
             shuffle=False,
             num_workers=workers,

@@ -48,13 +48,36 @@ from pathlib import Path
 import numpy as np
 
 from ..data.identity import KEY, digest, image_keys
-from ..errors import StoreBusy
+from ..files import DISK_FULL, NOT_WRITABLE, disk_full, pid_alive
 
-__all__ = ["FeatureStore", "StoreBusy", "compact", "count_rows", "image_keys", "layer_store", "stores"]
+__all__ = ["FeatureStore", "count_rows", "image_keys", "layer_store", "stores"]
 
 log = logging.getLogger("vggfeat")
 VERSION = 3
 STALE_TMP_S = 24 * 3600  # temporary files older than this were left by killed writers
+
+
+def _read_manifest(path: Path) -> dict:
+    """A store's manifest; an empty or damaged one is a one-line error naming it."""
+    try:
+        m = json.loads(path.read_text())
+        if not isinstance(m, dict):
+            raise ValueError("not a JSON object")
+        return m
+    except ValueError as e:
+        raise ValueError(
+            f"{path} is damaged ({e}); the store's rows cannot be trusted: delete {path.parent} "
+            "(or use another cache folder)"
+        ) from None
+
+
+def _dead_writer(tmp_name: str) -> bool:
+    """Whether the temporary chunk ``.<host>-<pid>-<id>-<seq>-p<part>.npz.tmp`` was left by a
+    process of this host that is gone."""
+    parts = tmp_name[1:].rsplit("-", 4)
+    if len(parts) != 5 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    return int(parts[1]) != os.getpid() and not pid_alive(int(parts[1]))
 
 
 def _flat(d, prefix="") -> dict:
@@ -74,8 +97,10 @@ class FeatureStore:
     def __init__(self, root, protocol: dict | None = None, dims: list[int] | None = None):
         self.root = Path(root)
         self.chunks = self.root / "chunks"
+        self.read_only = False  # set when the store cannot be written: rows computed are held here
+        self._held: dict[int, dict[bytes, np.ndarray]] = {}
         if protocol is None:
-            self.manifest = json.loads((self.root / "manifest.json").read_text())
+            self.manifest = _read_manifest(self.root / "manifest.json")
         else:
             want = json.loads(json.dumps({"version": VERSION, "dims": list(dims), **protocol}))
             self.manifest = self._claim(want)
@@ -89,22 +114,48 @@ class FeatureStore:
     @contextlib.contextmanager
     def writing(self):
         """Announce this process as a writer of the store while the block runs (:func:`compact`
-        refuses to run beside one); a killed writer leaves its file, judged by its pid."""
+        refuses to run beside one); a killed writer leaves its file, judged by its pid. A store
+        that cannot be written (a read-only mount or folder) serves the rows it holds and keeps
+        the rows computed now in memory, for this process only (:meth:`_go_read_only`)."""
         mine = self.root / "writers" / f"{self.writer}.json"
-        try:
-            mine.parent.mkdir(exist_ok=True)
-            mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-        except OSError:  # a read-only store: it can serve rows, and this process writes none
-            pass
+        registered = False
+        if not self.read_only:
+            try:
+                mine.parent.mkdir(exist_ok=True)
+                mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+                registered = True
+            except OSError as e:
+                if e.errno not in NOT_WRITABLE:
+                    raise
+                self._go_read_only(e)
         try:
             yield self
         finally:
-            mine.unlink(missing_ok=True)
+            if registered:
+                mine.unlink(missing_ok=True)
+
+    def _go_read_only(self, e: OSError) -> None:
+        if not self.read_only:
+            log.warning(
+                "feature store %s is read-only (%s): serving the rows it holds, computing the rest "
+                "without storing them",
+                self.root,
+                os.strerror(e.errno),
+            )
+        self.read_only = True
 
     def _claim(self, want: dict) -> dict:
-        """Create the manifest (exclusively) or check that the existing one matches ``want``."""
-        self.chunks.mkdir(parents=True, exist_ok=True)
+        """Create the manifest (exclusively) or check that the existing one matches ``want``; a
+        store that does not exist and cannot be made holds ``want`` in memory only (read-only)."""
         path = self.root / "manifest.json"
+        try:
+            self.chunks.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            if e.errno not in NOT_WRITABLE:
+                raise
+            if not path.exists():
+                self._go_read_only(e)
+                return want
         if not path.exists():
             tmp = self.root / f".manifest-{uuid.uuid4().hex}.tmp"
             tmp.write_text(json.dumps(want, indent=1, sort_keys=True))
@@ -117,7 +168,7 @@ class FeatureStore:
                     os.replace(tmp, path)  # of the two protocols are still never mixed
             finally:
                 tmp.unlink(missing_ok=True)
-        old = json.loads(path.read_text())
+        old = _read_manifest(path)
         if old.get("version") != VERSION:
             raise ValueError(
                 f"{self.root} is not a feature store of this vggfeat (format {old.get('version')}, "
@@ -139,26 +190,48 @@ class FeatureStore:
         rows = np.asarray(rows, dtype=np.float32)
         if rows.shape != (len(keys), self.dims[part]):
             raise ValueError(f"rows of shape {rows.shape} for {len(keys)} keys of width {self.dims[part]}")
+        if self.read_only:
+            self._hold(part, keys, rows)
+            return
         name = f"{self.writer}-{self._seq:06d}-p{part}.npz"
         self._seq += 1
         tmp = self.chunks / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, keys=np.asarray(keys, KEY), rows=rows, part=part, protocol=np.bytes_(self.digest))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.chunks / name)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.asarray(keys, KEY), rows=rows, part=part, protocol=np.bytes_(self.digest))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.chunks / name)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if e.errno in DISK_FULL:
+                raise disk_full(self.chunks, rows.nbytes + 32 * len(keys) + 1024) from None
+            if e.errno not in NOT_WRITABLE:
+                raise
+            self._go_read_only(e)
+            self._hold(part, keys, rows)
+
+    def _hold(self, part: int, keys, rows: np.ndarray) -> None:
+        held = self._held.setdefault(part, {})
+        for k, r in zip(np.asarray(keys, KEY), rows):
+            held.setdefault(bytes(k), r)
 
     # ---- reading -------------------------------------------------------------------------------
     def _scan(self) -> None:
         """Read the keys of chunks not seen yet; skip (once, with a warning) damaged ones."""
         now = time.time()
+        if not self.chunks.is_dir():  # a read-only store that was never made
+            return
         for entry in os.scandir(self.chunks):
             name = entry.name
             if name.startswith("."):  # a chunk being written, or left by a killed writer
                 try:
-                    if name.endswith(".tmp") and now - entry.stat().st_mtime > STALE_TMP_S:
+                    if name.endswith(".tmp") and (
+                        _dead_writer(name) or now - entry.stat().st_mtime > STALE_TMP_S
+                    ):
                         os.unlink(entry.path)
-                except OSError:  # renamed (completed) or removed meanwhile
+                except OSError:  # renamed (completed) or removed meanwhile, or read-only
                     pass
                 continue
             if not name.endswith(".npz") or name in self._seen:
@@ -201,6 +274,9 @@ class FeatureStore:
     def missing(self, keys, part: int) -> list[int]:
         """Indices of the first occurrence of every key whose row of ``part`` is not stored."""
         found = self._locate(keys, part)[0]
+        held = self._held.get(part)
+        if held:
+            found |= np.array([bytes(k) in held for k in np.asarray(keys, KEY)], bool)
         seen, todo = set(), []
         for i in np.flatnonzero(~found):
             if keys[i] not in seen:
@@ -237,6 +313,12 @@ class FeatureStore:
             order = idx[np.argsort(chunk[idx], kind="stable")]
             groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
             if all(self._copy(names[chunk[g[0]]], part, row[g], out, g, columns, scale) for g in groups):
+                held = self._held.get(part)
+                for i in np.flatnonzero(~found) if held else ():
+                    r = held.get(bytes(np.asarray(keys[i], KEY)))
+                    if r is not None:
+                        out[i, columns] = r * scale
+                        found[i] = True
                 return found
 
     def _copy(self, name: str, part: int, rows, out, at, columns, scale) -> bool:
@@ -271,7 +353,7 @@ def layer_store(root, layer: str, protocol: dict, dims: list[int]) -> FeatureSto
     root = Path(root)
     for old, layout in ((root, "one layer per folder"), (root / layer, "one store per layer")):
         if (old / "manifest.json").exists():  # a store of an earlier layout
-            v = json.loads((old / "manifest.json").read_text()).get("version")
+            v = _read_manifest(old / "manifest.json").get("version")
             raise ValueError(
                 f"{old} holds features in an earlier layout (format {v}: "
                 f"{'the whole-list cache' if v == 1 else layout}, whose image keys this version no "
@@ -299,69 +381,3 @@ def count_rows(path, layer: str = "fc7") -> int:
             common = keys if common is None else np.intersect1d(common, keys)
         total += 0 if common is None else len(common)
     return total
-
-
-def _live_writers(store: FeatureStore) -> list[str]:
-    """The writers of ``store`` that may be running (a dead pid on this host is removed)."""
-    live = []
-    for f in sorted((store.root / "writers").glob("*.json")) if (store.root / "writers").is_dir() else []:
-        try:
-            who = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue  # being written or removed now: the writer is starting or done
-        if who.get("host") == socket.gethostname():
-            try:
-                os.kill(int(who["pid"]), 0)
-            except ProcessLookupError:  # killed: its chunks are complete or invisible
-                f.unlink(missing_ok=True)
-                continue
-            except PermissionError:
-                pass
-        live.append(f"{f} (host {who.get('host')}, pid {who.get('pid')})")
-    return live
-
-
-COMPACT_ROWS = 65536  # rows per merged chunk: 1 GiB of fc7 rows at most in memory
-
-
-def compact(path, rows_per_chunk: int = COMPACT_ROWS) -> list[tuple[Path, int, int]]:
-    """Merge the chunks of every store under ``path`` into chunks of ``rows_per_chunk`` rows
-    (one row per image, duplicates and damaged chunks dropped); returns (store, chunks before,
-    after) of each. The merged chunks are renamed in before the old ones are removed, so a
-    kill at any moment loses nothing; refused while a writer runs (its own chunks would not be
-    merged, and a reader started before may look for a removed chunk)."""
-    done, found = [], stores(path)
-    if not found:
-        raise FileNotFoundError(f"no feature store under {path} (a cache= folder holds <layer>/<protocol>/)")
-    for store in found:
-        live = _live_writers(store)
-        if live:
-            raise StoreBusy(
-                f"feature store {store.root} is being written by {', '.join(live)}; run compact when "
-                "no extraction writes to it (delete a writer's file if that process is gone)"
-            )
-        store._scan()
-        old = [n for n, e in store._seen.items() if e is not None]
-        for part in range(len(store.dims)):
-            _merge(store, part, rows_per_chunk)
-        for name in old + store.damaged:
-            (store.chunks / name).unlink(missing_ok=True)
-        done.append((store.root, len(old), store._seq))
-    return done
-
-
-def _merge(store: FeatureStore, part: int, rows_per_chunk: int) -> None:
-    """Rewrite the rows of ``part`` as chunks of ``rows_per_chunk`` rows, reading each old chunk
-    once, in name order (the order that decides between duplicates)."""
-    keys, chunk, row, names = store._index(part)
-    order = np.argsort(chunk, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
-    held_k, held_r = [], []
-    for i, g in enumerate(groups):
-        rows = np.empty((len(g), store.dims[part]), np.float32)
-        if store._copy(names[chunk[g[0]]], part, row[g], rows, slice(None), slice(None), 1.0):
-            held_k.append(keys[g])
-            held_r.append(rows)
-        if held_k and (sum(map(len, held_k)) >= rows_per_chunk or i == len(groups) - 1):
-            store.write(part, np.concatenate(held_k), np.concatenate(held_r))
-            held_k, held_r = [], []

@@ -100,6 +100,10 @@ class VGG(nn.Module):
         preprocess: Preprocess | None = None,
     ):
         super().__init__()
+        if isinstance(width, bool) or not width > 0:
+            raise ValueError(f"width {width}: the channel multiplier must be above 0 (1: the paper's net)")
+        if isinstance(fc_dim, bool) or int(fc_dim) != fc_dim or fc_dim < 1:
+            raise ValueError(f"fc_dim {fc_dim}: must be a whole number of at least 1 (4096: the paper's)")
         self.config = canonical_config(config)
         self.kernel = fc6_kernel(crop)
         self.crop = crop

@@ -116,3 +116,91 @@ def remove_incomplete(root) -> list[Path]:
         log.warning("removing incomplete checkpoint %s", p)
         shutil.rmtree(p, ignore_errors=True)
     return stale
+
+
+# Options that define a run: a resume with another value would silently train something else.
+RUN_DEFINING = (
+    "data", "train_split", "config", "width", "fc_dim", "dropout", "batch_norm", "init", "init_std",
+    "init_from", "init_from_run", "batch_size", "per_device_batch_size", "lr", "momentum",
+    "weight_decay", "schedule", "warmup_epochs", "lr_patience", "lr_drops", "crop_size", "scale",
+    "scale_jitter", "flip", "lighting", "eigval", "eigvec", "mean_rgb", "seed", "sync_bn",
+)  # fmt: skip
+
+
+def _json(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def changed_options(saved: dict, now: dict) -> list[str]:
+    """``--flag saved -> now`` for each run-defining option whose value differs."""
+    out = []
+    for k in RUN_DEFINING:
+        if k in saved and _json(saved[k]) != _json(now.get(k)):
+            out.append(f"--{k.replace('_', '-')} {saved[k]!r} (checkpoint) vs {now.get(k)!r} (now)")
+    return out
+
+
+def checkpoint_problem(ckpt: Path, num_processes: int) -> tuple[str | None, bool]:
+    """(what is wrong with the files of ``ckpt``, or None; whether its RNG states are missing).
+    Every file the resume reads is read: the trainer state, the model and optimiser tensors."""
+    import torch
+
+    ckpt = Path(ckpt)
+    try:
+        state = read_state(ckpt)
+        for k in ("epoch", "batch_in_epoch", "step", "scheduler", "config", "totals"):
+            state[k]
+    except FileNotFoundError:
+        return f"{STATE_FILE} is missing", False
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{STATE_FILE} is unreadable ({type(e).__name__}: {e})", False
+    models = sorted(ckpt.glob("model*.safetensors")) or sorted(ckpt.glob("pytorch_model*.bin"))
+    if not models:
+        return "model.safetensors is missing", False
+    optimizers = sorted(ckpt.glob("optimizer*.bin"))
+    if not optimizers:
+        return "optimizer.bin is missing", False
+    for f in models + optimizers:
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(f), framework="pt") as z:
+                    for k in z.keys():
+                        z.get_tensor(k)
+            else:
+                torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # any reader's error means: this file cannot be resumed from
+            first = (str(e).splitlines() or [""])[0][:120]
+            return f"{f.name} is unreadable ({type(e).__name__}: {first})", False
+    for i in range(num_processes):
+        f = ckpt / f"random_states_{i}.pkl"
+        if not f.is_file() or f.stat().st_size == 0:
+            return f"{f.name} (the RNG states of process {i}) is missing or empty", True
+    return None, False
+
+
+def choose_checkpoint(root, num_processes: int, *, inexact: bool = False) -> Path | None:
+    """The newest complete checkpoint whose files all read; a damaged one is passed over with a
+    warning naming what is wrong. Missing RNG states are an error (the resume would not be
+    bit-exact) unless ``inexact``. None when there is no complete checkpoint; ValueError when
+    there are some and none reads."""
+    done = complete_checkpoints(root)
+    problems = []
+    for ckpt in reversed(done):
+        problem, rng = checkpoint_problem(ckpt, num_processes)
+        if problem is None:
+            return ckpt
+        if rng:
+            if inexact:
+                log.warning("--resume-inexact: %s: %s; resuming without it, not bit-exact", ckpt, problem)
+                return ckpt
+            raise ValueError(
+                f"--resume: {ckpt}: {problem}, so the run would not continue bit-exact; pass "
+                "--resume-inexact to resume anyway"
+            )
+        log.warning("--resume: passing over checkpoint %s: %s", ckpt, problem)
+        problems.append(f"{ckpt.name}: {problem}")
+    if done:
+        raise ValueError(f"--resume: no readable checkpoint in {root} ({'; '.join(problems)})")
+    return None

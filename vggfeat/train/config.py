@@ -8,7 +8,7 @@ from pathlib import Path
 from ..data.imagefolder import DATA_LAYOUTS
 from ..errors import ConfigError
 from ..nets.models import PAPER_CROP, fc6_kernel, paper_scale
-from ..options import option
+from ..options import check_ranges, option
 from .schedule import SCHEDULES
 from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 
@@ -26,25 +26,29 @@ class TrainConfig:
     val_synsets: str | None = option(None, help="the devkit's class order: its meta.mat or one wnid per line")
     # model (Table 1)
     config: str = "D"
-    width: float = 1.0
-    fc_dim: int = 4096
-    dropout: float = 0.5
+    width: float = option(
+        1.0, above=0, help="channel multiplier (fixed for a run: --resume refuses a change)"
+    )
+    fc_dim: int = option(4096, at_least=1, help="fc6/fc7 width (fixed for a run)")
+    dropout: float = option(0.5, at_least=0, at_most=1)
     batch_norm: bool = False
     init: str = option("glorot", help="glorot | glorot-relu (gain sqrt 2 before each ReLU) | normal")
     init_std: float = option(0.01, help='for init=normal (the paper\'s "variance 1e-2" read as std 1e-2)')
     init_from: str | None = option(None, help="weights file: same config = all layers; net A = Sec. 3.1 init")
     init_from_run: str | None = option(None, help="else the final weights of this run under output_dir")
     # optimisation
-    epochs: int = 74
-    batch_size: int = option(256, help="global batch")
-    per_device_batch_size: int | None = option(None, help="default batch_size / processes")
-    lr: float = 1e-2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = option(74, at_least=1, help="may change on --resume: a larger value extends the run")
+    batch_size: int = option(256, at_least=1, help="global batch (fixed for a run)")
+    per_device_batch_size: int | None = option(None, at_least=1, help="default batch_size / processes")
+    lr: float = option(1e-2, above=0, help="fixed for a run: --resume refuses a change")
+    momentum: float = option(0.9, at_least=0)
+    weight_decay: float = option(5e-4, at_least=0)
     schedule: str = option("plateau", help="plateau (Sec. 3.1) | step | cosine (both anneal to lr/100)")
-    warmup_epochs: int = option(0, help="linear warm-up from lr/10 (step and cosine schedules)")
-    lr_patience: int = option(2, help="plateau: epochs without improvement before a drop (not in the paper)")
-    lr_drops: int = option(3, help="plateau: at most this many drops")
+    warmup_epochs: int = option(0, at_least=0, help="linear warm-up from lr/10 (step and cosine schedules)")
+    lr_patience: int = option(
+        2, at_least=0, help="plateau: epochs without improvement before a drop (not in the paper)"
+    )
+    lr_drops: int = option(3, at_least=0, help="plateau: at most this many drops")
     # data (Sec. 3.1)
     crop_size: int = option(
         PAPER_CROP, help="a multiple of 32: fc6's kernel is crop/32, saved with the weights"
@@ -63,19 +67,32 @@ class TrainConfig:
     eigvec: tuple[tuple[float, ...], ...] = IMAGENET_EIGVEC
     mean_rgb: str = option("auto", help='auto (cached JSON) | path to JSON | "r,g,b" in [0, 1]')
     mean_rgb_images: int | None = option(None, help="compute the mean on this many images (default all)")
-    num_workers: int = 8
+    num_workers: int = option(8, at_least=0)
     seed: int = 0
     # speed
     mixed_precision: str | None = option(None, help="no | bf16 | fp16; None: what `accelerate config` says")
     channels_last: bool = False
     compile: bool = False
     # run
-    resume: bool = False
-    checkpoint_every: int = option(0, help="also checkpoint every N optimiser steps (0: only each epoch)")
-    keep: int = 3
+    resume: bool = option(
+        False,
+        help="continue from the newest complete, readable checkpoint; the run-defining options "
+        "(data, config, width, fc_dim, batch sizes, lr, schedule, crop, scales, seed, ...) must be "
+        "those it was started with; --epochs, --keep, --checkpoint-every, --num-workers, --progress, "
+        "--report-to may change",
+    )
+    resume_inexact: bool = option(
+        False, help="resume even without the checkpoint's RNG states (not bit-exact: a warning)"
+    )
+    checkpoint_every: int = option(
+        0, at_least=0, help="also checkpoint every N optimiser steps (0: only each epoch)"
+    )
+    keep: int = option(3, at_least=0, help="complete checkpoints kept (0: all)")
     report_to: str | None = option(None, help="e.g. tensorboard (only if installed)")
     progress: bool = True
-    step_delay: float = option(0.0, help="seconds of sleep per step: lets tests interrupt a tiny run")
+    step_delay: float = option(
+        0.0, at_least=0, help="seconds of sleep per step: lets tests interrupt a tiny run"
+    )
     sync_bn: bool = option(
         False, help="batch-norm statistics over all processes' batches (SyncBatchNorm; GPUs only)"
     )
@@ -112,6 +129,10 @@ class TrainConfig:
 def check_config(cfg: TrainConfig) -> None:
     """Raise :class:`ConfigError` for options that would fail later (at the first forward, after
     the mean-RGB pass, or at the end of the run); cheap, before any data is read."""
+    try:
+        check_ranges(cfg)  # the parser's range checks, also for presets and the Python API
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if not cfg.data:
         raise ConfigError(f"--data is required: {DATA_LAYOUTS}")
     if cfg.schedule not in SCHEDULES:

@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..weights.loader import save_weights
-from .checkpoint import latest_checkpoint, read_state, remove_incomplete, save_checkpoint
+from .checkpoint import (
+    changed_options,
+    choose_checkpoint,
+    latest_checkpoint,
+    read_state,
+    remove_incomplete,
+    save_checkpoint,
+)
 from .config import TrainConfig, check_config
 from .console import console, interrupted
 from .lock import hold_run_lock
@@ -55,10 +62,31 @@ class Trainer:
                     f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
                     "--overwrite to start it afresh, or choose another --name"
                 )
+            self.resume_from = self._choose_checkpoint() if cfg.resume else None
             self._build()
         except BaseException:
             self.lock.release(remove_empty=True)  # a run refused at start leaves no empty folder
             raise
+
+    def _choose_checkpoint(self) -> Path | None:
+        """--resume: the newest complete, readable checkpoint (:func:`choose_checkpoint`), whose
+        run-defining options must equal this run's; before any data is read."""
+        acc = self.acc
+        if acc.is_main_process:
+            remove_incomplete(self.ckpt_root)
+        acc.wait_for_everyone()
+        try:
+            ckpt = choose_checkpoint(self.ckpt_root, acc.num_processes, inexact=self.cfg.resume_inexact)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if ckpt is not None:
+            changed = changed_options(read_state(ckpt)["config"], vars(self.cfg))
+            if changed:
+                raise ConfigError(
+                    f"--resume: {ckpt} was trained with other options: {'; '.join(changed)}; resume "
+                    "with the same values, or start a new run (--name, or --overwrite)"
+                )
+        return ckpt
 
     def _build(self) -> None:
         from accelerate.utils import set_seed
@@ -66,6 +94,18 @@ class Trainer:
         cfg = self.cfg
         train_images, self.val_images = open_data(cfg)
         self.classes = train_images.classes
+        if len(self.classes) < 2:
+            raise ConfigError(
+                f"--data {cfg.data}: the training split has one class ({self.classes[0]!r}); a "
+                "classifier needs at least 2 (its loss would be 0 from the start)"
+            )
+        per_step = self.per_device * self.acc.num_processes * self.acc.gradient_accumulation_steps
+        if len(train_images) // per_step == 0:
+            raise ConfigError(
+                f"--data {cfg.data}: {len(train_images)} training images are fewer than one batch "
+                f"(--batch-size {cfg.batch_size}; the last incomplete batch is dropped), so nothing "
+                f"would be trained: give --batch-size {max(1, len(train_images))} or less"
+            )
         self.mean = mean_rgb(cfg, train_images, self.run_dir, self.acc)
         set_seed(cfg.seed)  # before the model is built: same init on every process and run
         model = build_model(cfg, len(self.classes), self.mean)
@@ -116,10 +156,7 @@ class Trainer:
     def _resume_or_start(self) -> None:
         cfg, acc = self.cfg, self.acc
         if cfg.resume:
-            if acc.is_main_process:
-                remove_incomplete(self.ckpt_root)
-            acc.wait_for_everyone()
-            ckpt = latest_checkpoint(self.ckpt_root)
+            ckpt = self.resume_from
             if ckpt is None:
                 log.warning("--resume: no complete checkpoint in %s; starting from scratch", self.ckpt_root)
             else:

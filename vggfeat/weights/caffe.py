@@ -315,7 +315,15 @@ def load_caffemodel(path) -> tuple[dict[str, torch.Tensor], dict]:
     """A ``.caffemodel`` -> (torchvision-layout state dict, architecture keywords of
     :class:`vggfeat.VGG`): the one form :mod:`vggfeat.weights` takes from every source."""
     layers = read_caffemodel(path)
-    arch = {**infer_caffe_arch(layers), "crop": PAPER_CROP}  # the release's 224 crop (7x7 fc6)
-    with torch.device("meta"):  # shapes only
-        shapes = VGG(**arch)
+    try:
+        arch = {**infer_caffe_arch(layers), "crop": PAPER_CROP}  # the release's 224 crop (7x7 fc6)
+        with torch.device("meta"):  # shapes only
+            shapes = VGG(**arch)
+    except WeightsError as e:  # the layers' own message, with the file it is about
+        raise WeightsError(f"Caffe weights file {path}: {e}") from None
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as e:
+        raise WeightsError(
+            f"Caffe weights file {path} holds no VGG of Table 1 ({type(e).__name__}: {e}); the file "
+            "may be damaged: download it again"
+        ) from None
     return caffe_to_state_dict(layers, shapes, source=path), arch

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigMismatch, WeightsError
+from ..files import atomic_path, os_errno
 from ..nets.featuremaps import FeatureMaps
 from ..nets.models import VGG, scaled
 from ..nets.preprocess import Preprocess
@@ -178,14 +179,25 @@ def vgg(
 
 
 def _with_weights(res: Resolved, config, given: dict, *, dropout, init, std, preprocess) -> VGG:
-    """The model ``res`` holds; ``given``: the architecture arguments the caller passed."""
-    arch = res.arch or infer_arch(res.state_dict, given["width"])
-    if config is not None and config != arch["config"]:
-        raise ConfigMismatch(res.name, arch["config"], config)
-    _check_agrees(arch, given, f"weights {res.name}")
-    with torch.device("meta"):  # no random init of tensors about to be replaced
-        model = VGG(dropout=dropout, **arch)
-    _apply(model, res, preprocess)
+    """The model ``res`` holds; ``given``: the architecture arguments the caller passed. Tensors
+    or metadata that make no Table-1 net (a damaged file) are a :class:`WeightsError` naming it."""
+    try:
+        arch = res.arch or infer_arch(res.state_dict, given["width"])
+        if config is not None and config != arch["config"]:
+            raise ConfigMismatch(res.name, arch["config"], config)
+        _check_agrees(arch, given, f"weights {res.name}")
+        with torch.device("meta"):  # no random init of tensors about to be replaced
+            model = VGG(dropout=dropout, **arch)
+        _apply(model, res, preprocess)
+    except WeightsError as e:
+        if isinstance(e, ConfigMismatch) or str(res.name) in str(e):
+            raise
+        raise WeightsError(f"weights {res.name}: {e}") from None
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        raise WeightsError(
+            f"weights {res.name} hold no usable VGG ({type(e).__name__}: {str(e)[:200]}); the file "
+            "may be damaged: download or convert it again"
+        ) from None
     num_classes = given["num_classes"]
     if num_classes is not None and num_classes != arch["num_classes"]:
         # timm's num_classes convention: a fresh fc8 for a new task on top of loaded weights
@@ -216,14 +228,19 @@ def save_weights(model: VGG, path, **meta) -> Path:
         "preprocess": model.preprocess.to_dict(),
     }
     sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata={META_KEY: json.dumps(info, default=str)})
-    # safetensors creates its file 0600 whatever the umask: give it the mode open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    need = sum(v.numel() * v.element_size() for v in sd.values()) + 65536
+    with atomic_path(path, need=need) as tmp:  # temporary, fsync, rename: never half a file
+        try:
+            save_file(sd, str(tmp), metadata={META_KEY: json.dumps(info, default=str)})
+        except Exception as e:  # safetensors' own error type: an I/O error is told by its text
+            code = os_errno(OSError(str(e)))
+            if code is None:
+                raise
+            raise OSError(code, str(e)) from None
+        # safetensors creates its file 0600 whatever the umask: give it the mode open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     return path
 
 

@@ -192,8 +192,9 @@ def read_weights(source) -> Resolved:
             ) from None
         raise WeightsError(not_weights(path)) from None
     except Exception as e:  # torch's own text advises unpickling untrusted code: first line only
+        first = (str(e).splitlines() or [""])[0]
         raise WeightsError(
-            f"cannot read weights file {path}: {type(e).__name__}: {str(e).splitlines()[0]}. "
+            f"cannot read weights file {path}: {type(e).__name__}: {first}. "
             "The file may be truncated; download it again."
         ) from None
     pre = meta.pop("preprocess", None)

@@ -239,6 +239,7 @@ def cmd_extract(args) -> None:
         cache=o.cache,
         on_error=o.on_error,
         progress=not o.quiet,
+        precision=o.precision,
     )
     X = {n: np.asarray(x, dtype=np.float32) for n, x in ext(source).items()}
     if not is_main_process():
@@ -247,6 +248,9 @@ def cmd_extract(args) -> None:
     shapes = {n: list(x.shape) for n, x in X.items()}
     side = {"shape": shapes[o.layers[0]] if len(X) == 1 else shapes, "failures": failures, **ext.protocol()}
     side["layer"] = o.layers[0] if len(X) == 1 else list(o.layers)
+    # what the rows were computed in, with what was asked and why (the store key's name aside)
+    side |= {"precision": ext.precision.name, "precision_asked": o.precision}
+    side["precision_reason"] = ext.precision.reason
     written = write_features(o.out, fmt, X, ids, side)
     print(f"wrote {', '.join(map(str, written))}: {len(ids)} rows of {', '.join(map(str, shapes.values()))}")
 

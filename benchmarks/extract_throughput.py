@@ -17,7 +17,8 @@ pooling, flip average, mean over scales, L2) on the same images of mixed sizes (
   transforms, NCHW, eager, one image per forward (fp32);
 - timm: the same loop over timm's VGG with its dense head (``forward_features``, then the
   ``ConvMlp`` pre-logits: fc6 as a 7x7 conv), fp32 and under ``torch.autocast`` bf16, with the
-  vggfeat net's weights copied in; only at the paper's widths (width 1, fc 4096).
+  vggfeat net's weights copied in; only at the paper's widths (width 1, fc 4096), autocast
+  only when ``--precision`` names bf16.
 
 Each row runs in its own process (its peak RSS is its own) and is timed on all the images:
 the first call (cold: thread pools, oneDNN primitives, worker start-up), then ``--repeat`` warm
@@ -176,12 +177,69 @@ def total_gflops(model, paths, scales) -> float:
     )
 
 
+def layout_probe(args, peak: float, reps: int = 3) -> dict:
+    """Where fp32 time goes: the dense net's forward up to fc7 on one 4:3 image and its flip at
+    the first Q, NCHW against channels_last (alternated, best of ``reps`` each, so that other
+    load on the machine falls on both alike), as GFLOP/s and fraction of the fp32 GEMM peak;
+    and torch.profiler's share of the convolutions (and the FC layers' GEMMs) in the
+    channels_last forward, with its five costliest ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build_model(args)
+    net, q = model.dense(), args.scales[0]
+    x = torch.rand(2, 3, q, q * 4 // 3)
+    gflop = 2 * net.flops(q, q * 4 // 3, layer="fc7") / 1e9
+    layouts = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+    best = dict.fromkeys(layouts, np.inf)
+    with torch.inference_mode():
+        for r in range(reps + 1):  # the first round warms up
+            for name, fmt in layouts.items():
+                net.to(memory_format=fmt)
+                v = x.contiguous(memory_format=fmt)
+                t0 = time.perf_counter()
+                net.forward_layers(v, ("fc7",))
+                if r:
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        net.to(memory_format=torch.channels_last)
+        v = x.contiguous(memory_format=torch.channels_last)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            net.forward_layers(v, ("fc7",))
+        # fc6 on the pool5 map, batch 4 images x 2 flips: oneDNN's 7x7 conv against the GEMM
+        [p5] = net.forward_layers(torch.cat([v] * 4), ("pool5",))
+        fc6 = {
+            "conv": lambda: torch.nn.functional.conv2d(p5, net._fc6_kernel(p5), net.fc6.bias),
+            "gemm": lambda: net._fc(p5, net.fc6, net.kernel),
+        }
+        fc6_best = dict.fromkeys(fc6, np.inf)
+        for r in range(reps + 1):
+            for name, fn in fc6.items():
+                t0 = time.perf_counter()
+                fn()
+                if r:
+                    fc6_best[name] = min(fc6_best[name], time.perf_counter() - t0)
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(ops.values())
+    conv = sum(t for k, t in ops.items() if "conv" in k.lower() or k in ("aten::addmm", "aten::mm"))
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:5]
+    return {
+        "gflop": gflop,
+        **{f"{k}_gflops": gflop / t for k, t in best.items()},
+        **{f"{k}_fraction_of_fp32_peak": gflop / t / peak for k, t in best.items()},
+        "conv_share_of_cpu_time": conv / total,
+        "top_ops": [[k, t / total] for k, t in top],
+        "fc6_seconds": fc6_best,
+        "fc6_pool5_shape": list(p5.shape),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def rows_to_run(args) -> list[tuple[str, str, str]]:
     """(row name, side, precision asked) of every row."""
     rows = [(f"vggfeat {p}", "vggfeat", p) for p in dict.fromkeys(["fp32", *args.precision])]
     rows += [("vggfeat fp32, 2 workers", "vggfeat-workers", "fp32"), ("naive loop", "naive", "fp32")]
     if args.width == 1 and args.fc_dim == 4096 and args.model in ("A", "B", "D", "E"):
-        rows += [("timm fp32", "timm", "fp32"), ("timm autocast", "timm-autocast", "bf16")]
+        rows += [("timm fp32", "timm", "fp32")]
+        rows += [("timm autocast", "timm-autocast", "bf16")] if "bf16" in args.precision else []
     return rows
 
 
@@ -193,6 +251,11 @@ RATIOS = [
 
 
 def main(args) -> dict:
+    if args.probe_only:
+        peak = matmul_peak_gflops("cpu")
+        probe = layout_probe(args, peak) | {"fp32_gemm_peak_gflops": peak}
+        print(json.dumps(probe, indent=1))
+        return probe
     out = Path(args.out_dir)
     paths = make_images(out / "images", args.images)
     (out / "paths.json").write_text(json.dumps(paths))
@@ -224,6 +287,7 @@ def main(args) -> dict:
             ratios[f"{a} / {b}, first call"] = (
                 res[a]["first_call_images_per_s"] / res[b]["first_call_images_per_s"]
             )
+    probe = layout_probe(args, peaks["fp32"]) if device == "cpu" else None
     auto = resolve("auto", device)
     summary = {
         "device": device,
@@ -238,6 +302,7 @@ def main(args) -> dict:
         "auto": {"precision": auto.name, "reason": auto.reason},
         "ratios": ratios,
         "rows": res,
+        "fp32_layout_probe": probe,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print(
@@ -256,6 +321,14 @@ def main(args) -> dict:
         )
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
+    if probe:
+        cl = probe["channels_last_fraction_of_fp32_peak"]
+        print(
+            f"fp32 trunk to fc7 at Q={args.scales[0]}, 2 views: NCHW {probe['nchw_gflops']:.1f} GFLOP/s "
+            f"({100 * probe['nchw_fraction_of_fp32_peak']:.0f}% of peak), channels_last "
+            f"{probe['channels_last_gflops']:.1f} ({100 * cl:.0f}%); "
+            f"convolutions {100 * probe['conv_share_of_cpu_time']:.0f}% of the profiled CPU time"
+        )
     return summary
 
 
@@ -276,6 +349,7 @@ class Config:
         help="the precisions of the vggfeat rows (fp32 always runs: the reference)",
     )
     repeat: int = option(2, help="warm calls per row after the first; the fastest is its throughput")
+    probe_only: bool = option(False, help="only the fp32 probe: NCHW vs channels_last, fc6 conv vs GEMM")
     out_dir: str = option("runs/extract_throughput", help="images, descriptors and results.json")
 
 

@@ -208,3 +208,22 @@ def test_vggfeat_info_says_what_auto_resolves_to_here_and_why():
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("precision auto on cpu:"))
     want = resolve("auto", "cpu")
     assert line == f"precision auto on cpu: {want.name} ({want.reason})"
+
+
+def test_vggfeat_evaluate_takes_precision_and_says_what_it_ran_in(tmp_path):
+    from PIL import Image
+
+    for c in range(2):
+        (tmp_path / "val" / f"c{c}").mkdir(parents=True)
+        for i, x in enumerate(pictures(2)):
+            Image.fromarray(x).save(tmp_path / "val" / f"c{c}" / f"{i}.png")
+    torch.manual_seed(0)
+    w = vggfeat.save_weights(
+        vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=2), tmp_path / "a.safetensors"
+    )
+    args = ["evaluate", tmp_path / "val", "--weights", w, "--scales", "224"]
+    r = vggfeat_command(*args, "--precision", "bf16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("(4 images) in bf16")
+    r = vggfeat_command(*args, "--precision", "half")
+    assert r.returncode == 2 and "--precision: invalid choice: 'half'" in r.stderr

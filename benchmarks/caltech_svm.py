@@ -99,6 +99,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
         f"{cfg.splits} random splits (seed {cfg.seed}): {cfg.train_per_class} training and {n_test} "
         "test images per class; C chosen on 20% of each split's training images; metric: mean class recall",
         f"descriptor dimension {X.shape[1]} ({cfg.aggregate} over Q = {list(cfg.scales)})",
+        cfg.precision_note(),
     ]
     name = plots.paper_name([n.config for n in nets])
     title = f"{cfg.dataset} classification: linear SVMs on {name} descriptors"
@@ -115,6 +116,7 @@ def main(cfg: Config) -> svm.CaltechResult | None:
         not_comparable=not_comparable(cfg, nets),
         payload=dict(
             config=asdict(cfg),
+            precision=cfg.ran.name,
             quick_run=cfg.limit_per_class,
             dim=X.shape[1],
             n_images=len(data.images),

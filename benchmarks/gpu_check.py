@@ -1,14 +1,18 @@
-"""GPU readiness: the CUDA path agrees with CPU float32, trains under Accelerate with bf16, and
-how close it runs to the GPU's own bf16 matmul peak. One GPU, under 5 minutes.
+"""GPU readiness: the CUDA path agrees with CPU float32 in each precision, trains under
+Accelerate with bf16, and how close it runs to the GPU's own fp32 and bf16 GEMM peaks. One GPU,
+under 5 minutes.
 
     python benchmarks/gpu_check.py                      # net D, writes runs/gpu_check/
     python benchmarks/gpu_check.py --config A --images 4 --train-steps 5
 
 Checks (each passes or fails with its measured value beside the tolerance):
-  extract     vggfeat.extract on CUDA (bf16 autocast, the GPU default) against CPU float32, same
-              seeded net, same images (Q = 256, 384, 512, flips): the descriptors are L2-normalised,
-              so the tolerance is on them directly: cosine similarity >= 0.999 for every image.
-  posteriors  evaluate.posteriors (dense, same scales) on CUDA bf16 against CPU float32: total
+  extract     vggfeat.extract on CUDA (precision "auto": bf16 on GPUs with bf16 tensor cores) against
+              CPU float32, same seeded net, same images (Q = 256, 384, 512, flips): the descriptors
+              are L2-normalised, so the tolerance is on them directly: cosine similarity >= 0.999
+              for every image. extract_fp32 and extract_bf16: the same, precision named (fp32 on
+              CUDA convolves in TF32 where cuDNN allows it, torch's default).
+  posteriors  evaluate.posteriors (dense, same scales) on CUDA ("auto"; posteriors_fp32 and
+              posteriors_bf16 with the precision named) against CPU float32: total
               variation distance <= 0.02 per image (bf16 keeps 8 bits of mantissa: about 0.4%
               per operation, through 16 to 19 layers). fc8 is first scaled so that the class
               scores spread (std 4 across classes, as tests/test_evaluate.py sharpens its nets):
@@ -16,10 +20,12 @@ Checks (each passes or fails with its measured value beside the tolerance):
               result, right or wrong, would pass.
   training    a few SGD steps of the vggfeat training step under Accelerate(mixed_precision=
               "bf16") on one fixed batch: every loss finite and the last below the first.
-Throughput (recorded, not judged): images/s and GFLOP/s, as a fraction of this GPU's measured
-bf16 matmul peak, of (a) vggfeat.extract beside a plain loop (below) and (b) the vggfeat training
-step beside a plain torchvision training loop (torchvision's vgg of the same config, eager, NCHW,
-autocast bf16). GFLOP/s count convs and FC layers (DenseVGG.flops; training 3x forward).
+Throughput (recorded, not judged): images/s and GFLOP/s, as a fraction of this GPU's GEMM peak
+of the precision each ran in (fp32 and bf16, both measured in the same run), of (a)
+vggfeat.extract in fp32, bf16 and auto beside a plain loop (below, bf16 autocast) and (b) the
+vggfeat training step beside a plain torchvision training loop (torchvision's vgg of the same
+config, eager, NCHW, autocast bf16). GFLOP/s count convs and FC layers (DenseVGG.flops; training
+3x forward).
 
 The nets are randomly initialised (seeded) unless ``--weights default`` finds torchvision's file in
 the torch hub cache: nothing is downloaded. The extraction "plain" loop feeds the same dense net
@@ -66,14 +72,22 @@ class Config:
     seed: int = 0
 
 
-def bf16_peak_gflops(n: int = 8192, repeat: int = 10) -> float:
-    """This GPU's measured bf16 GEMM rate (best of ``repeat``) in GFLOP/s."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+PRECISIONS = ("fp32", "bf16")  # each checked against CPU float32 and timed
+
+
+def gemm_peak_gflops(dtype=torch.bfloat16, n: int = 8192, repeat: int = 10) -> float:
+    """This GPU's measured GEMM rate in ``dtype`` (best of ``repeat``) in GFLOP/s."""
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
     a @ b
     torch.cuda.synchronize()
     best = min(_cuda_seconds(lambda: a @ b) for _ in range(repeat))
     return 2 * n**3 / best / 1e9
+
+
+def bf16_peak_gflops(n: int = 8192, repeat: int = 10) -> float:
+    """This GPU's measured bf16 GEMM rate (best of ``repeat``) in GFLOP/s."""
+    return gemm_peak_gflops(torch.bfloat16, n, repeat)
 
 
 def _cuda_seconds(fn) -> float:
@@ -105,6 +119,12 @@ def net(cfg: Config, num_classes: int = 1000):
 
 
 SCALES = (256, 384, 512)
+CHECKS = (
+    "extract",
+    "posteriors",
+    *(f"{k}_{p}" for p in PRECISIONS for k in ("extract", "posteriors")),
+    "training",
+)
 SPREAD = 4.0  # std of the class scores across classes after sharpen()
 
 
@@ -129,21 +149,34 @@ def sharpen(m, images, spread: float = SPREAD):
     return m
 
 
-def outputs(m, images, device, scales=SCALES) -> dict:
-    """Descriptors and dense posteriors of ``images`` on ``device`` (bf16 autocast on CUDA)."""
+def outputs(m, images, device, scales=SCALES, precision="auto") -> dict:
+    """Descriptors and dense posteriors of ``images`` on ``device`` in ``precision``
+    (:mod:`vggfeat.features.precision`; "auto": bf16 on GPUs with bf16 tensor cores)."""
     import vggfeat
     from vggfeat.evaluation import posteriors as evaluate
 
+    kw = dict(scales=scales, device=device, progress=False, precision=precision)
     return {
-        "X": vggfeat.extract(images, model=m, scales=scales, device=device, progress=False),
-        "P": evaluate.posteriors(m, images, scales=scales, device=device, progress=False),
+        "X": vggfeat.extract(images, model=m, **kw),
+        "P": evaluate.posteriors(m, images, **kw),
     }
 
 
 def check_agreement(cfg: Config, images, device: str = "cuda") -> dict:
     """CPU float32 against ``device``: descriptors (cosine) and posteriors (total variation)."""
-    m = sharpen(net(cfg), images)
-    return compare(outputs(m, images, "cpu"), outputs(m, images, device))
+    return agreement(sharpen(net(cfg), images), images, device)
+
+
+def agreement(m, images, device: str, scales=SCALES) -> dict:
+    """The checks of ``device`` against CPU float32: "auto" as ``extract``/``posteriors``, each
+    of :data:`PRECISIONS` as ``extract_<p>``/``posteriors_<p>``."""
+    ref = outputs(m, images, "cpu", scales, precision="fp32")
+    res = compare(ref, outputs(m, images, device, scales))
+    for p in PRECISIONS:
+        res |= {
+            f"{k}_{p}": v for k, v in compare(ref, outputs(m, images, device, scales, precision=p)).items()
+        }
+    return res
 
 
 def compare(ref: dict, got: dict) -> dict:
@@ -246,10 +279,13 @@ def plain_descriptors(m, images, scales=SCALES, device="cuda") -> np.ndarray:
     return np.stack(rows)
 
 
-def extract_throughput(cfg: Config, peak: float) -> dict:
-    """vggfeat.extract (dense, 3 scales, flips, bf16) against the plain loop over the same
-    images (:func:`plain_descriptors`), both on the GPU, both resizing the same way."""
+def extract_throughput(cfg: Config, peak: float, peaks: dict | None = None) -> dict:
+    """vggfeat.extract (dense, 3 scales, flips) in fp32, bf16 and auto against the plain loop
+    (bf16 autocast) over the same images (:func:`plain_descriptors`), all on the GPU, all
+    resizing the same way; each as a fraction of the bf16 GEMM peak ``peak`` and of the peak of
+    its own precision (``peaks``: precision -> GFLOP/s)."""
     import vggfeat
+    from vggfeat.features.precision import resolve
 
     images = make_images(cfg.throughput_images, cfg.seed + 1)
     m = net(cfg).cuda()
@@ -259,15 +295,24 @@ def extract_throughput(cfg: Config, peak: float) -> dict:
         h, w = im.shape[:2]
         per_image.append(sum(2 * dense.flops(*_resized(h, w, q), "fc7") for q in SCALES))
     gflop = sum(per_image) / 1e9
-    vggfeat.extract(images[:2], model=m, device="cuda", progress=False)  # warm-up
-    ours = _cuda_seconds(lambda: vggfeat.extract(images, model=m, device="cuda", progress=False))
+    peaks = peaks or {"bf16": peak}
+    secs, ran = {}, {}
+    for p in ("auto", *PRECISIONS):
+        kw = dict(model=m, device="cuda", progress=False, precision=p)
+        vggfeat.extract(images[:2], **kw)  # warm-up
+        name = "vggfeat" if p == "auto" else f"vggfeat {p}"
+        secs[name] = _cuda_seconds(lambda kw=kw: vggfeat.extract(images, **kw))
+        ran[name] = resolve(p, "cuda").name
     plain_descriptors(m, images[:1])  # warm-up
-    plain_s = _cuda_seconds(lambda: plain_descriptors(m, images))
+    secs["plain"], ran["plain"] = _cuda_seconds(lambda: plain_descriptors(m, images)), "bf16"
     n = len(images)
     return {
-        k: {"images_per_s": n / s, "gflops": gflop / s, "fraction_of_bf16_peak": gflop / s / peak}
-        for k, s in (("vggfeat", ours), ("plain", plain_s))
-    }
+        k: {
+            "images_per_s": n / s, "gflops": gflop / s, "fraction_of_bf16_peak": gflop / s / peak,
+            "precision": ran[k], "fraction_of_own_peak": gflop / s / peaks.get(ran[k], peak),
+        }
+        for k, s in secs.items()
+    }  # fmt: skip
 
 
 def _resized(h: int, w: int, q: int) -> tuple[int, int]:
@@ -281,18 +326,24 @@ def report(res: dict) -> str:
         "| check | measured | tolerance | result |",
         "|---|---|---|---|",
     ]
-    for name in ("extract", "posteriors", "training"):
+    for name in CHECKS:
         r = res[name]
         measured = {k: v for k, v in r.items() if k not in ("tolerance", "pass")}
         verdict = "pass" if r["pass"] else "FAIL"
         lines.append(f"| {name} | {json.dumps(measured)[:120]} | {r['tolerance']} | {verdict} |")
-    lines += ["", f"bf16 matmul peak: {res['bf16_peak_gflops']:.0f} GFLOP/s", ""]
-    lines += ["| workload | loop | images/s | GFLOP/s | fraction of bf16 peak |", "|---|---|---|---|---|"]
+    peaks = res.get("gemm_peak_gflops", {"bf16": res["bf16_peak_gflops"]})
+    lines += ["", "GEMM peaks: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), ""]
+    lines += [
+        "| workload | loop | precision | images/s | GFLOP/s | fraction of bf16 peak | of its own "
+        "precision's |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for work in ("extract_throughput", "train_throughput"):
         for loop, r in res[work].items():
             lines.append(
-                f"| {work.split('_')[0]} | {loop} | {r['images_per_s']:.1f} | {r['gflops']:.0f} | "
-                f"{r['fraction_of_bf16_peak']:.2f} |"
+                f"| {work.split('_')[0]} | {loop} | {r.get('precision', 'bf16')} | {r['images_per_s']:.1f} | "
+                f"{r['gflops']:.0f} | {r['fraction_of_bf16_peak']:.2f} | "
+                f"{r.get('fraction_of_own_peak', r['fraction_of_bf16_peak']):.2f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -306,19 +357,21 @@ def main(cfg: Config) -> int:
         )
         return 2
     t0 = time.perf_counter()
-    peak = bf16_peak_gflops()
+    peaks = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
+    peak = peaks["bf16"]
     res = {"gpu": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     res |= {"config": {k: str(v) for k, v in asdict(cfg).items()}, "bf16_peak_gflops": peak}
+    res["gemm_peak_gflops"] = peaks
     res |= check_agreement(cfg, make_images(cfg.images, cfg.seed))
     res |= check_training(cfg, peak)
-    res["extract_throughput"] = extract_throughput(cfg, peak)
+    res["extract_throughput"] = extract_throughput(cfg, peak, peaks)
     res["seconds"] = time.perf_counter() - t0
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "gpu_check.json").write_text(json.dumps(res, indent=1))
     (cfg.out / "gpu_check.md").write_text(md := report(res))
     print(md)
     print(f"wrote {cfg.out / 'gpu_check.json'} and {cfg.out / 'gpu_check.md'} in {res['seconds']:.0f} s")
-    return 0 if all(res[k]["pass"] for k in ("extract", "posteriors", "training")) else 1
+    return 0 if all(res[k]["pass"] for k in CHECKS) else 1
 
 
 def get_args_parser() -> argparse.ArgumentParser:

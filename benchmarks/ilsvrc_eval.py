@@ -97,6 +97,8 @@ def report(cfg: Config, rows: list[dict], not_comparable: list[str], chance: dic
         "# ILSVRC-2012 val, top-1 / top-5 error (%)",
         "",
         *([f"**Not comparable with the paper: {'; '.join(not_comparable)}.**", ""] if not_comparable else []),
+        f"Computed in {rows[0]['precision']} (--precision {cfg.precision}).",
+        "",
         "| model | protocol | Q | ours top-1 | ours top-5 | paper top-1 | paper top-5 | s/image |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -138,6 +140,7 @@ def main(cfg: Config) -> list[dict] | None:
         jitter=cfg.jitter,
         batch_size=cfg.batch_size,
         device=cfg.device,
+        precision=cfg.precision,
     )
     if not is_main_process():
         return None
@@ -149,6 +152,7 @@ def main(cfg: Config) -> list[dict] | None:
     text = report(cfg, rows, reasons, chance)
     (out / "report.md").write_text(text)
     payload = {"config": asdict(cfg), "images": len(labels), "rows": rows, "chance": chance}
+    payload["precision"] = rows[0]["precision"]
     payload["plots"] = write_plots(out, rows, posteriors, labels)
     payload |= {"comparable": not reasons, "not_comparable": reasons}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))

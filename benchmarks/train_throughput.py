@@ -1,7 +1,10 @@
-"""Training images/s: the vggfeat trainer's step vs a plain torchvision loop, and GFLOP/s vs the
-measured fp32 matmul peak. Results go in recipes/README.md ("Throughput").
+"""Training images/s: the vggfeat trainer's step in fp32 and under Accelerate's bf16 mixed
+precision vs a plain torchvision loop, GFLOP/s vs the GEMM peak of each precision measured in
+the same run, and a short loss-curve parity check (both precisions train the same net on the
+same batch). Results go in recipes/README.md and benchmarks/README.md ("Precision").
 
     python benchmarks/train_throughput.py --config A --batch 16 --size 224
+    python benchmarks/train_throughput.py --config A --batch 4 --size 64 --precision fp32 bf16
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ class Config:
     size: int = option(224, at_least=32, help="image side in pixels")
     warmup: int = option(2, at_least=0, help="steps run before timing")
     steps: int = option(5, at_least=1, help="timed steps")
+    parity_steps: int = option(6, at_least=1, help="steps of the loss-curve parity check")
+    precision: list[str] = option(
+        ["fp32", "bf16"],
+        choices=["fp32", "bf16"],
+        help="the precisions measured, fp32 first (bf16: Accelerate's mixed precision)",
+    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,8 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(cfg: Config) -> None:
-    res = compare(**dataclasses.asdict(cfg))
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()}, indent=1))
+    kw = dataclasses.asdict(cfg)
+    kw["precisions"] = tuple(dict.fromkeys(["fp32", *kw.pop("precision")]))  # fp32: the reference
+    res = compare(**kw)
+    print(json.dumps(res, indent=1, default=lambda v: round(v, 4)))
 
 
 if __name__ == "__main__":

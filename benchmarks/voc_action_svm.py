@@ -86,6 +86,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
         "C = "
         + ", ".join(f"{r.C:g} ({n})" for n, r in results.items())
         + f" from the grid {list(cfg.c_grid)}",
+        cfg.precision_note(),
     ]
     name = plots.paper_name([n.config for n in nets])
     md = plots.ap_report(
@@ -101,6 +102,7 @@ def main(cfg: Config) -> dict[str, svm.VOCResult] | None:
         not_comparable=not_comparable(cfg, nets),
         payload=dict(
             config=asdict(cfg),
+            precision=cfg.ran.name,
             quick_run=cfg.max_images,
             n_persons={k: len(v) for k, v in data.splits.items()},
             dim={"whole image": whole.shape[1], "person box": box.shape[1]},

@@ -92,6 +92,7 @@ def main(cfg: Config) -> svm.VOCResult | None:
     notes = [
         proto.description,
         f"C = {res.C:g} from the grid {list(cfg.c_grid)}; descriptor dimension {X.shape[1]}",
+        cfg.precision_note(),
     ]
     name = plots.paper_name([n.config for n in nets])
     # the paper's rows only beside VOC's own 20 classes
@@ -110,6 +111,7 @@ def main(cfg: Config) -> svm.VOCResult | None:
         not_comparable=not_comparable(cfg, nets),
         payload=dict(
             config=asdict(cfg),
+            precision=cfg.ran.name,
             quick_run=cfg.max_images,
             protocol=proto.description,
             n_images={k: len(v) for k, v in data.splits.items()},

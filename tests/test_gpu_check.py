@@ -7,6 +7,7 @@ import copy
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,24 @@ def test_plain_loop_resizes_and_computes_as_extract_does_on_the_same_device():
     m = tiny_net()
     X = vggfeat.extract(images, model=m, scales=S, device="cpu", progress=False)
     np.testing.assert_allclose(mod.plain_descriptors(m, images, S, device="cpu"), X, atol=1e-5)
+
+
+def test_precision_rows_check_each_precision_against_cpu_float32_and_run_on_the_cpu():
+    mod = script("gpu_check")
+    images = mod.make_images(2, seed=2)
+    m = mod.sharpen(tiny_net(), images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bf16 emulated on a CPU without AMX
+        res = mod.agreement(m, images, "cpu", scales=S)
+        bf16 = mod.outputs(m, images, "cpu", scales=S, precision="bf16")
+    assert set(res) == {
+        "extract",
+        "posteriors",
+        *(f"{k}_{p}" for p in mod.PRECISIONS for k in ("extract", "posteriors")),
+    }
+    assert set(mod.CHECKS) == set(res) | {"training"}
+    assert all(r["pass"] for r in res.values())
+    assert res["extract_fp32"]["min_cosine"] > 0.999999  # the same arithmetic on the same CPU
+    assert res["extract_bf16"]["min_cosine"] < res["extract_fp32"]["min_cosine"]  # really bf16
+    fp32 = mod.outputs(m, images, "cpu", scales=S, precision="fp32")
+    assert not np.array_equal(bf16["X"], fp32["X"])

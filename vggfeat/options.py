@@ -32,9 +32,22 @@ import functools
 import types
 import typing
 
-__all__ = ["option", "add_options", "given", "from_args", "check_ranges", "in_range"]
+__all__ = [
+    "option", "add_options", "given", "from_args", "check_ranges", "in_range",
+    "PRECISIONS", "Precision", "PrecisionOption",
+]  # fmt: skip
 
 RANGE_KEYS = ("at_least", "above", "at_most")  # option() keywords of a numeric range
+# The one precision option of the library (extract, Extractor, VGGFeatures, posteriors,
+# run_protocols, the commands and the benchmark scripts); the policy behind "auto" is
+# vggfeat.features.precision.
+Precision = typing.Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+PRECISION_HELP = (
+    "what the net computes in: auto (bf16 where the device runs it natively and faster: CUDA with "
+    "bf16 tensor cores, CPUs with AMX; else fp32), fp32, bf16 (torch.autocast), fp16 (CUDA only); "
+    "`vggfeat info` says what auto picks here"
+)
 
 
 def option(default=dataclasses.MISSING, *, help=None, show=None, **argparse_kw) -> dataclasses.Field:
@@ -231,3 +244,10 @@ def from_args(cls, args: argparse.Namespace, base=None):
     """An instance of ``cls``: ``base`` (or the defaults) with the options given on the command line."""
     values = given(cls, args)
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
+
+
+@dataclasses.dataclass(kw_only=True)
+class PrecisionOption:
+    """The ``--precision`` option, for the option dataclasses of the commands and scripts."""
+
+    precision: Precision = option("auto", help=PRECISION_HELP)

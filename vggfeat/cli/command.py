@@ -22,6 +22,8 @@ def cmd_evaluate(args) -> None:
     import numpy as np
 
     from ..evaluation import posteriors as evaluate
+    from ..features.dense import default_device
+    from ..features.precision import resolve
 
     o = from_args(CommandOptions, args)
     o.set_threads()
@@ -45,15 +47,17 @@ def cmd_evaluate(args) -> None:
             batch_size=o.batch_size,
             device=o.device,
             num_workers=o.num_workers,
+            precision=o.precision,
         )
         for m in nets
     ]
     P = evaluate.fuse(Ps)
     if not is_main_process():
         return
+    ran = resolve(o.precision, default_device(o.device))
     print(
         f"top-1 error {100 * evaluate.topk_error(P, labels, 1):.2f}%  "
-        f"top-5 error {100 * evaluate.topk_error(P, labels, 5):.2f}%  ({len(labels)} images)"
+        f"top-5 error {100 * evaluate.topk_error(P, labels, 5):.2f}%  ({len(labels)} images) in {ran.name}"
     )
 
 
@@ -112,6 +116,10 @@ def cmd_info(args) -> None:
             m = vggfeat.vgg(name)
         n = sum(1 for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
         print(f"{name:8s} {n:13d} {vggfeat.count_parameters(m):14,d}")
+    from ..features.precision import describe
+
+    for device, d in describe().items():  # what --precision auto runs in here, and why
+        print(f"precision auto on {device}: {d['auto']} ({d['reason']})")
 
 
 def cmd_toy(args) -> None:

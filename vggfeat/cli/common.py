@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..options import option
+from ..options import PrecisionOption, option
 
 log = logging.getLogger("vggfeat")
 RANDOM = "none"  # --weights none: a randomly initialised net
@@ -45,8 +45,9 @@ def _default_scales(cls) -> str:
 
 
 @dataclass(kw_only=True)
-class NetOptions:
-    """The network options every vggfeat command and benchmark script shares. ``models`` and
+class NetOptions(PrecisionOption):
+    """The network options every vggfeat command and benchmark script shares (``--precision``
+    among them, declared in :mod:`vggfeat.options`). ``models`` and
     ``weights`` hold what was given until ``resolve_models`` makes them one weights source per
     model (None for random), where the nets are built: constructing the options does no work."""
 

@@ -337,6 +337,7 @@ def cmd_extract(args) -> None:
         cache=o.cache,
         on_error=o.on_error,
         progress=not o.quiet,
+        precision=o.precision,
     )
     check_outputs(o.out, fmt, list(o.layers), inputs, ids, need=len(ids) * (4 * ext.dim + 64) + 4096)
     X = {n: np.asarray(x, dtype=np.float32) for n, x in ext(source).items()}
@@ -351,6 +352,9 @@ def cmd_extract(args) -> None:
     shapes = {n: list(x.shape) for n, x in X.items()}
     side = {"shape": shapes[o.layers[0]] if len(X) == 1 else shapes, "failures": failures, **ext.protocol()}
     side["layer"] = o.layers[0] if len(X) == 1 else list(o.layers)
+    # what the rows were computed in, with what was asked and why (the store key's name aside)
+    side |= {"precision": ext.precision.name, "precision_asked": o.precision}
+    side["precision_reason"] = ext.precision.reason
     written = write_features(o.out, fmt, X, ids, side)
     print(f"wrote {', '.join(map(str, written))}: {len(ids)} rows of {', '.join(map(str, shapes.values()))}")
 

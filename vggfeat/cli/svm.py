@@ -52,12 +52,18 @@ class SVMOptions(FeatureOptions):
         """Appendix-B descriptors of ``images`` with these options, cached under ``out/folder``."""
         import vggfeat
 
-        return vggfeat.extract(
-            images,
-            model=nets if len(nets) > 1 else nets[0],
+        ext = vggfeat.Extractor(
+            nets if len(nets) > 1 else nets[0],
             scales=self.scales,
             aggregate=self.aggregate,
             cache=self.out / folder if self.cache else None,
             device=self.device,
             batch_size=self.batch_size,
+            precision=self.precision,
         )
+        self.ran = ext.precision  # not a field: what --precision resolved to, for the report
+        return ext(images)
+
+    def precision_note(self) -> str:
+        """The report's line on the precision the descriptors were computed in (after ``extract``)."""
+        return f"computed in {self.ran.name} (--precision {self.precision}: {self.ran.reason})"

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..features.dense import DenseEngine
+from ..features.dense import DenseEngine, default_device
+from ..features.precision import resolve
 from ..nets.models import VGG
 from .paper import ILSVRC_JITTERED
 
@@ -64,10 +65,12 @@ def posteriors(
     image_column=None,
     on_error: str = "raise",
     per_scale: bool = False,
+    precision: str = "auto",
 ) -> np.ndarray:
     """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes);
     with ``on_error="skip"`` unreadable images get NaN rows. ``progress``: a bar, or its label.
-    ``per_scale``: (N, len(scales), num_classes), one posterior per Q, from the same one pass."""
+    ``per_scale``: (N, len(scales), num_classes), one posterior per Q, from the same one pass.
+    ``precision``: as for :func:`vggfeat.extract` ("auto", "fp32", "bf16", "fp16")."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kw = dict(
@@ -78,6 +81,7 @@ def posteriors(
         device=device,
         num_workers=num_workers,
         progress=progress,
+        precision=precision,
     )
     combine, k = (_softmax_per_scale, len(scales)) if per_scale else (_softmax_mean, 1)
     out = []
@@ -213,6 +217,7 @@ def run_protocols(
     scales: dict | None = None,
     engine=None,
     progress: bool = True,
+    precision: str = "auto",
     **kw,
 ) -> tuple[list[dict], dict]:
     """The Sec. 3.2 test protocols of Tables 3-6 for each named net (``{"D": model, ...}``).
@@ -227,21 +232,29 @@ def run_protocols(
     Smax and mid); the single Q must be one of the three. Each net's dense and multi-crop
     evaluation each run once, however many protocols use them: ``single`` and ``multi`` read one
     per-Q dense pass. ``engine(name, mode, qs)`` -> (N, len(qs), K) per-Q posteriors replaces
-    :func:`posteriors` (``per_scale=True``, with ``kw``), e.g. to cache them.
+    :func:`posteriors` (``per_scale=True``, with ``kw``), e.g. to cache them. ``precision``
+    ("auto", "fp32", "bf16", "fp16") is what :func:`posteriors` runs in, resolved once for the
+    device (``kw["device"]``) and reported in every row; a given ``engine`` runs in its own
+    (the rows then say ``precision`` as given).
 
     Returns rows ``{model, protocol, scales, top1, top5, paper_top1, paper_top5,
-    seconds_per_image}`` (the seconds of the evaluation runs a protocol reads, ``None`` for
+    seconds_per_image, precision}`` (the seconds of the evaluation runs a protocol reads, ``None`` for
     fusion) and ``{(model, protocol): (N, K) posteriors}``."""
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise ValueError(f"protocols: unknown {bad}; choose from {','.join(PROTOCOLS)}")
-    if engine is None:
+    if engine is not None:
+        ran = precision
+    else:
+        ran = resolve(precision, default_device(kw.get("device"))).name
         readers = {"dense": ("single", "multi", "both"), "multicrop": ("multicrop", "both")}
 
         def engine(name, mode, qs):  # the bar names the protocols this one run serves
             serves = ",".join(p for p in protocols if p in readers[mode])
             bar = f"{name} {serves}: {mode} at Q={','.join(map(str, qs))}" if progress else False
-            return posteriors(models[name], images, scales=qs, mode=mode, per_scale=True, progress=bar, **kw)
+            return posteriors(
+                models[name], images, scales=qs, mode=mode, per_scale=True, progress=bar, precision=ran, **kw
+            )
 
     qs_of = dict.fromkeys(models, (scales_for(jitter=jitter), scales_for(jitter=jitter, multi=False)[0]))
     qs_of |= scales or {}
@@ -252,14 +265,15 @@ def run_protocols(
             raise ValueError(f"scales[{name!r}]: the single Q {single} must be one of the three {qs}")
         for proto, P, q, secs in _net_protocols(name, engine, protocols, qs, single, len(labels)):
             kept[name, proto] = P
-            rows.append(_row(name, proto, q, P, labels, secs))
+            rows.append(_row(name, proto, q, P, labels, secs) | {"precision": ran})
     if "fusion" in protocols and len(models) > 1:
         base = "both" if "both" in protocols else "multi"
         parts = [kept[n, base] for n in models if (n, base) in kept]
         if len(parts) < 2:
             raise ValueError("protocols: fusion needs 'both' or 'multi' of at least two nets")
         kept["&".join(models), "fusion"] = P = fuse(parts)
-        rows.append(_row("&".join(models), "fusion", qs_of[next(iter(models))][0], P, labels, None))
+        fused = _row("&".join(models), "fusion", qs_of[next(iter(models))][0], P, labels, None)
+        rows.append(fused | {"precision": ran})
     return rows, kept
 
 

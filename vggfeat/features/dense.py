@@ -37,6 +37,7 @@ from ..data.decode import ImageSource, as_source, resize_smallest, resized_size,
 from ..errors import ImageError
 from ..nets.models import PAPER_CROP, VGG
 from .distributed import process_state, shard
+from .precision import Capability, autocast, resolve
 
 log = logging.getLogger("vggfeat")
 GRID = 5  # 5x5 regular grid of crops per scale
@@ -145,7 +146,8 @@ class DenseEngine:
     """Runs ``model.dense()`` over images; see the module docstring for the protocol.
 
     ``combine(t)``: t is an image's (S, F, V, D) tensor of spatially averaged maps (float32,
-    on CPU) -> (K,) row. ``out_dim`` = K.
+    on CPU) -> (K,) row. ``out_dim`` = K. ``precision``: "auto", "fp32", "bf16" or "fp16"
+    (:mod:`vggfeat.features.precision`); ``self.precision`` is what it resolved to.
     """
 
     def __init__(
@@ -162,6 +164,7 @@ class DenseEngine:
         progress: bool = True,
         precision: str = "auto",
         max_activation_bytes: int | None = None,
+        capability: Capability | None = None,
     ):
         if views not in ("full", "grid"):
             raise ValueError(f"views must be 'full' or 'grid', got {views!r}")
@@ -192,7 +195,8 @@ class DenseEngine:
         self.batch_size = batch_size or max(1, default)
         self.num_workers = num_workers
         self.progress = progress
-        self.autocast = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        # the policy of vggfeat.features.precision; ``capability`` replaces the hardware probe
+        self.precision = resolve(precision, self.device, capability)
 
     # ---- per batch -------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +211,7 @@ class DenseEngine:
         if self.flip:  # Sec. 3.2: the horizontal flip of the (resized) image or crop
             x = torch.cat([x, torch.flip(x, dims=[-1])])
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with autocast(self.precision, self.device.type):
             maps = self.net.forward_layers(x, self.layers)
         y = torch.cat([m.float().mean(dim=(-2, -1)) for m in maps], -1)  # spatial average of each map
         f = 2 if self.flip else 1

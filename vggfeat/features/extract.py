@@ -43,6 +43,7 @@ AGGREGATES = ("mean", "stack", "max")
 # How long to wait for other ranks' rows to show on a network file system: NFS caches a
 # folder's attributes (its listing) for up to 60 s by default (acdirmax), so twice that.
 VISIBLE_S = 120
+STORE_NAMES = {"fp32": "float32"}  # a precision's name in the store's protocol key
 
 
 def _as_models(model, weights) -> list[VGG]:
@@ -146,6 +147,7 @@ class Extractor:
         on_error="raise",
         progress=True,
         image_column=None,
+        precision="auto",
     ):
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -167,9 +169,11 @@ class Extractor:
                 device=device,
                 num_workers=num_workers,
                 progress=progress,
+                precision=precision,
             )
             for m in self.models
         ]
+        self.precision = self.engines[0].precision  # the same device, so the same for every net
         per_scale = len(self.scales) if aggregate == "stack" else 1
         # row width of each layer's descriptor for each fused net, and of each net's engine row
         self.widths = {n: [e.channels(n) * per_scale for e in self.engines] for n in self.layers}
@@ -195,8 +199,9 @@ class Extractor:
             "aggregate": self.aggregate,
             "layer": self.layer if layer is None else layer,
             "normalize": self.normalize,
-            # bf16 autocast (the default on GPU) gives other rows than float32 (on CPU)
-            "precision": "bf16" if self.engines[0].autocast else "float32",
+            # rows of two precisions never mix; fp32 is named as stores made before the
+            # option existed name it, so that those stay valid
+            "precision": STORE_NAMES.get(self.precision.name, self.precision.name),
             "libraries": library_versions(),  # decoding and resize code
         }
 
@@ -336,6 +341,7 @@ def extract(
     progress=True,
     image_column=None,
     keys=None,
+    precision="auto",
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
@@ -356,6 +362,9 @@ def extract(
     ``cache``: a feature-store folder (:mod:`vggfeat.features.store`), ``keys`` one id per image for it.
     ``on_error="skip"`` gives NaN rows for unreadable inputs and warns with their list. The
     result is an ordinary array: writing to it never touches the store.
+    ``precision``: "auto" (bf16 where the device computes it natively and faster, else fp32),
+    "fp32", "bf16" or "fp16" (CUDA); see :mod:`vggfeat.features.precision`. The rows are float32
+    whatever it is, and the resolved name is part of the store's protocol.
     """
     return Extractor(
         model,
@@ -372,4 +381,5 @@ def extract(
         on_error=on_error,
         progress=progress,
         image_column=image_column,
+        precision=precision,
     )(images, keys=keys)

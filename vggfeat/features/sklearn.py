@@ -72,6 +72,7 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         on_error="raise",
         progress=True,
         image_column=None,
+        precision="auto",
     ):
         self.model = model
         self.weights = weights
@@ -87,6 +88,7 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.progress = progress
         self.image_column = image_column
+        self.precision = precision
 
     def fit(self, X=None, y=None):
         """Build the (frozen) network; X is only checked to be images, y is not used."""

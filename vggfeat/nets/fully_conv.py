@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# fc6 as a GEMM on its 7x7 patches up to this many output positions per call (full-width D:
+# 25088 floats each, about 100 MB); beyond, the convolution, whose weight reorder is amortised
+IM2COL_POSITIONS = 1024
+
 
 class DenseVGG(nn.Module):
     """Sec. 3.2: fc6 as a 7x7 conv (c/32 for a net trained at crop c), fc7 and fc8 as 1x1 convs,
@@ -77,6 +81,24 @@ class DenseVGG(nn.Module):
             self._kernel_key = key
         return self._kernel
 
+    def _fc(self, x: torch.Tensor, fc: nn.Linear, k: int) -> torch.Tensor:
+        """The Linear ``fc`` as a k x k convolution over ``x``. On a channels_last map it runs as
+        a GEMM against the Linear weight itself (1x1: the map's (B, H, W, C) view; fc6: its 7x7
+        patches, while they are at most ``IM2COL_POSITIONS`` output positions), the result a
+        channels_last view: oneDNN's convolution reorders fc6's 100M weights on every call,
+        which made fc6 2x slower than this GEMM at Q = 256 (fc7 ran on torch's slow im2col
+        path), measured by benchmarks/extract_throughput.py's profile. Otherwise a convolution."""
+        b, c, h, w = x.shape
+        positions = b * (h - k + 1) * (w - k + 1)
+        if x.is_contiguous(memory_format=torch.channels_last) and (k == 1 or positions <= IM2COL_POSITIONS):
+            if k == 1:
+                patches = x.permute(0, 2, 3, 1)
+            else:  # (B, h', w', C, k, k): the order of the Linear weight's columns
+                patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).flatten(3)
+            return F.linear(patches, fc.weight, fc.bias).permute(0, 3, 1, 2)
+        kernel = self._fc6_kernel(x) if fc is self.fc6 else fc.weight[:, :, None, None]
+        return F.conv2d(x, kernel, fc.bias)
+
     def flops(self, height: int, width: int, layer: str = "fc8") -> int:
         """Multiply-adds x 2 of one forward pass on an H x W image up to ``layer`` (convs and
         FC-as-conv layers; ReLU, pooling and LRN are not counted)."""
@@ -116,9 +138,9 @@ class DenseVGG(nn.Module):
             start = idx + 1
         if head:  # Sec. 3.2: the FC layers as convolutions
             x = self.features[start:](x)
-            x = maps["fc6"] = F.relu(F.conv2d(x, self._fc6_kernel(x), self.fc6.bias))
+            x = maps["fc6"] = F.relu(self._fc(x, self.fc6, self.kernel))
             if head[-1] != "fc6":
-                x = maps["fc7"] = F.relu(F.conv2d(x, self.fc7.weight[:, :, None, None], self.fc7.bias))
+                x = maps["fc7"] = F.relu(self._fc(x, self.fc7, 1))
             if head[-1] == "fc8":
-                maps["fc8"] = F.conv2d(x, self.fc8.weight[:, :, None, None], self.fc8.bias)
+                maps["fc8"] = self._fc(x, self.fc8, 1)
         return [maps[n] for n in layers]

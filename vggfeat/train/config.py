@@ -12,6 +12,8 @@ from ..options import check_ranges, option
 from .schedule import SCHEDULES
 from .transforms import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 
+MIXED_PRECISIONS = (None, "no", "bf16", "fp16", "auto")  # Accelerate's, and the policy's auto
+
 
 @dataclass
 class TrainConfig:
@@ -70,7 +72,11 @@ class TrainConfig:
     num_workers: int = option(8, at_least=0)
     seed: int = 0
     # speed
-    mixed_precision: str | None = option(None, help="no | bf16 | fp16; None: what `accelerate config` says")
+    mixed_precision: str | None = option(
+        None,
+        help="no | bf16 | fp16 | auto (bf16 where the precision policy's auto picks it: AMX CPUs, "
+        "GPUs with bf16 tensor cores; else no); None: what `accelerate config` says",
+    )
     channels_last: bool = False
     compile: bool = False
     # run
@@ -135,6 +141,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError(str(e)) from None
     if not cfg.data:
         raise ConfigError(f"--data is required: {DATA_LAYOUTS}")
+    if cfg.mixed_precision not in MIXED_PRECISIONS:
+        raise ConfigError(
+            f"--mixed-precision {cfg.mixed_precision}: choose one of "
+            + ", ".join(map(str, MIXED_PRECISIONS[1:]))
+        )
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"--schedule {cfg.schedule}: choose one of {', '.join(SCHEDULES)}")
     if cfg.warmup_epochs and cfg.schedule == "plateau":

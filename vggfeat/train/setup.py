@@ -36,7 +36,7 @@ def make_accelerator(cfg: TrainConfig):
         log.warning("--report-to tensorboard ignored: tensorboard is not installed")
         trackers = None
     acc = Accelerator(
-        mixed_precision=cfg.mixed_precision,
+        mixed_precision=mixed_precision(cfg.mixed_precision),
         log_with=trackers or None,
         project_config=ProjectConfiguration(
             project_dir=str(cfg.run_dir()), automatic_checkpoint_naming=False
@@ -47,6 +47,21 @@ def make_accelerator(cfg: TrainConfig):
     per_device, acc.gradient_accumulation_steps = split_batch(cfg, acc.num_processes)
     check_sync_bn(cfg, acc.device)
     return acc, per_device
+
+
+def mixed_precision(asked: str | None) -> str | None:
+    """Accelerate's ``mixed_precision`` for ``--mixed-precision``: "auto" is bf16 where the
+    precision policy (:mod:`vggfeat.features.precision`) picks bf16 on this process's device,
+    else "no"; any other value is Accelerate's own."""
+    if asked != "auto":
+        return asked
+    from accelerate import PartialState
+
+    from ..features.precision import resolve
+
+    r = resolve("auto", PartialState().device)
+    log.info("--mixed-precision auto: %s (%s)", r.name, r.reason)
+    return "bf16" if r.name == "bf16" else "no"
 
 
 SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")  # where torch's SyncBatchNorm runs (it refuses CPU tensors)

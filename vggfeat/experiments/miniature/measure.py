@@ -53,6 +53,7 @@ def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) 
         batch_size=batch,
         progress=cfg.progress,
         num_workers=cfg.num_workers,
+        precision="fp32",  # pinned: the verdicts were made in fp32
     )
     if process_state().is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,7 @@ def protocols(cfg: MiniatureConfig, net: Net, weights: Path, images, y) -> dict:
         protocols=asked,
         scales={net.name: eval_scales(cfg, net)},
         engine=lambda _, mode, qs: posteriors(cfg, weights, images, views[mode], qs),
+        precision="fp32",
     )
     return {proto: P[net.name, proto] for proto in asked}
 

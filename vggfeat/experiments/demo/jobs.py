@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]  # recipes/ and benchmarks/ live beside the package
+REPO = Path(__file__).resolve().parents[3]  # recipes/ and benchmarks/ live beside the package
 STAMP = "demo-step.json"
 log = logging.getLogger("vggfeat")
 

@@ -132,10 +132,13 @@ def test_an_output_that_is_an_input_or_inside_an_input_dataset_is_refused_first(
 def test_output_problems_are_found_before_any_computing(folder, tmp_path, monkeypatch):
     (tmp_path / "adir.npy").mkdir()
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
     cases = [
         (["--out", tmp_path / "adir.npy"], "is a folder"),
         (["--out", tmp_path / "afile", "--format", "hf"], "is a file, not a folder"),
         (["--out", tmp_path / "afile" / "f.npy"], "is a file, not a folder"),
+        (["--out", tmp_path / "stuff", "--format", "hf"], "holds other files, not a saved dataset"),
     ]
     for extra, msg in cases:
         r = vggfeat_command("extract", folder, *TINY, *extra)

@@ -200,6 +200,11 @@ def check_outputs(out: Path, fmt: str, layers: list[str], inputs: list[Path], id
                     f"--out {out}: {w} is {what} or in it ({src}); writing there would replace what "
                     "is being read. Choose another --out"
                 )
+    if fmt == "hf" and out.is_dir() and any(out.iterdir()) and not is_saved_dataset(out):
+        raise OutputError(
+            f"--out {out} is a folder that holds other files, not a saved dataset; --format hf "
+            "replaces the whole folder: give a new or empty folder"
+        )
     for w in output_paths(out, fmt, layers):
         check_output(w, need=need, folder_ok=fmt == "hf")
     if fmt in ("parquet", "hf"):

@@ -13,11 +13,9 @@ grid of crops of the net's training size, 224 for the paper's nets, V = 25).
 Under ``accelerate launch`` each process takes a contiguous shard and rows are gathered back in
 input order, each image exactly once.
 
-Memory is bounded: before an image is rescaled, the activation memory of its dense pass (the
-largest conv input plus output, float32, times 2 with the flip) is estimated at every Q; an
-image above ``MAX_ACTIVATION_BYTES`` (4 GiB; ``max_activation_bytes=`` or the environment
-variable ``VGGFEAT_MAX_ACTIVATION_BYTES`` override it) is an :class:`ImageError` naming it, its
-size and the limit, skipped under ``on_error="skip"`` like any unreadable image.
+Memory is bounded (:mod:`vggfeat.features.memory`): an image whose dense pass would exceed the
+activation limit is an :class:`ImageError` naming it, its size and the limit, skipped under
+``on_error="skip"`` like any unreadable image.
 """
 
 from __future__ import annotations
@@ -37,38 +35,11 @@ from ..data.decode import ImageSource, as_source, resize_smallest, resized_size,
 from ..errors import ImageError
 from ..nets.models import PAPER_CROP, VGG
 from .distributed import process_state, shard
+from .memory import activation_bytes, activation_limit, conv_plan
 from .precision import Capability, autocast, resolve
 
 log = logging.getLogger("vggfeat")
 GRID = 5  # 5x5 regular grid of crops per scale
-MAX_ACTIVATION_BYTES = 4 << 30  # a dense pass's activations per image (module docstring)
-
-
-def activation_limit(given: int | None = None) -> int:
-    """The memory bound of one image's dense pass: ``given``, else $VGGFEAT_MAX_ACTIVATION_BYTES,
-    else ``MAX_ACTIVATION_BYTES``."""
-    if given is not None:
-        return int(given)
-    env = os.environ.get("VGGFEAT_MAX_ACTIVATION_BYTES", "")
-    return int(env) if env.isdigit() else MAX_ACTIVATION_BYTES
-
-
-def conv_plan(net) -> list[tuple[int, int, int]]:
-    """(in channels, out channels, pools before) of each conv of ``net.features``."""
-    plan, pools = [], 0
-    for m in net.features:
-        if isinstance(m, torch.nn.Conv2d):
-            plan.append((m.in_channels, m.out_channels, pools))
-        elif isinstance(m, torch.nn.MaxPool2d):
-            pools += 1
-    return plan
-
-
-def activation_bytes(plan, height: int, width: int, flip: bool = True) -> int:
-    """Estimated peak activation memory of a dense pass on an H x W image: the largest conv's
-    float32 input plus output, for the image and its flip."""
-    peak = max(((height >> p) * (width >> p) * (cin + cout) for cin, cout, p in plan), default=0)
-    return 4 * peak * (2 if flip else 1)
 
 
 def crop_grid(height: int, width: int, size: int = PAPER_CROP, n: int = GRID) -> list[tuple[int, int]]:

@@ -17,6 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..errors import ConfigError
+
 log = logging.getLogger("vggfeat")
 MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.json"
@@ -204,3 +206,24 @@ def choose_checkpoint(root, num_processes: int, *, inexact: bool = False) -> Pat
     if done:
         raise ValueError(f"--resume: no readable checkpoint in {root} ({'; '.join(problems)})")
     return None
+
+
+def resume_point(ckpt_root: Path, acc, cfg) -> Path | None:
+    """``--resume`` of run ``cfg`` (on ``acc``'s processes): the newest complete, readable
+    checkpoint (:func:`choose_checkpoint`), whose run-defining options must equal this run's;
+    before any data is read."""
+    if acc.is_main_process:
+        remove_incomplete(ckpt_root)
+    acc.wait_for_everyone()
+    try:
+        ckpt = choose_checkpoint(ckpt_root, acc.num_processes, inexact=cfg.resume_inexact)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if ckpt is not None:
+        changed = changed_options(read_state(ckpt)["config"], vars(cfg))
+        if changed:
+            raise ConfigError(
+                f"--resume: {ckpt} was trained with other options: {'; '.join(changed)}; resume "
+                "with the same values, or start a new run (--name, or --overwrite)"
+            )
+    return ckpt

@@ -13,14 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..weights.loader import save_weights
-from .checkpoint import (
-    changed_options,
-    choose_checkpoint,
-    latest_checkpoint,
-    read_state,
-    remove_incomplete,
-    save_checkpoint,
-)
+from .checkpoint import latest_checkpoint, read_state, resume_point, save_checkpoint
 from .config import TrainConfig, check_config
 from .console import console, interrupted
 from .lock import hold_run_lock
@@ -62,31 +55,11 @@ class Trainer:
                     f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
                     "--overwrite to start it afresh, or choose another --name"
                 )
-            self.resume_from = self._choose_checkpoint() if cfg.resume else None
+            self.resume_from = resume_point(self.ckpt_root, self.acc, cfg) if cfg.resume else None
             self._build()
         except BaseException:
             self.lock.release(remove_empty=True)  # a run refused at start leaves no empty folder
             raise
-
-    def _choose_checkpoint(self) -> Path | None:
-        """--resume: the newest complete, readable checkpoint (:func:`choose_checkpoint`), whose
-        run-defining options must equal this run's; before any data is read."""
-        acc = self.acc
-        if acc.is_main_process:
-            remove_incomplete(self.ckpt_root)
-        acc.wait_for_everyone()
-        try:
-            ckpt = choose_checkpoint(self.ckpt_root, acc.num_processes, inexact=self.cfg.resume_inexact)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if ckpt is not None:
-            changed = changed_options(read_state(ckpt)["config"], vars(self.cfg))
-            if changed:
-                raise ConfigError(
-                    f"--resume: {ckpt} was trained with other options: {'; '.join(changed)}; resume "
-                    "with the same values, or start a new run (--name, or --overwrite)"
-                )
-        return ckpt
 
     def _build(self) -> None:
         from accelerate.utils import set_seed

@@ -64,7 +64,8 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
+    """fsync a file, or every file and folder under a folder."""
     if path.is_dir():
         for dirpath, _, files in os.walk(path):
             for f in files:
@@ -171,7 +172,7 @@ def atomic_group(paths, *, need: int | None = None):
     try:
         yield tmps
         for t in tmps:
-            _fsync_tree(t)
+            fsync_tree(t)
         for p in paths[1:]:
             if p.exists():
                 _remove(p)

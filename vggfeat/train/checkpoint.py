@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files import fsync_path, fsync_tree
 
 log = logging.getLogger("vggfeat")
 MARKER = "COMPLETE"
@@ -27,21 +28,6 @@ _NAME = re.compile(r"^step_(\d{8,})$")
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            _fsync(Path(dirpath) / f)
-        _fsync(Path(dirpath))
 
 
 def complete_checkpoints(root) -> list[Path]:
@@ -81,14 +67,14 @@ def save_checkpoint(accelerator, root, *, step: int, state: dict, keep: int | No
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         (tmp / MARKER).write_text(f"{step}\n")
-        _fsync(tmp / MARKER)
-        _fsync(tmp)
+        fsync_path(tmp / MARKER)
+        fsync_path(tmp)
         if final.exists():  # an unmarked folder of the same name: never complete, replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync(root)
+        fsync_path(root)
         _prune(root, keep)
         log.info("checkpoint %s written", final)
     accelerator.wait_for_everyone()

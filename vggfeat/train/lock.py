@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import RunLocked
+from ..files import pid_alive
 
 log = logging.getLogger("vggfeat")
 LOCK_FILE = "LOCK"
@@ -39,17 +40,8 @@ def _alive(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname():
         return True  # cannot tell from here
     pid = int(holder["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):  # gone, or a zombie (killed, not yet reaped)
         return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is dead for our purpose
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except OSError:
-        pass
     started = holder.get("proc_start")
     return started is None or _proc_start(pid) in (None, started)
 

@@ -153,7 +153,7 @@ def outputs(m, images, device, scales=SCALES, precision="auto") -> dict:
     """Descriptors and dense posteriors of ``images`` on ``device`` in ``precision``
     (:mod:`vggfeat.features.precision`; "auto": bf16 on GPUs with bf16 tensor cores)."""
     import vggfeat
-    from vggfeat.evaluation import posteriors as evaluate
+    from vggfeat import evaluate
 
     kw = dict(scales=scales, device=device, progress=False, precision=precision)
     return {

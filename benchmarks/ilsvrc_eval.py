@@ -23,9 +23,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vggfeat import evaluate
 from vggfeat.cli.common import NetOptions, build_nets, resolve_models, run_script, training_crop
 from vggfeat.evaluation import plots
-from vggfeat.evaluation import posteriors as evaluate
 from vggfeat.evaluation.chance import chance_errors, chance_topk
 from vggfeat.features.distributed import is_main_process
 from vggfeat.nets.models import paper_scale

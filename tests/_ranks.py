@@ -9,7 +9,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from conftest import TINY, random_image  # noqa: E402
 
 import vggfeat  # noqa: E402
-from vggfeat.evaluation import posteriors as evaluate  # noqa: E402
+from vggfeat import evaluate  # noqa: E402
 from vggfeat.features.distributed import process_state  # noqa: E402
 
 state = process_state()

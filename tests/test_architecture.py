@@ -115,7 +115,7 @@ def test_public_import_paths_of_the_readme(path, name):
 def test_public_second_names_are_the_same_modules():
     """``vggfeat.evaluate`` is the module that does the work, not a copy: patching one patches both."""
     pairs = {
-        "vggfeat.evaluate": "vggfeat.evaluation.posteriors",
+        "vggfeat.evaluate": "vggfeat.evaluation.ilsvrc",
         "vggfeat.svm": "vggfeat.evaluation.svm",
         "vggfeat.stats": "vggfeat.evaluation.stats",
         "vggfeat.sklearn": "vggfeat.features.sklearn",

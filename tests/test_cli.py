@@ -239,7 +239,7 @@ def test_extract_refuses_other_suffixes_before_any_work(folder, tmp_path, capsys
 
 
 def test_evaluate_command_reports_the_libraries_errors(tiny, tmp_path, capsys):
-    from vggfeat.evaluation import posteriors as evaluate
+    from vggfeat import evaluate
 
     val = tmp_path / "val"
     for c in range(2):

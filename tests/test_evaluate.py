@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from conftest import random_image, torchrun, vggfeat_command
 from torchvision.transforms.v2 import functional as TF
 
+from vggfeat import evaluate
 from vggfeat.errors import ImageError
-from vggfeat.evaluation import posteriors as evaluate
 from vggfeat.features.dense import crop_grid
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import random_image, script, vggfeat_command
 
 import vggfeat
-from vggfeat.evaluation import posteriors as evaluate
+from vggfeat import evaluate
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "ilsvrc_eval.py"
 

@@ -12,7 +12,7 @@ from conftest import random_image
 from PIL import Image
 
 import vggfeat
-from vggfeat.evaluation import posteriors as evaluate
+from vggfeat import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

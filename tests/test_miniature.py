@@ -12,7 +12,7 @@ import torch
 from conftest import random_image, script
 
 import vggfeat
-from vggfeat.evaluation import posteriors as evaluate
+from vggfeat import evaluate
 from vggfeat.evaluation import stats
 from vggfeat.experiments import toy
 from vggfeat.experiments.miniature import QUICK, MiniatureConfig, check, judge, plan

@@ -13,8 +13,8 @@ import torch
 from conftest import vggfeat_command
 
 import vggfeat
+from vggfeat import evaluate
 from vggfeat.data.decode import resize_smallest
-from vggfeat.evaluation import posteriors as evaluate
 from vggfeat.features import precision as policy
 from vggfeat.features.precision import Capability, resolve
 from vggfeat.options import PRECISIONS

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import vggfeat
-from vggfeat.evaluation import posteriors as evaluate
+from vggfeat import evaluate
 from vggfeat.evaluation import stats
 from vggfeat.evaluation.svm import MultiLabelSVC
 

@@ -255,7 +255,7 @@ def test_learns_a_colour_task_from_a_saved_hf_dataset(tmp_path):
 
 
 def test_val_dense_equals_the_evaluation_engine_on_the_final_model(tmp_path):
-    from vggfeat.evaluation import posteriors as evaluate
+    from vggfeat import evaluate
 
     data = write_imagefolder(tmp_path / "d", n_train=2)
     cfg = TrainConfig(
@@ -280,7 +280,7 @@ def test_val_dense_equals_the_evaluation_engine_on_the_final_model(tmp_path):
 def test_recipe_script_trains_one_epoch_end_to_end(tmp_path):
     """The everyday smoke path of training (the launched runs below are slow): the recipe started
     as a user starts it, one epoch of a width-1/16 net; what it saved is the net it validated."""
-    from vggfeat.evaluation import posteriors as evaluate
+    from vggfeat import evaluate
 
     data = write_imagefolder(tmp_path / "d", n_train=2)
     out = tmp_path / "runs"

@@ -1,7 +1,7 @@
-"""The public path `vggfeat.evaluate`: the module :mod:`vggfeat.evaluation.posteriors` under a second name."""
+"""The public path `vggfeat.evaluate`: the module :mod:`vggfeat.evaluation.ilsvrc` under a second name."""
 
 import sys
 
-from .evaluation import posteriors as _module
+from .evaluation import ilsvrc as _module
 
 sys.modules[__name__] = _module

@@ -7,7 +7,8 @@
 - both: the mean of the dense and multi-crop posteriors (Sec. 4.3: they are complementary);
 - several Q: posteriors averaged over scales; several nets: :func:`fuse` averages them (Sec. 4.4).
 
-All of it runs on the one dense engine (:mod:`vggfeat.features.dense`).
+All of it runs on the one dense engine (:mod:`vggfeat.features.dense`); the protocols of
+Tables 3-6 built from these are :mod:`vggfeat.evaluation.ilsvrc`.
 """
 
 from __future__ import annotations
@@ -18,19 +19,36 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..features.dense import DenseEngine, default_device
-from ..features.precision import resolve
+from ..features.dense import DenseEngine
 from ..nets.models import VGG
-from .paper import ILSVRC_JITTERED
 
 MODES = ("dense", "multicrop", "both")
 
 
-def scales_for(s=None, *, jitter: tuple[int, int] | None = None, multi: bool = True) -> tuple:
-    """Sec. 4.2/4.3 test scales Q for a training scale.
+def scales_for(
+    s: int | None = None, *, jitter: tuple[int, int] | None = None, multi: bool = True
+) -> tuple[int, ...]:
+    """The test scales Q of Sec. 4.2 / 4.3 for a net trained at scale S.
 
-    Fixed S: Q = {S-32, S, S+32} (multi) or Q = S. Jittered S in [Smin, Smax]:
-    Q = {Smin, (Smin+Smax)/2, Smax} (multi) or the midpoint.
+    Parameters
+    ----------
+    s : int, optional
+        The fixed training scale S (smallest side, pixels). Needed unless ``jitter`` is given.
+    jitter : (int, int), optional
+        The range [Smin, Smax] of a scale-jittered net; takes precedence over ``s``.
+    multi : bool, default True
+        Several Q (Sec. 4.2) rather than one (Sec. 4.1).
+
+    Returns
+    -------
+    tuple of int
+        Fixed S: (S - 32, S, S + 32), or (S,). Jittered: (Smin, (Smin + Smax) // 2, Smax), or
+        the midpoint alone.
+
+    Raises
+    ------
+    ValueError
+        If neither ``s`` nor ``jitter`` is given.
     """
     if jitter is not None:
         lo, hi = jitter
@@ -55,22 +73,65 @@ def posteriors(
     model: VGG,
     images,
     *,
-    scales=(256, 384, 512),
+    scales: Sequence[int] = (256, 384, 512),
     mode: str = "dense",
-    flip=True,
-    batch_size=None,
-    device=None,
-    num_workers=None,
-    progress=True,
-    image_column=None,
+    flip: bool = True,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    num_workers: int | None = None,
+    progress: bool | str = True,
+    image_column: str | None = None,
     on_error: str = "raise",
     per_scale: bool = False,
     precision: str = "auto",
 ) -> np.ndarray:
-    """(N, num_classes) float32 softmax posteriors of ``images`` (any input ``extract`` takes);
-    with ``on_error="skip"`` unreadable images get NaN rows. ``progress``: a bar, or its label.
-    ``per_scale``: (N, len(scales), num_classes), one posterior per Q, from the same one pass.
-    ``precision``: as for :func:`vggfeat.extract` ("auto", "fp32", "bf16", "fp16")."""
+    """Softmax class posteriors of ``images`` by Sec. 3.2's dense and multi-crop evaluation.
+
+    Parameters
+    ----------
+    model : VGG
+        The network; its own preprocessing (``model.preprocess``) is applied.
+    images
+        Any input :func:`vggfeat.extract` takes: a folder, paths, PIL images, arrays, tensors,
+        a Hugging Face ``Dataset``.
+    scales : sequence of int, default (256, 384, 512)
+        The test scales Q (smallest side, pixels); posteriors are averaged over them.
+    mode : {"dense", "multicrop", "both"}, default "dense"
+        ``dense``: the class-score map of the whole image, spatially averaged. ``multicrop``: a
+        5 x 5 grid of crops of the net's training size per Q. ``both``: the mean of the two.
+    flip : bool, default True
+        Average with the horizontally flipped image's posterior.
+    batch_size : int, optional
+        Images per forward pass (default 4 on CPU, 32 on CUDA, an eighth of that for
+        multi-crop); never changes the result.
+    device : str or torch.device, optional
+        Where the net runs (default: CUDA if available, else CPU).
+    num_workers : int, optional
+        DataLoader decoding workers (default: none below 8 images, else up to 2).
+    progress : bool or str, default True
+        A progress bar (on the main process); a string is its label.
+    image_column : str, optional
+        The image column of a Hugging Face ``Dataset`` (default: its first Image column).
+    on_error : {"raise", "skip"}, default "raise"
+        ``skip``: an unreadable image gets a row of NaN instead of stopping the run.
+    per_scale : bool, default False
+        One posterior per Q from the same pass, instead of their mean.
+    precision : {"auto", "fp32", "bf16", "fp16"}, default "auto"
+        What the net computes in (see :func:`vggfeat.extract`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, (N, num_classes), or (N, len(scales), num_classes) with ``per_scale``; rows
+        in input order.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is unknown, or an option is out of range (from the dense engine).
+    vggfeat.errors.ImageError
+        If an image cannot be decoded and ``on_error="raise"``.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     kw = dict(
@@ -93,20 +154,52 @@ def posteriors(
 
 
 def fuse(posteriors_list: Sequence[np.ndarray]) -> np.ndarray:
-    """Sec. 4.4 multi-net fusion: the mean of several nets' softmax posteriors."""
+    """Sec. 4.4's multi-net fusion: the mean of several nets' softmax posteriors.
+
+    Parameters
+    ----------
+    posteriors_list : sequence of numpy.ndarray
+        The posteriors of each net on the same images, all of one shape (N, K).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, (N, K).
+
+    Raises
+    ------
+    ValueError
+        If the list is empty or the shapes differ.
+    """
     ps = [np.asarray(p, dtype=np.float64) for p in posteriors_list]
     if not ps or any(p.shape != ps[0].shape for p in ps):
         raise ValueError(f"fuse needs posteriors of one shape, got {[p.shape for p in ps]}")
     return np.mean(ps, axis=0).astype(np.float32)
 
 
-def topk_error(P: np.ndarray, labels, k: int = 5) -> float:
-    """Fraction of images whose true label is not among the k highest posteriors (ties are
-    broken towards the lower class index, as a stable argsort does).
+def topk_error(P: np.ndarray, labels: Sequence[int] | np.ndarray, k: int = 5) -> float:
+    """The top-k error: the fraction of images whose label is not among the k highest posteriors.
 
-    Rows with a NaN (images skipped with ``on_error="skip"``) have no prediction: they are left
-    out of the count with a warning saying how many; if every row is NaN there is no error rate
-    and the call raises. (Sorting would otherwise rank the NaNs and count some rows correct.)"""
+    Parameters
+    ----------
+    P : numpy.ndarray, shape (N, K)
+        Posteriors (or any scores), one row per image.
+    labels : sequence of int, shape (N,)
+        The true class index of each row.
+    k : int, default 5
+
+    Returns
+    -------
+    float
+        A fraction in [0, 1]. Ties are broken towards the lower class index (a stable argsort).
+        Rows with a NaN (images skipped with ``on_error="skip"``) have no prediction: they are
+        left out, with a warning saying how many.
+
+    Raises
+    ------
+    ValueError
+        If ``P`` is not (N, K) with one label per row, or every row is NaN.
+    """
     P, y = np.asarray(P), np.asarray(labels)
     if P.ndim != 2 or len(P) != len(y):
         raise ValueError(f"P must be (N, K) with one label per row; got {P.shape} and {y.shape}")
@@ -202,120 +295,3 @@ def net_labels(labels, classes: list[str], model) -> np.ndarray:
             "Evaluate on every class (e.g. the full ILSVRC val), or with weights that carry class_names"
         )
     return labels
-
-
-PROTOCOLS = ("single", "multi", "multicrop", "both", "fusion")
-
-
-def run_protocols(
-    models: dict,
-    images,
-    labels,
-    *,
-    protocols=PROTOCOLS,
-    jitter=(256, 512),
-    scales: dict | None = None,
-    engine=None,
-    progress: bool = True,
-    precision: str = "auto",
-    **kw,
-) -> tuple[list[dict], dict]:
-    """The Sec. 3.2 test protocols of Tables 3-6 for each named net (``{"D": model, ...}``).
-
-    - ``single``: dense evaluation at one Q (Table 3);
-    - ``multi``: dense, the posteriors averaged over three Q (Table 4);
-    - ``multicrop``: 150 crops, 50 per Q at the same three Q (Table 5);
-    - ``both``: the mean of the ``multi`` and ``multicrop`` posteriors (Table 5);
-    - ``fusion``: the mean of the nets' ``both`` posteriors (``multi`` without it; Sec. 4.4).
-
-    Q: ``scales[name] = (three Q, single Q)``, else Sec. 4.2-4.3's from ``jitter`` (Smin, mid,
-    Smax and mid); the single Q must be one of the three. Each net's dense and multi-crop
-    evaluation each run once, however many protocols use them: ``single`` and ``multi`` read one
-    per-Q dense pass. ``engine(name, mode, qs)`` -> (N, len(qs), K) per-Q posteriors replaces
-    :func:`posteriors` (``per_scale=True``, with ``kw``), e.g. to cache them. ``precision``
-    ("auto", "fp32", "bf16", "fp16") is what :func:`posteriors` runs in, resolved once for the
-    device (``kw["device"]``) and reported in every row; a given ``engine`` runs in its own
-    (the rows then say ``precision`` as given).
-
-    Returns rows ``{model, protocol, scales, top1, top5, paper_top1, paper_top5,
-    seconds_per_image, precision}`` (the seconds of the evaluation runs a protocol reads, ``None`` for
-    fusion) and ``{(model, protocol): (N, K) posteriors}``."""
-    bad = [p for p in protocols if p not in PROTOCOLS]
-    if bad:
-        raise ValueError(f"protocols: unknown {bad}; choose from {','.join(PROTOCOLS)}")
-    if engine is not None:
-        ran = precision
-    else:
-        ran = resolve(precision, default_device(kw.get("device"))).name
-        readers = {"dense": ("single", "multi", "both"), "multicrop": ("multicrop", "both")}
-
-        def engine(name, mode, qs):  # the bar names the protocols this one run serves
-            serves = ",".join(p for p in protocols if p in readers[mode])
-            bar = f"{name} {serves}: {mode} at Q={','.join(map(str, qs))}" if progress else False
-            return posteriors(
-                models[name], images, scales=qs, mode=mode, per_scale=True, progress=bar, precision=ran, **kw
-            )
-
-    qs_of = dict.fromkeys(models, (scales_for(jitter=jitter), scales_for(jitter=jitter, multi=False)[0]))
-    qs_of |= scales or {}
-    rows, kept = [], {}
-    for name in models:
-        qs, single = qs_of[name]
-        if single not in qs:
-            raise ValueError(f"scales[{name!r}]: the single Q {single} must be one of the three {qs}")
-        for proto, P, q, secs in _net_protocols(name, engine, protocols, qs, single, len(labels)):
-            kept[name, proto] = P
-            rows.append(_row(name, proto, q, P, labels, secs) | {"precision": ran})
-    if "fusion" in protocols and len(models) > 1:
-        base = "both" if "both" in protocols else "multi"
-        parts = [kept[n, base] for n in models if (n, base) in kept]
-        if len(parts) < 2:
-            raise ValueError("protocols: fusion needs 'both' or 'multi' of at least two nets")
-        kept["&".join(models), "fusion"] = P = fuse(parts)
-        fused = _row("&".join(models), "fusion", qs_of[next(iter(models))][0], P, labels, None)
-        rows.append(fused | {"precision": ran})
-    return rows, kept
-
-
-def _net_protocols(name, engine, protocols, qs, single, n):
-    """(protocol, posteriors, Q, seconds per image) of one net, each engine mode run once."""
-    import time
-
-    runs = {}  # mode -> (per-Q posteriors, seconds per image)
-    # single alone needs its one Q only; with multi or both it reads that Q of their dense pass
-    dense_qs = qs if {"multi", "both"} & set(protocols) else (single,)
-
-    def run(mode):
-        if mode not in runs:
-            t0 = time.perf_counter()
-            P = engine(name, mode, dense_qs if mode == "dense" else qs)
-            runs[mode] = P, (time.perf_counter() - t0) / max(1, n)
-        return runs[mode]
-
-    for proto in [p for p in protocols if p != "fusion"]:
-        if proto == "single":
-            (D, secs), i = run("dense"), dense_qs.index(single)
-            yield proto, D[:, i], (single,), secs
-        elif proto == "multi":
-            D, secs = run("dense")
-            yield proto, D.mean(axis=1), qs, secs
-        elif proto == "multicrop":
-            G, secs = run("multicrop")
-            yield proto, G.mean(axis=1), qs, secs
-        else:  # both: Sec. 4.3, dense and multi-crop are complementary
-            (D, dt), (G, gt) = run("dense"), run("multicrop")
-            yield proto, fuse([D.mean(axis=1), G.mean(axis=1)]), qs, dt + gt
-
-
-def _row(name, proto, scales, P, labels, secs) -> dict:
-    paper = ILSVRC_JITTERED.get(proto, {}).get(name.upper(), (None, None))
-    return {
-        "model": name,
-        "protocol": proto,
-        "scales": list(scales),
-        "top1": 100 * topk_error(P, labels, 1),
-        "top5": 100 * topk_error(P, labels, 5),
-        "paper_top1": paper[0],
-        "paper_top5": paper[1],
-        "seconds_per_image": secs,
-    }

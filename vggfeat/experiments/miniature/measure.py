@@ -67,7 +67,7 @@ def protocols(cfg: MiniatureConfig, net: Net, weights: Path, images, y) -> dict:
     also ``multi`` (dense, three Q: Table 4's claims are on them), jittered D and E also
     ``multicrop`` (three Q) and ``both`` (Sec. 4.3: the mean of the multi-scale dense and
     multi-crop posteriors)."""
-    from ...evaluation.posteriors import run_protocols
+    from ...evaluation.ilsvrc import run_protocols
 
     asked = ("single",)
     if net.jitter:

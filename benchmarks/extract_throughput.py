@@ -251,7 +251,7 @@ RATIOS = [
 
 
 def main(args) -> dict:
-    if args.probe_only:
+    if args.run == "probe":
         peak = matmul_peak_gflops("cpu")
         probe = layout_probe(args, peak) | {"fp32_gemm_peak_gflops": peak}
         print(json.dumps(probe, indent=1))
@@ -349,7 +349,9 @@ class Config:
         help="the precisions of the vggfeat rows (fp32 always runs: the reference)",
     )
     repeat: int = option(2, help="warm calls per row after the first; the fastest is its throughput")
-    probe_only: bool = option(False, help="only the fp32 probe: NCHW vs channels_last, fc6 conv vs GEMM")
+    run: Literal["all", "probe"] = option(
+        "all", help="all: every row, then the fp32 probe; probe: only the probe (NCHW vs channels_last, fc6)"
+    )
     out_dir: str = option("runs/extract_throughput", help="images, descriptors and results.json")
 
 

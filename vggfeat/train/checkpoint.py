@@ -204,3 +204,17 @@ def choose_checkpoint(root, num_processes: int, *, inexact: bool = False) -> Pat
     if done:
         raise ValueError(f"--resume: no readable checkpoint in {root} ({'; '.join(problems)})")
     return None
+
+
+def checkpoint_to_resume(root, num_processes: int, config: dict, inexact: bool = False) -> Path | None:
+    """:func:`choose_checkpoint`, refused (ValueError naming both values of each option) when
+    the run-defining options of ``config`` differ from the checkpoint's."""
+    ckpt = choose_checkpoint(root, num_processes, inexact=inexact)
+    if ckpt is not None:
+        changed = changed_options(read_state(ckpt)["config"], config)
+        if changed:
+            raise ValueError(
+                f"--resume: {ckpt} was trained with other options: {'; '.join(changed)}; resume "
+                "with the same values, or start a new run (--name, or --overwrite)"
+            )
+    return ckpt

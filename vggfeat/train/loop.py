@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from ..weights.loader import save_weights
 from .checkpoint import (
-    changed_options,
-    choose_checkpoint,
+    checkpoint_to_resume,
     latest_checkpoint,
     read_state,
     remove_incomplete,
@@ -25,7 +24,16 @@ from .console import console, interrupted
 from .lock import hold_run_lock
 from .report import MetricsLog, clear_run, write_resolved_config
 from .schedule import Schedule
-from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
+from .setup import (
+    build_model,
+    check_trainable,
+    make_accelerator,
+    make_loaders,
+    mean_rgb,
+    open_data,
+    rng_state,
+    set_rng_state,
+)
 from .training_set import TrainingSet
 from .transforms import eval_transform, train_transform
 
@@ -68,24 +76,16 @@ class Trainer:
             raise
 
     def _choose_checkpoint(self) -> Path | None:
-        """--resume: the newest complete, readable checkpoint (:func:`choose_checkpoint`), whose
-        run-defining options must equal this run's; before any data is read."""
-        acc = self.acc
-        if acc.is_main_process:
+        """--resume: :func:`checkpoint_to_resume` for this run's options, before data is read."""
+        if self.acc.is_main_process:
             remove_incomplete(self.ckpt_root)
-        acc.wait_for_everyone()
+        self.acc.wait_for_everyone()
         try:
-            ckpt = choose_checkpoint(self.ckpt_root, acc.num_processes, inexact=self.cfg.resume_inexact)
+            return checkpoint_to_resume(
+                self.ckpt_root, self.acc.num_processes, vars(self.cfg), self.cfg.resume_inexact
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if ckpt is not None:
-            changed = changed_options(read_state(ckpt)["config"], vars(self.cfg))
-            if changed:
-                raise ConfigError(
-                    f"--resume: {ckpt} was trained with other options: {'; '.join(changed)}; resume "
-                    "with the same values, or start a new run (--name, or --overwrite)"
-                )
-        return ckpt
 
     def _build(self) -> None:
         from accelerate.utils import set_seed
@@ -93,18 +93,7 @@ class Trainer:
         cfg = self.cfg
         train_images, self.val_images = open_data(cfg)
         self.classes = train_images.classes
-        if len(self.classes) < 2:
-            raise ConfigError(
-                f"--data {cfg.data}: the training split has one class ({self.classes[0]!r}); a "
-                "classifier needs at least 2 (its loss would be 0 from the start)"
-            )
-        per_step = self.per_device * self.acc.num_processes * self.acc.gradient_accumulation_steps
-        if len(train_images) // per_step == 0:
-            raise ConfigError(
-                f"--data {cfg.data}: {len(train_images)} training images are fewer than one batch "
-                f"(--batch-size {cfg.batch_size}; the last incomplete batch is dropped), so nothing "
-                f"would be trained: give --batch-size {max(1, len(train_images))} or less"
-            )
+        check_trainable(cfg, train_images, self.per_device, self.acc)
         self.mean = mean_rgb(cfg, train_images, self.run_dir, self.acc)
         set_seed(cfg.seed)  # before the model is built: same init on every process and run
         model = build_model(cfg, len(self.classes), self.mean)

@@ -11,7 +11,7 @@ from conftest import random_image, script
 
 import vggfeat
 from vggfeat import cli
-from vggfeat.data.decode import ImageError
+from vggfeat.errors import ImageError
 
 folder = test_cli.folder  # the fixture: three small images
 TINY = ["--weights", "none", "--width", "0.0625", "--fc-dim", "32", "--scales", "224", "--quiet"]

@@ -107,6 +107,7 @@ def test_the_path_printed_is_the_path_written(folder, tmp_path):
     assert (tmp_path / "out" / "f.parquet.npy").is_file() and not (tmp_path / "out" / "f.parquet").exists()
 
 
+@pytest.mark.slow
 def test_an_output_that_is_an_input_or_inside_an_input_dataset_is_refused_first(folder, tmp_path):
     img = folder / "0.png"
     png = img.read_bytes()
@@ -200,6 +201,7 @@ def test_a_read_only_output_folder_is_one_line_before_computing(folder, tmp_path
     assert "Traceback" not in r.stderr and "RANDOM WEIGHTS" not in r.stderr  # before the nets are built
 
 
+@pytest.mark.slow
 def test_extract_with_a_read_only_cache_serves_and_computes_without_storing(folder, tmp_path):
     cache = tmp_path / "cache"
     r = vggfeat_command("extract", folder / "0.png", "--cache", cache, "--out", tmp_path / "a.npy", *TINY)

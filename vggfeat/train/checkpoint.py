@@ -1,4 +1,4 @@
-"""Atomic training checkpoints (docs/architecture.md: write, fsync, mark, rename, only then prune).
+"""Atomic training checkpoints (DESIGN.md: write, fsync, mark, rename, only then prune).
 
 Layout: ``<root>/step_XXXXXXXX/`` holds ``accelerator.save_state`` output (model, optimiser,
 samplers, per-process RNG states), ``trainer_state.json`` (epoch, position in the epoch, step,
@@ -17,7 +17,6 @@ import re
 import shutil
 from pathlib import Path
 
-from ..errors import ConfigError
 from ..files import fsync_path, fsync_tree
 
 log = logging.getLogger("vggfeat")
@@ -194,21 +193,14 @@ def choose_checkpoint(root, num_processes: int, *, inexact: bool = False) -> Pat
     return None
 
 
-def resume_point(ckpt_root: Path, acc, cfg) -> Path | None:
-    """``--resume`` of run ``cfg`` (on ``acc``'s processes): the newest complete, readable
-    checkpoint (:func:`choose_checkpoint`), whose run-defining options must equal this run's;
-    before any data is read."""
-    if acc.is_main_process:
-        remove_incomplete(ckpt_root)
-    acc.wait_for_everyone()
-    try:
-        ckpt = choose_checkpoint(ckpt_root, acc.num_processes, inexact=cfg.resume_inexact)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+def checkpoint_to_resume(root, num_processes: int, config: dict, inexact: bool = False) -> Path | None:
+    """:func:`choose_checkpoint`, refused (ValueError naming both values of each option) when
+    the run-defining options of ``config`` differ from the checkpoint's."""
+    ckpt = choose_checkpoint(root, num_processes, inexact=inexact)
     if ckpt is not None:
-        changed = changed_options(read_state(ckpt)["config"], vars(cfg))
+        changed = changed_options(read_state(ckpt)["config"], config)
         if changed:
-            raise ConfigError(
+            raise ValueError(
                 f"--resume: {ckpt} was trained with other options: {'; '.join(changed)}; resume "
                 "with the same values, or start a new run (--name, or --overwrite)"
             )

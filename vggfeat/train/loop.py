@@ -13,13 +13,28 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..weights.loader import save_weights
-from .checkpoint import latest_checkpoint, read_state, resume_point, save_checkpoint
+from .checkpoint import (
+    checkpoint_to_resume,
+    latest_checkpoint,
+    read_state,
+    remove_incomplete,
+    save_checkpoint,
+)
 from .config import TrainConfig, check_config
 from .console import console, interrupted
 from .lock import hold_run_lock
 from .report import MetricsLog, clear_run, write_resolved_config
 from .schedule import Schedule
-from .setup import build_model, make_accelerator, make_loaders, mean_rgb, open_data, rng_state, set_rng_state
+from .setup import (
+    build_model,
+    check_trainable,
+    make_accelerator,
+    make_loaders,
+    mean_rgb,
+    open_data,
+    rng_state,
+    set_rng_state,
+)
 from .training_set import TrainingSet
 from .transforms import eval_transform, train_transform
 
@@ -55,11 +70,23 @@ class Trainer:
                     f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
                     "--overwrite to start it afresh, or choose another --name"
                 )
-            self.resume_from = resume_point(self.ckpt_root, self.acc, cfg) if cfg.resume else None
+            self.resume_from = self._choose_checkpoint() if cfg.resume else None
             self._build()
         except BaseException:
             self.lock.release(remove_empty=True)  # a run refused at start leaves no empty folder
             raise
+
+    def _choose_checkpoint(self) -> Path | None:
+        """--resume: :func:`checkpoint_to_resume` for this run's options, before data is read."""
+        if self.acc.is_main_process:
+            remove_incomplete(self.ckpt_root)
+        self.acc.wait_for_everyone()
+        try:
+            return checkpoint_to_resume(
+                self.ckpt_root, self.acc.num_processes, vars(self.cfg), self.cfg.resume_inexact
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def _build(self) -> None:
         from accelerate.utils import set_seed
@@ -67,18 +94,7 @@ class Trainer:
         cfg = self.cfg
         train_images, self.val_images = open_data(cfg)
         self.classes = train_images.classes
-        if len(self.classes) < 2:
-            raise ConfigError(
-                f"--data {cfg.data}: the training split has one class ({self.classes[0]!r}); a "
-                "classifier needs at least 2 (its loss would be 0 from the start)"
-            )
-        per_step = self.per_device * self.acc.num_processes * self.acc.gradient_accumulation_steps
-        if len(train_images) // per_step == 0:
-            raise ConfigError(
-                f"--data {cfg.data}: {len(train_images)} training images are fewer than one batch "
-                f"(--batch-size {cfg.batch_size}; the last incomplete batch is dropped), so nothing "
-                f"would be trained: give --batch-size {max(1, len(train_images))} or less"
-            )
+        check_trainable(cfg, train_images, self.per_device, self.acc)
         self.mean = mean_rgb(cfg, train_images, self.run_dir, self.acc)
         set_seed(cfg.seed)  # before the model is built: same init on every process and run
         model = build_model(cfg, len(self.classes), self.mean)
@@ -194,7 +210,7 @@ class Trainer:
         for k, (x, y, _, skipped) in enumerate(batches, start=skip):
             if self.rng_to_reapply is not None:
                 # Creating the resumed iterator may draw from the global RNG: re-apply the saved
-                # states after its first batch so dropout continues exactly (docs/architecture.md).
+                # states after its first batch so dropout continues exactly (DESIGN.md).
                 set_rng_state(self.rng_to_reapply)
                 self.rng_to_reapply = None
             for msg in skipped:

@@ -107,6 +107,25 @@ def open_data(cfg: TrainConfig):
     )
 
 
+def check_trainable(cfg: TrainConfig, train_images, per_device: int, acc) -> None:
+    """Refuse a training set that cannot train: one class (the loss is 0 from the start), or
+    fewer images than one optimiser step takes (per-device batch x processes x accumulation;
+    the last incomplete batch is dropped, so no step would run)."""
+    classes = train_images.classes
+    per_step = per_device * acc.num_processes * acc.gradient_accumulation_steps
+    if len(classes) < 2:
+        raise ConfigError(
+            f"--data {cfg.data}: the training split has one class ({classes[0]!r}); a "
+            "classifier needs at least 2 (its loss would be 0 from the start)"
+        )
+    if len(train_images) // per_step == 0:
+        raise ConfigError(
+            f"--data {cfg.data}: {len(train_images)} training images are fewer than one batch "
+            f"(--batch-size {cfg.batch_size}; the last incomplete batch is dropped), so nothing "
+            f"would be trained: give --batch-size {max(1, len(train_images))} or less"
+        )
+
+
 def mean_rgb(cfg: TrainConfig, train_images, run: Path, state) -> tuple[float, float, float]:
     """Sec. 2.1 mean RGB: given as "r,g,b", read from a JSON file, or (``auto``) the cached one,
     computed over all processes of ``state`` on first use (:mod:`vggfeat.train.meanrgb`)."""

@@ -59,11 +59,12 @@ def _descriptor_figures(a: np.ndarray, b: np.ndarray) -> dict:
 
 def main(cfg: Config) -> dict:
     import vggfeat
+    from vggfeat import evaluate
     from vggfeat.data import voc
-    from vggfeat.evaluation import posteriors as evaluate
-    from vggfeat.evaluation import stats
+    from vggfeat.evaluation import stats, svm
+    from vggfeat.evaluation.paper import VOC_Q
     from vggfeat.experiments.appendix_b import load_target, voc_result
-    from vggfeat.nets.models import APPENDIX_B_VOC_Q, paper_scales
+    from vggfeat.nets.models import paper_scales
 
     if not cfg.weights.is_file():
         raise FileNotFoundError(
@@ -75,7 +76,7 @@ def main(cfg: Config) -> dict:
     net = vggfeat.vgg(None, weights=str(cfg.weights))
     data = load_target(devkit)
     proto = voc.protocol(data)
-    qs = list(paper_scales(net.crop, APPENDIX_B_VOC_Q))
+    qs = list(paper_scales(net.crop, VOC_Q))
     images, y, classes = evaluate.labels_of(val)
     y = evaluate.net_labels(y, classes, net)
     dense_qs = list(paper_scales(net.crop, (256, 384, 512)))
@@ -90,7 +91,7 @@ def main(cfg: Config) -> dict:
         runs[p] = dict(X=X, P=P, voc={n: voc_result(X[n], data, proto) for n in LAYERS})
     a, b = runs["fp32"], runs[cfg.precision]
     test = data.labels[proto.test]
-    metric = stats.map_metric(proto.ap)
+    metric = svm.map_metric(proto.ap)
     layers = {}
     for n in LAYERS:
         ra, rb = a["voc"][n], b["voc"][n]

@@ -17,7 +17,7 @@ import torch
 
 import vggfeat
 from vggfeat import evaluate
-from vggfeat.evaluation import stats
+from vggfeat.evaluation import stats, svm
 from vggfeat.evaluation.svm import MultiLabelSVC
 
 MIN_COSINE, MAP_MARGIN, ERR_MARGIN, MIN_AGREEMENT = 0.999, 0.5, 2.0, 0.95
@@ -91,7 +91,7 @@ def test_bf16_descriptors_and_svm_map_are_equivalent_to_fp32_within_the_margins(
     cos = (a["X"] * b["X"]).sum(1)  # rows are L2-normalised
     assert cos.min() >= MIN_COSINE, cos.min()
     assert not np.array_equal(a["X"], b["X"])  # really two precisions
-    metric = stats.map_metric("voc07")
+    metric = svm.map_metric("voc07")
     maps = {p: 100 * metric(out[p]["scores"], Y) for p in out}
     assert maps["fp32"] > 50  # the net learned the task (chance mAP of 3 balanced classes ~ 40)
     boot = 100 * stats.paired_bootstrap(metric, b["scores"], a["scores"], Y, n=300)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -226,20 +227,22 @@ def cmd_extract(args) -> None:
     o.set_threads()
     source, ids = extract_inputs(args.images, o)
     nets = command_nets(o)
-    ext = vggfeat.Extractor(
-        tuple(nets),
-        scales=o.test_scales(nets),
-        flip=o.flip,
-        aggregate=o.aggregate,
-        layer=tuple(o.layers),
-        normalize=o.normalize,
-        batch_size=o.batch_size,
-        device=o.device,
-        num_workers=o.num_workers,
-        cache=o.cache,
-        on_error=o.on_error,
-        progress=not o.quiet,
-    )
+    with warnings.catch_warnings():  # command_nets announced random weights already, once
+        warnings.simplefilter("ignore", vggfeat.features.extract.RandomWeightsWarning)
+        ext = vggfeat.Extractor(
+            tuple(nets),
+            scales=o.test_scales(nets),
+            flip=o.flip,
+            aggregate=o.aggregate,
+            layer=tuple(o.layers),
+            normalize=o.normalize,
+            batch_size=o.batch_size,
+            device=o.device,
+            num_workers=o.num_workers,
+            cache=o.cache,
+            on_error=o.on_error,
+            progress=not o.quiet,
+        )
     X = {n: np.asarray(x, dtype=np.float32) for n, x in ext(source).items()}
     if not is_main_process():
         return

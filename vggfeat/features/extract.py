@@ -23,6 +23,7 @@ import contextlib
 import copy
 import functools
 import logging
+import sys
 import warnings
 
 import numpy as np
@@ -43,6 +44,34 @@ AGGREGATES = ("mean", "stack", "max")
 # How long to wait for other ranks' rows to show on a network file system: NFS caches a
 # folder's attributes (its listing) for up to 60 s by default (acdirmax), so twice that.
 VISIBLE_S = 120
+# Named protocols: Sec. 3.2's dense multi-scale evaluation (the default), and one scale, no flip.
+PROTOCOLS = ("paper", "single")
+SINGLE_Q = 384  # Sec. 3.2 / Table 3: the single test scale of a net trained with S in [256, 512]
+# Libraries that call vggfeat on a user's behalf: a warning points past them, at the user's line.
+CALLERS = ("vggfeat", "sklearn", "joblib", "datasets", "multiprocess")
+
+
+class RandomWeightsWarning(UserWarning):
+    """Descriptors of a net with random weights: a baseline, not ImageNet features."""
+
+
+_SHOWN: set[tuple[str, str, int]] = set()  # (message, file, line) of the ``once`` warnings given
+
+
+def warn_at_caller(message: str, category=UserWarning, *, once: bool = False) -> None:
+    """``warnings.warn`` at the first frame outside vggfeat and the libraries that call it for the
+    user (scikit-learn, joblib, datasets): the user's line. ``once``: at most once per message
+    and line of the user's code, whatever the warning filters: scikit-learn resets them around
+    every fit (``catch_warnings``), which would defeat Python's own once-per-line, and a grid
+    search fits a clone per fold and candidate. No logging copy is made: it would print twice."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in CALLERS:
+        frame, level = frame.f_back, level + 1
+    key = (message, frame.f_code.co_filename, frame.f_lineno)
+    if once and key in _SHOWN:
+        return
+    _SHOWN.add(key)
+    warnings.warn(message, category, stacklevel=level)
 
 
 def _as_models(model, weights) -> list[VGG]:
@@ -87,20 +116,55 @@ def _as_models(model, weights) -> list[VGG]:
             "random-feature baseline unless trained in this process); pass weights='default' for "
             "ImageNet weights, or load a file with vggfeat.load_weights"
         )
-        warnings.warn(msg, UserWarning, stacklevel=3)
-        log.warning(msg)
+        warn_at_caller(msg, RandomWeightsWarning, once=True)
     return out
 
 
-def _default_scales(models: list[VGG]) -> tuple[int, ...]:
-    """Sec. 3.2's Q = 256, 384, 512 for the paper's 224 crop, kept in ratio for other crops."""
+def _default_scales(models: list[VGG], protocol: str = "paper") -> tuple[int, ...]:
+    """Sec. 3.2's Q = 256, 384, 512 for the paper's 224 crop (``protocol="single"``: Q = 384),
+    kept in ratio for other crops."""
     crops = sorted({m.crop for m in models})
     if len(crops) > 1:
         raise ValueError(
             f"the fused nets were trained at different crops {crops}, so the paper's scales differ "
             "between them; pass scales= explicitly"
         )
-    return paper_scales(crops[0])
+    return paper_scales(crops[0], (SINGLE_Q,) if protocol == "single" else (256, 384, 512))
+
+
+def as_scales(scales) -> tuple[int, ...]:
+    """``scales``: one smallest side Q (an int) or several -> a tuple of ints."""
+    qs = (
+        (scales,)
+        if _number(scales)
+        else tuple(scales)
+        if isinstance(scales, (tuple, list, np.ndarray))
+        else ()
+    )
+    if not qs or not all(_number(q) and np.isfinite(q) and q == int(q) for q in qs):
+        raise ValueError(
+            f"scales must be a smallest side Q in pixels or several, e.g. 384 or (256, 384), got {scales!r}"
+        )
+    return tuple(int(q) for q in qs)
+
+
+def _number(q) -> bool:
+    return isinstance(q, (int, float, np.number)) and not isinstance(q, bool)
+
+
+def _check_scales(models: list[VGG], scales: tuple[int, ...], layers: tuple[str, ...]) -> None:
+    """Every Q gives each layer a map: at least the training crop for fc6 to fc8 (fc6 spans a
+    crop's whole pool5 map), at least 2^pools for a conv or pool layer."""
+    for m in models:
+        dense = m.dense()
+        for name in layers:
+            need = dense.min_side(name)
+            if min(scales) < need:
+                why = f"the training crop of VGG-{m.config}" if need == m.crop else "its pooling"
+                raise ValueError(
+                    f"scales {list(scales)}: every smallest side Q must be at least {need} pixels for "
+                    f"layer {name!r} ({why}); pass larger scales, or a conv layer such as 'pool5'"
+                )
 
 
 def descriptor(t: torch.Tensor, *, aggregate: str, normalize) -> torch.Tensor:
@@ -135,7 +199,7 @@ class Extractor:
         *,
         weights="default",
         scales=None,
-        flip=True,
+        flip=None,
         aggregate="mean",
         layer="fc7",
         normalize=True,
@@ -146,15 +210,20 @@ class Extractor:
         on_error="raise",
         progress=True,
         image_column=None,
+        protocol="paper",
     ):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if normalize not in (True, False, "per_scale"):
             raise ValueError(f"normalize must be True, False or 'per_scale', got {normalize!r}")
         self.layers = as_layers(layer)
         self.models = _as_models(model, weights)
-        scales = _default_scales(self.models) if scales is None else scales
-        self.scales, self.flip, self.aggregate = tuple(int(q) for q in scales), flip, aggregate
+        scales = _default_scales(self.models, protocol) if scales is None else as_scales(scales)
+        flip = protocol == "paper" if flip is None else flip
+        _check_scales(self.models, scales, self.layers)
+        self.scales, self.flip, self.aggregate = scales, flip, aggregate
         self.layer, self.normalize, self.cache, self.on_error = layer, normalize, cache, on_error
         self.image_column = image_column
         self.engines = [
@@ -242,10 +311,9 @@ class Extractor:
             out, self.failures_ = self._compute(source)
         if self.failures_:
             listed = "; ".join(f"#{i} {name}" for i, name, _ in self.failures_[:20])
-            warnings.warn(
+            warn_at_caller(
                 f"{len(self.failures_)} image(s) could not be read and have NaN rows "
-                f"(see Extractor.failures_): {listed}",
-                stacklevel=2,
+                f"(see Extractor.failures_): {listed}"
             )
         return out[self.layer] if isinstance(self.layer, str) else out
 
@@ -324,7 +392,7 @@ def extract(
     model=None,
     weights="default",
     scales=None,
-    flip=True,
+    flip=None,
     aggregate="mean",
     layer="fc7",
     normalize=True,
@@ -336,6 +404,7 @@ def extract(
     progress=True,
     image_column=None,
     keys=None,
+    protocol="paper",
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
@@ -348,11 +417,16 @@ def extract(
     (ImageNet weights for a config name; a prebuilt VGG keeps its own), None (random init, with
     a warning; a prebuilt VGG with no record of loaded weights warns too), a file or a
     torchvision name (loaded into a copy of a prebuilt VGG, never into the caller's). ``scales``:
-    smallest sides Q, by default the paper's 256, 384, 512 (in ratio for nets trained at another
-    crop). ``aggregate``: "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for
-    fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged;
-    several names (``("pool5", "fc6", "fc7")``) run each net once, taking every map on the way,
-    and give a dict layer -> array, each as that layer's own call would.
+    smallest sides Q (an int for one), by default the protocol's; ``flip``: also the
+    horizontally flipped image, by default the protocol's. ``protocol``: ``"paper"`` (the
+    default, Sec. 3.2 and Appendix B: Q = 256, 384, 512, in ratio for nets trained at another
+    crop, each with its flip; the network cost of 21 forward passes of a 224 x 224 crop for a
+    square image, 28 for a 4:3 one) or ``"single"`` (one scale, Q = 384, the paper's single test
+    scale, no flip: 3.2 and 4.4 crops, about 6.6x cheaper, for a quick look). ``aggregate``:
+    "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for fc7. ``layer``: "fc7",
+    "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged; several names
+    (``("pool5", "fc6", "fc7")``) run each net once, taking every map on the way, and give a dict
+    layer -> array, each as that layer's own call would.
     ``cache``: a feature-store folder (:mod:`vggfeat.features.store`), ``keys`` one id per image for it.
     ``on_error="skip"`` gives NaN rows for unreadable inputs and warns with their list. The
     result is an ordinary array: writing to it never touches the store.
@@ -372,4 +446,5 @@ def extract(
         on_error=on_error,
         progress=progress,
         image_column=image_column,
+        protocol=protocol,
     )(images, keys=keys)

@@ -40,12 +40,14 @@ if TYPE_CHECKING:  # extract imports this module: the extractor is imported wher
 def add_features(
     ds,
     *,
-    column: str = "vgg_features",
+    column: str = "features",
     image_column: str | None = None,
     map_batch_size: int = 256,
     **extract_kwargs,
 ):
     """``ds`` with a ``column`` of float32 descriptors (``column_<layer>`` for several layers).
+    The default name, ``features``, is the one ``ds.map(Extractor(...), batched=True)`` gives. A
+    column of that name already there (a second call) is replaced, with a warning.
 
     ``ds``: a ``Dataset``, ``DatasetDict`` (each split), ``IterableDataset`` or
     ``IterableDatasetDict`` (mapped lazily, computed as it is iterated). ``extract_kwargs`` are
@@ -80,6 +82,7 @@ def _add(datasets, ds, ext: Extractor, column: str, rows: int):
             "pass image_column= (or cast the column with datasets.Image() first)"
         )
     col = ext.image_column or hf_image_column(ds)
+    ds = _without(ds, column_names(ext, column), col)
     fn = functools.partial(_batch_features, ext=ext, col=col, column=column)
     row = datasets.Sequence(datasets.Value("float32"))
     new = datasets.Features({name: row for name in column_names(ext, column)})
@@ -98,6 +101,21 @@ def _add(datasets, ds, ext: Extractor, column: str, rows: int):
         folder = os.path.dirname(ds.cache_files[0]["filename"])
         feats = _map_once(datasets, raw, fn, os.path.join(folder, f"vggfeat-{identity}.arrow"), kw, state)
     return datasets.concatenate_datasets([ds, feats], axis=1)
+
+
+def _without(ds, names: list[str], image_column: str):
+    """``ds`` without the columns ``names`` it already has, with a warning: they are replaced."""
+    there = [n for n in names if n in (ds.column_names or ())]
+    if image_column in there:
+        raise ValueError(f"column={image_column!r} is the image column; give the descriptors another name")
+    if not there:
+        return ds
+    from .extract import warn_at_caller
+
+    warn_at_caller(
+        f"add_features: replacing the column(s) {there} the dataset already has with new descriptors"
+    )
+    return ds.remove_columns(there)
 
 
 def _map_once(datasets, raw, fn, path: str, kw: dict, state):
@@ -151,9 +169,22 @@ def is_batch(images) -> bool:
     return not set(images) <= {"bytes", "path"} or isinstance(next(iter(images.values()), None), list)
 
 
+def _one_value(v) -> bool:
+    """A column value of one row (an image, a path, a number), not a batch's list of them."""
+    if isinstance(v, (np.ndarray, torch.Tensor)):
+        return v.ndim == 0
+    return v is None or isinstance(v, (Image.Image, Mapping, str, bytes, int, float, bool, np.generic))
+
+
 def batch_column(batch, image_column: str | None) -> str:
     """The column of a ``Dataset.map`` batch that holds the images: ``image_column``, else the
     first whose values are images (decoded, undecoded, arrays, tensors or paths)."""
+    row = [name for name, v in batch.items() if _one_value(v)]
+    if row:
+        raise TypeError(
+            f"the Extractor got one row of a dataset (its column {row[0]!r} holds a single value, not "
+            "a list): map it with batched=True, ds.map(extractor, batched=True)"
+        )
     if image_column is not None:
         if image_column not in batch:
             raise KeyError(f"image_column {image_column!r} is not in the batch {list(batch)}")

@@ -15,6 +15,7 @@ from PIL import Image
 import vggfeat
 import vggfeat.features.dense
 import vggfeat.features.hf
+import vggfeat.hf
 from vggfeat.features.hf import add_features
 
 
@@ -51,7 +52,7 @@ def calls(monkeypatch):
     return seen
 
 
-def column(ds, name="vgg_features"):
+def column(ds, name="features"):
     return np.array(ds[name], dtype=np.float32)
 
 
@@ -60,8 +61,8 @@ def test_dataset_streams_through_map_in_batches_with_every_column_kept(calls):
     ds = image_ds(arrays, label=list(range(7)))
     out = add_features(ds, model=net, map_batch_size=3, **KW)
     assert calls == [3, 3, 1]  # never more than one map batch of images in memory
-    assert out.column_names == ["image", "label", "vgg_features"] and out["label"] == list(range(7))
-    assert out.features["vgg_features"].feature.dtype == "float32"
+    assert out.column_names == ["image", "label", "features"] and out["label"] == list(range(7))
+    assert out.features["features"].feature.dtype == "float32"
     np.testing.assert_allclose(column(out), ref(arrays, net), atol=1e-6)
     assert isinstance(out[0]["image"], Image.Image)  # the image column decodes as before
 
@@ -108,10 +109,10 @@ def test_iterable_dataset_is_mapped_lazily(calls):
     rows = list(out)
     assert sum(calls) == 5 and [r["label"] for r in rows] == list(range(5))
     assert isinstance(rows[0]["image"], Image.Image)
-    np.testing.assert_allclose(np.array([r["vgg_features"] for r in rows], np.float32), want, atol=1e-6)
+    np.testing.assert_allclose(np.array([r["features"] for r in rows], np.float32), want, atol=1e-6)
     both = datasets.IterableDatasetDict(train=stream)
     np.testing.assert_allclose(
-        np.array([r["vgg_features"] for r in add_features(both, model=net, **KW)["train"]], np.float32),
+        np.array([r["features"] for r in add_features(both, model=net, **KW)["train"]], np.float32),
         want,
         atol=1e-6,
     )
@@ -120,11 +121,9 @@ def test_iterable_dataset_is_mapped_lazily(calls):
 def test_several_layers_give_a_column_each():
     arrays, net = pixels(3, seed=5), tiny_net()
     out = add_features(image_ds(arrays), model=net, layer=("pool5", "fc7"), **KW)
-    assert out.column_names == ["image", "vgg_features_pool5", "vgg_features_fc7"]
+    assert out.column_names == ["image", "features_pool5", "features_fc7"]
     for layer in ("pool5", "fc7"):
-        np.testing.assert_allclose(
-            column(out, f"vgg_features_{layer}"), ref(arrays, net, layer=layer), atol=1e-6
-        )
+        np.testing.assert_allclose(column(out, f"features_{layer}"), ref(arrays, net, layer=layer), atol=1e-6)
 
 
 def test_plain_map_recipe_with_an_extractor(tmp_path):
@@ -176,7 +175,7 @@ runs = [dict(computed=sum(computed), writers=list(writers))]
 again = add_features(ds, **kw)  # the file is there: read by every rank, computed by none
 runs.append(dict(computed=sum(computed) - runs[0]["computed"], writers=writers[len(runs[0]["writers"]):]))
 out = dict(world=state.num_processes, rank=state.process_index, runs=runs,
-           first=list(first["vgg_features"]), again=list(again["vgg_features"]), label=list(first["label"]))
+           first=list(first["features"]), again=list(again["features"]), label=list(first["label"]))
 with open(f"{sys.argv[2]}.{state.process_index}.json", "w") as f:
     json.dump(out, f)
 """

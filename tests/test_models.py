@@ -262,3 +262,29 @@ def test_paper_scales_keep_the_papers_ratios():
     assert vggfeat.paper_scales(224) == (256, 384, 512)
     assert vggfeat.paper_scales(64) == (73, 110, 146)
     assert vggfeat.paper_scales(112, (256, 512)) == (128, 256)
+
+
+def test_torchvisions_feature_extractor_gives_the_dense_fc7_of_extract():
+    """torchvision's FX feature extraction, with torchvision's node names, on our net: its fc7
+    (classifier.4, the ReLU after fc7) is the dense fc7 map of Sec. 3.2 on a 224 x 224 image (a
+    1x1 map at the crop), which ``extract`` averages at one scale, without flip or norm."""
+    import numpy as np
+    from conftest import random_image
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    torch.manual_seed(0)
+    net = vggfeat.vgg("D", width=1 / 16, fc_dim=32, num_classes=10).eval()
+    tv_nodes = get_graph_node_names(torchvision.models.vgg16())[1]
+    ours = get_graph_node_names(net)[1]
+    assert [n for n in ours if n != "check_pool5"] == tv_nodes  # one extra node: the size check
+    fx = create_feature_extractor(net, {"classifier.4": "fc7"})
+    img = random_image(224, 224, seed=3)
+    x = net.preprocess.apply(torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float() / 255)
+    with torch.no_grad():
+        fc7 = fx(x)["fc7"]
+        dense = net.dense()(x, "fc7")
+    assert fc7.shape == (1, 32) and dense.shape == (1, 32, 1, 1)
+    torch.testing.assert_close(fc7, dense.flatten(1), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match="untrained"):  # the net's weights are random
+        rows = vggfeat.extract([img], model=net, scales=224, flip=False, normalize=False, progress=False)
+    torch.testing.assert_close(torch.from_numpy(rows), fc7, rtol=1e-5, atol=1e-6)

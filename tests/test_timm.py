@@ -405,3 +405,121 @@ def test_caffe_cfg_is_refused_by_timms_data_functions_and_torchvisions_is_used_r
     # torchvision's own eval transform of VGG16_Weights.IMAGENET1K_V1: resize 256, crop 224, normalise
     want = torchvision.models.VGG16_Weights.IMAGENET1K_V1.transforms()(img)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------- the conventions timm's own model tests check
+# (tests/test_timm_suite.py runs timm's tests/test_models.py itself; these are the quick checks)
+def test_default_cfg_is_pretrained_cfg_with_the_pool5_size():
+    for crop, side in ((224, 7), (64, 2)):
+        m = vggfeat.vgg("A", width=1 / 16, fc_dim=16, crop=crop)
+        assert m.default_cfg is m.pretrained_cfg and m.default_cfg["pool_size"] == (side, side)
+        x = torch.randn(1, *m.default_cfg["input_size"])
+        assert m.forward_features(x).shape[-2:] == (side, side) and m.in_chans == 3 == x.shape[1]
+    fm = vggfeat.vgg("A", width=1 / 16, fc_dim=16, features_only=True)
+    assert fm.default_cfg is fm.pretrained_cfg and fm.in_chans == 3
+
+
+def test_builder_places_parameters_with_device_and_dtype(tmp_path):
+    m = vggfeat.vgg("D", device="meta", dtype=torch.float64)  # no context: nothing allocated
+    assert {(p.device.type, p.dtype) for p in m.parameters()} == {("meta", torch.float64)}
+    m = vggfeat.vgg("A", width=1 / 16, fc_dim=16, dtype="bfloat16", batch_norm=True)
+    assert {t.dtype for t in m.state_dict().values() if t.is_floating_point()} == {torch.bfloat16}
+    file = vggfeat.save_weights(vggfeat.vgg("A", width=1 / 16, fc_dim=16), tmp_path / "a.safetensors")
+    assert next(vggfeat.vgg(weights=file, dtype=torch.float64).parameters()).dtype == torch.float64
+    with pytest.raises(ValueError, match="torch dtype"):
+        vggfeat.vgg("A", dtype="float99")
+
+
+def test_reset_classifier_keeps_mode_device_dtype_and_frozen_layers():
+    m = vggfeat.vgg("A", width=1 / 16, fc_dim=16, device="meta", dtype=torch.float64).eval()
+    m.requires_grad_(False)
+    m.reset_classifier(0)
+    m.reset_classifier(2)
+    fc8 = m.get_classifier()
+    assert (fc8.weight.device.type, fc8.weight.dtype, fc8.training) == ("meta", torch.float64, False)
+    trainable = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert trainable == ["classifier.6.weight", "classifier.6.bias"]  # a linear probe, as in timm
+    m.train().reset_classifier(3)
+    assert m.get_classifier().training
+
+
+def test_global_pool_takes_timms_values_or_refuses_as_timm_does():
+    x = torch.randn(2, 3, 224, 256)
+    m = vggfeat.vgg("A", width=1 / 16, fc_dim=16, num_classes=0, global_pool="").eval()
+    with torch.no_grad():  # no pooling: the unpooled pool5 map, forward_features' output
+        torch.testing.assert_close(m(x), m.forward_features(x), rtol=0, atol=0)
+        assert m(x).shape == (2, 32, 7, 8) and m.head_hidden_size == m.num_features == 32
+        m.reset_classifier(5, "avg")
+        assert m(x[..., :224]).shape == (2, 5) and m.head_hidden_size == 16
+        m.reset_classifier(0, "")
+        assert m(x).ndim == 4
+    for bad in (lambda: vggfeat.vgg("A", global_pool="max"), lambda: m.reset_classifier(3, "catavgmax")):
+        with pytest.raises(AssertionError, match="dense"):  # timm's models refuse with an AssertionError
+            bad()
+
+
+def test_feature_info_is_the_list_timms_feature_wrappers_read():
+    from timm.models import FeatureInfo
+    from timm.models._features import FeatureGetterNet
+
+    torch.manual_seed(0)
+    m = vggfeat.vgg("A", width=1 / 16, fc_dim=16).eval()
+    assert isinstance(m.feature_info, list) and all(isinstance(d, dict) for d in m.feature_info)
+    assert FeatureInfo(m.feature_info, 6).channels() == m.feature_info.channels()
+    x = torch.randn(1, 3, 64, 96)
+    ref = vggfeat.FeatureMaps(m, (1, 3))(x)
+    for cls in ("getter", "list", FeatureGetterNet):
+        net = vggfeat.vgg(weights=m.state_dict(), features_only=True, feature_cls=cls, out_indices=(1, 3))
+        with torch.no_grad():
+            got = net.eval()(x)
+        assert net.default_cfg["pool_size"] == (7, 7) and len(got) == 2
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="feature_cls='dict'"):
+        vggfeat.vgg("A", width=1 / 16, fc_dim=16, features_only=True, feature_cls="dict")
+
+
+def test_forward_scripts_and_traces_to_the_same_logits():
+    from torch.fx import symbolic_trace
+
+    torch.manual_seed(0)
+    m = vggfeat.vgg("D", width=1 / 16, fc_dim=16, batch_norm=True).eval()
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        want = m(x)
+        torch.testing.assert_close(torch.jit.script(m)(x), want)
+        torch.testing.assert_close(symbolic_trace(m)(x), want)
+    small = vggfeat.vgg("A", width=1 / 16, fc_dim=16, crop=64).eval()
+    for run in (small, torch.jit.script(small), symbolic_trace(small)):  # the size check still runs
+        with pytest.raises(Exception, match="model.dense"):
+            run(torch.randn(1, 3, 96, 64))
+
+
+def test_prune_intermediate_layers_keeps_timms_taps_and_drops_unused_layers(timm_pair):
+    import copy
+
+    net, m = timm_pair
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        taps = m.forward_intermediates(x, intermediates_only=True)
+    for i in range(6):
+        ours, theirs = copy.deepcopy(m), copy.deepcopy(net)
+        kept = ours.prune_intermediate_layers([i])
+        assert kept == theirs.prune_intermediate_layers([i]) == [i]
+        assert len(ours.features) == len(theirs.features)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                ours.forward_intermediates(x, kept, intermediates_only=True)[0], taps[i]
+            )
+            torch.testing.assert_close(ours(x), theirs.forward_features(x))  # the head went
+        assert ours.num_classes == 0 and ours.head_hidden_size == ours.num_features == taps[i].shape[1]
+        ours.train()
+        ours(x).sum().backward()
+        assert all(p.grad is not None for p in ours.parameters())  # nothing left unused (DDP)
+        if i < 5:
+            with pytest.raises(ValueError, match="past the end of this pruned net"):
+                ours.forward_intermediates(x, [5])
+    kept = copy.deepcopy(m)
+    kept.prune_intermediate_layers([5], prune_head=False)  # nothing to cut: the same net
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x), m(x))

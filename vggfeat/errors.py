@@ -55,3 +55,7 @@ class DataError(ValueError):
 class OutputError(ValueError):
     """An output that cannot be written (a read-only folder, a full disk, an output that is an
     input); the message names the path and what to do. The previous output is left as it was."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """Descriptors of a net with random weights: a baseline, not ImageNet features."""

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -329,21 +330,23 @@ def cmd_extract(args) -> None:
     inputs = [Path(x) for x in args.images] + ([o.list] if o.list else [])
     check_outputs(o.out, fmt, list(o.layers), inputs, ids, need=0)  # before building the nets
     nets = command_nets(o)
-    ext = vggfeat.Extractor(
-        tuple(nets),
-        scales=o.test_scales(nets),
-        flip=o.flip,
-        aggregate=o.aggregate,
-        layer=tuple(o.layers),
-        normalize=o.normalize,
-        batch_size=o.batch_size,
-        device=o.device,
-        num_workers=o.num_workers,
-        cache=o.cache,
-        on_error=o.on_error,
-        progress=not o.quiet,
-        precision=o.precision,
-    )
+    with warnings.catch_warnings():  # command_nets announced random weights already, once
+        warnings.simplefilter("ignore", vggfeat.errors.RandomWeightsWarning)
+        ext = vggfeat.Extractor(
+            tuple(nets),
+            scales=o.test_scales(nets),
+            flip=o.flip,
+            aggregate=o.aggregate,
+            layer=tuple(o.layers),
+            normalize=o.normalize,
+            batch_size=o.batch_size,
+            device=o.device,
+            num_workers=o.num_workers,
+            cache=o.cache,
+            on_error=o.on_error,
+            progress=not o.quiet,
+            precision=o.precision,
+        )
     check_outputs(o.out, fmt, list(o.layers), inputs, ids, need=len(ids) * (4 * ext.dim + 64) + 4096)
     X = {n: np.asarray(x, dtype=np.float32) for n, x in ext(source).items()}
     if not is_main_process():

@@ -113,7 +113,13 @@ def _checked_floats(arr: np.ndarray, name: str) -> np.ndarray:
             f"{name}: {bad} of its {arr.size} float values are NaN or infinite; pass finite pixels in [0, 1]"
         )
     lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-    if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+    if lo < -FLOAT_SLACK:  # 0-255 or [0, 1] pixels are never negative: mean/std normalised ones are
+        raise ImageError(
+            f"{name}: float pixels range over [{lo:g}, {hi:g}], which looks already normalised "
+            "(torchvision's T.Normalize); drop Normalize from the transform and pass pixels in "
+            "[0, 1] (T.ToTensor() alone): vggfeat applies the weights' own preprocessing"
+        )
+    if hi > 1 + FLOAT_SLACK:
         raise ImageError(
             f"{name}: float pixels range over [{lo:g}, {hi:g}], but float images must lie in "
             "[0, 1]; divide 0-255 values by 255, or pass uint8"
@@ -283,6 +289,20 @@ def hf_image_column(ds) -> str:
     return cols[0]
 
 
+def loader_dataset(loader):
+    """A torch ``DataLoader`` -> its dataset, read in the loader's order (images, or (image,
+    label) pairs). vggfeat batches by image size itself, so the loader's batches are not used;
+    a loader that shuffles or samples is refused, since its order is not the dataset's."""
+    from torch.utils.data import SequentialSampler
+
+    if not isinstance(loader.sampler, SequentialSampler):
+        raise ImageError(
+            f"a DataLoader with a {type(loader.sampler).__name__} reads its images in its own order; "
+            "pass its dataset instead, extract(loader.dataset) (vggfeat batches by image size itself)"
+        )
+    return loader.dataset
+
+
 def as_source(images, image_column: str | None = None) -> ImageSource:
     """Wrap any supported collection of images as an :class:`ImageSource`."""
     if isinstance(images, ImageSource):
@@ -300,6 +320,8 @@ def as_source(images, image_column: str | None = None) -> ImageSource:
             if col not in images.column_names:
                 raise ImageError(f"image_column {col!r} is not in the dataset {images.column_names}")
             return ImageSource(images, column=col, kind="hf")
+    if isinstance(images, torch.utils.data.DataLoader):
+        images = loader_dataset(images)
     if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, Sequence):
         return ImageSource(images, kind="torch")
     if isinstance(images, np.ndarray) and (

@@ -30,6 +30,11 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _legend_outside(ax, fontsize: int = 8) -> None:
+    """The legend right of the axes, where it covers no bar (constrained layout makes room)."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +105,7 @@ def bar_chart(
         ax.axhspan(scale * (v - half), scale * (v + half), color=colour, alpha=0.3, lw=0)
         ax.axhline(scale * v, color=colour, lw=1, label=f"{label}: {scale * v:.1f} ± {scale * half:.1f}")
     if references or bands or markers:
-        ax.legend(fontsize=8, loc="lower right")
+        _legend_outside(ax)
     ax.set_xticks(
         range(len(names)),
         names,
@@ -318,10 +323,14 @@ def recall_report(
 # --- ILSVRC protocols (Tables 3-6) -------------------------------------------------------------
 
 
-def protocol_errors(path, rows: Sequence[dict], *, classes: int, title: str = "") -> Path:
+def protocol_errors(
+    path, rows: Sequence[dict], *, classes: int, title: str = "", images: int | None = None
+) -> Path:
     """Top-1 and top-5 error (%) of each (model, protocol) row of ``ilsvrc_eval`` as bars, the
     paper's values as black ticks where it reports them, and the chance levels of ``classes``
-    classes, 100 (1 - 1/K) and 100 (1 - min(5, K)/K), as dashed lines."""
+    classes, 100 (1 - 1/K) and 100 (1 - min(5, K)/K), as dashed lines. The default title says
+    what was evaluated (``classes``, and ``images`` when given), not which dataset: a toy folder
+    is not ILSVRC-2012 val."""
     if not rows:
         raise ValueError("protocol_errors: no rows to plot")
     fig = _figure(max(6.0, 1.1 * len(rows) + 2), 4.0)
@@ -347,8 +356,9 @@ def protocol_errors(path, rows: Sequence[dict], *, classes: int, title: str = ""
     ax.set_xticks(x, [f"{r['model']} {r['protocol']}" for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 102)
     ax.set_ylabel("error (%)")
-    ax.legend(fontsize=7)
-    ax.set_title(title or "ILSVRC-2012 val: error per protocol", fontsize=10)
+    _legend_outside(ax, fontsize=7)
+    seen = f"{images} images of {classes} classes" if images else f"{classes} classes"
+    ax.set_title(title or f"error per protocol ({seen})", fontsize=10)
     return _save(fig, path)
 
 

@@ -30,9 +30,22 @@ def is_batch(images) -> bool:
     return not set(images) <= {"bytes", "path"} or isinstance(next(iter(images.values()), None), list)
 
 
+def _one_value(v) -> bool:
+    """A column value of one row (an image, a path, a number), not a batch's list of them."""
+    if isinstance(v, (np.ndarray, torch.Tensor)):
+        return v.ndim == 0
+    return v is None or isinstance(v, (Image.Image, Mapping, str, bytes, int, float, bool, np.generic))
+
+
 def batch_column(batch, image_column: str | None) -> str:
     """The column of a ``Dataset.map`` batch that holds the images: ``image_column``, else the
     first whose values are images (decoded, undecoded, arrays, tensors or paths)."""
+    row = [name for name, v in batch.items() if _one_value(v)]
+    if row:
+        raise TypeError(
+            f"the Extractor got one row of a dataset (its column {row[0]!r} holds a single value, not "
+            "a list): map it with batched=True, ds.map(extractor, batched=True)"
+        )
     if image_column is not None:
         if image_column not in batch:
             raise KeyError(f"image_column {image_column!r} is not in the batch {list(batch)}")

@@ -23,19 +23,20 @@ import contextlib
 import copy
 import functools
 import logging
-import warnings
 
 import numpy as np
 import torch
 
 from ..data.decode import SubsetSource, as_source
 from ..data.identity import library_versions
-from ..errors import ConfigMismatch
-from ..nets.models import VGG, paper_scales
+from ..errors import ConfigMismatch, RandomWeightsWarning
+from ..nets.models import VGG
 from ..weights.loader import fingerprint, load_weights, vgg
 from .batches import batch_column, feature_columns, is_batch
 from .dense import DenseEngine
 from .distributed import from_main, gather_keys, process_state
+from .notices import warn_at_caller
+from .scales import PROTOCOLS, as_scales, check_scales, default_scales
 from .store import layer_store
 
 log = logging.getLogger("vggfeat")
@@ -88,20 +89,8 @@ def _as_models(model, weights) -> list[VGG]:
             "random-feature baseline unless trained in this process); pass weights='default' for "
             "ImageNet weights, or load a file with vggfeat.load_weights"
         )
-        warnings.warn(msg, UserWarning, stacklevel=3)
-        log.warning(msg)
+        warn_at_caller(msg, RandomWeightsWarning, once=True)
     return out
-
-
-def _default_scales(models: list[VGG]) -> tuple[int, ...]:
-    """Sec. 3.2's Q = 256, 384, 512 for the paper's 224 crop, kept in ratio for other crops."""
-    crops = sorted({m.crop for m in models})
-    if len(crops) > 1:
-        raise ValueError(
-            f"the fused nets were trained at different crops {crops}, so the paper's scales differ "
-            "between them; pass scales= explicitly"
-        )
-    return paper_scales(crops[0])
 
 
 def descriptor(t: torch.Tensor, *, aggregate: str, normalize) -> torch.Tensor:
@@ -136,7 +125,7 @@ class Extractor:
         *,
         weights="default",
         scales=None,
-        flip=True,
+        flip=None,
         aggregate="mean",
         layer="fc7",
         normalize=True,
@@ -148,15 +137,20 @@ class Extractor:
         progress=True,
         image_column=None,
         precision="auto",
+        protocol="paper",
     ):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if normalize not in (True, False, "per_scale"):
             raise ValueError(f"normalize must be True, False or 'per_scale', got {normalize!r}")
         self.layers = as_layers(layer)
         self.models = _as_models(model, weights)
-        scales = _default_scales(self.models) if scales is None else scales
-        self.scales, self.flip, self.aggregate = tuple(int(q) for q in scales), flip, aggregate
+        scales = default_scales(self.models, protocol) if scales is None else as_scales(scales)
+        flip = protocol == "paper" if flip is None else flip
+        check_scales(self.models, scales, self.layers)
+        self.scales, self.flip, self.aggregate = scales, flip, aggregate
         self.layer, self.normalize, self.cache, self.on_error = layer, normalize, cache, on_error
         self.image_column = image_column
         self.engines = [
@@ -247,10 +241,9 @@ class Extractor:
             out, self.failures_ = self._compute(source)
         if self.failures_:
             listed = "; ".join(f"#{i} {name}" for i, name, _ in self.failures_[:20])
-            warnings.warn(
+            warn_at_caller(
                 f"{len(self.failures_)} image(s) could not be read and have NaN rows "
-                f"(see Extractor.failures_): {listed}",
-                stacklevel=2,
+                f"(see Extractor.failures_): {listed}"
             )
         return out[self.layer] if isinstance(self.layer, str) else out
 
@@ -329,7 +322,7 @@ def extract(
     model=None,
     weights="default",
     scales=None,
-    flip=True,
+    flip=None,
     aggregate="mean",
     layer="fc7",
     normalize=True,
@@ -342,6 +335,7 @@ def extract(
     image_column=None,
     keys=None,
     precision="auto",
+    protocol="paper",
 ) -> np.ndarray | dict[str, np.ndarray]:
     """Appendix-B descriptors of ``images``: float32 (N, D), one row per input, in input order.
 
@@ -354,11 +348,16 @@ def extract(
     (ImageNet weights for a config name; a prebuilt VGG keeps its own), None (random init, with
     a warning; a prebuilt VGG with no record of loaded weights warns too), a file or a
     torchvision name (loaded into a copy of a prebuilt VGG, never into the caller's). ``scales``:
-    smallest sides Q, by default the paper's 256, 384, 512 (in ratio for nets trained at another
-    crop). ``aggregate``: "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for
-    fc7. ``layer``: "fc7", "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged;
-    several names (``("pool5", "fc6", "fc7")``) run each net once, taking every map on the way,
-    and give a dict layer -> array, each as that layer's own call would.
+    smallest sides Q (an int for one), by default the protocol's; ``flip``: also the
+    horizontally flipped image, by default the protocol's. ``protocol``: ``"paper"`` (the
+    default, Sec. 3.2 and Appendix B: Q = 256, 384, 512, in ratio for nets trained at another
+    crop, each with its flip; the network cost of 21 forward passes of a 224 x 224 crop for a
+    square image, 28 for a 4:3 one) or ``"single"`` (one scale, Q = 384, the paper's single test
+    scale, no flip: 3.2 and 4.4 crops, about 6.6x cheaper, for a quick look). ``aggregate``:
+    "mean" (D = C), "stack" (D = S * C) or "max" over scales, C = 4096 for fc7. ``layer``: "fc7",
+    "fc6", or a conv/pool layer ("pool5", "conv5_3"), spatially averaged; several names
+    (``("pool5", "fc6", "fc7")``) run each net once, taking every map on the way, and give a dict
+    layer -> array, each as that layer's own call would.
     ``cache``: a feature-store folder (:mod:`vggfeat.features.store`), ``keys`` one id per image for it.
     ``on_error="skip"`` gives NaN rows for unreadable inputs and warns with their list. The
     result is an ordinary array: writing to it never touches the store.
@@ -382,4 +381,5 @@ def extract(
         progress=progress,
         image_column=image_column,
         precision=precision,
+        protocol=protocol,
     )(images, keys=keys)

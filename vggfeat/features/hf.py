@@ -26,18 +26,21 @@ from ..data.decode import as_source, hf_image_column
 from .batches import column_names, feature_columns
 from .distributed import process_state
 from .extract import Extractor
+from .notices import warn_at_caller
 from .store import image_keys
 
 
 def add_features(
     ds,
     *,
-    column: str = "vgg_features",
+    column: str = "features",
     image_column: str | None = None,
     map_batch_size: int = 256,
     **extract_kwargs,
 ):
     """``ds`` with a ``column`` of float32 descriptors (``column_<layer>`` for several layers).
+    The default name, ``features``, is the one ``ds.map(Extractor(...), batched=True)`` gives. A
+    column of that name already there (a second call) is replaced, with a warning.
 
     ``ds``: a ``Dataset``, ``DatasetDict`` (each split), ``IterableDataset`` or
     ``IterableDatasetDict`` (mapped lazily, computed as it is iterated). ``extract_kwargs`` are
@@ -70,6 +73,7 @@ def _add(datasets, ds, ext: Extractor, column: str, rows: int):
             "pass image_column= (or cast the column with datasets.Image() first)"
         )
     col = ext.image_column or hf_image_column(ds)
+    ds = _without(ds, column_names(ext, column), col)
     fn = functools.partial(_batch_features, ext=ext, col=col, column=column)
     row = datasets.Sequence(datasets.Value("float32"))
     new = datasets.Features({name: row for name in column_names(ext, column)})
@@ -88,6 +92,20 @@ def _add(datasets, ds, ext: Extractor, column: str, rows: int):
         folder = os.path.dirname(ds.cache_files[0]["filename"])
         feats = _map_once(datasets, raw, fn, os.path.join(folder, f"vggfeat-{identity}.arrow"), kw, state)
     return datasets.concatenate_datasets([ds, feats], axis=1)
+
+
+def _without(ds, names: list[str], image_column: str):
+    """``ds`` without the columns ``names`` it already has, with a warning: they are replaced."""
+    there = [n for n in names if n in (ds.column_names or ())]
+    if image_column in there:
+        raise ValueError(f"column={image_column!r} is the image column; give the descriptors another name")
+    if not there:
+        return ds
+
+    warn_at_caller(
+        f"add_features: replacing the column(s) {there} the dataset already has with new descriptors"
+    )
+    return ds.remove_columns(there)
 
 
 def _map_once(datasets, raw, fn, path: str, kw: dict, state):

@@ -21,7 +21,9 @@ image column). Cross-validation indexes ``X`` before the estimator sees it, and 
 indexing takes a ``Dataset`` for an array (it has a ``shape``) and fails: pass its image column
 instead, ``cross_val_score(pipe, ds["image"], y)`` (a lazy column that each fold decodes), or
 ``ds.cast_column("image", datasets.Image(decode=False))["image"]`` to have vggfeat's decoder read
-the encoded bytes (the feature store's keys, as for the whole dataset).
+the encoded bytes (the feature store's keys, as for the whole dataset). (The failure, a
+``TypeError`` about ``'int' and 'ellipsis'``, comes from scikit-learn indexing the ``Dataset``
+before any estimator runs, so vggfeat cannot catch it.)
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
     Parameters are those of :func:`vggfeat.extract`; ``model`` may also be a prebuilt
     :class:`vggfeat.VGG` (shared by clones, see the module docstring; one whose weights are random
     warns); ``image_column`` names the image column of a Hugging Face ``Dataset`` (its first Image
-    column by default). Fitted attributes: ``extractor_``, ``n_features_out_``.
+    column by default). Fitted attributes: ``extractor_``, ``n_features_out_``,
+    ``extractor_params_`` (the parameters ``extractor_`` was built with).
 
     Examples
     --------
@@ -61,7 +64,7 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         *,
         weights="default",
         scales=None,
-        flip=True,
+        flip=None,
         aggregate="mean",
         layer="fc7",
         normalize=True,
@@ -73,6 +76,7 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         progress=True,
         image_column=None,
         precision="auto",
+        protocol="paper",
     ):
         self.model = model
         self.weights = weights
@@ -89,11 +93,17 @@ class VGGFeatures(TransformerMixin, BaseEstimator):
         self.progress = progress
         self.image_column = image_column
         self.precision = precision
+        self.protocol = protocol
 
     def fit(self, X=None, y=None):
-        """Build the (frozen) network; X is only checked to be images, y is not used."""
+        """Build the (frozen) network; X is only checked to be images, y is not used. A refit
+        with unchanged parameters keeps the extractor of the last fit (the net is frozen), so
+        it neither rebuilds the net nor repeats its warnings."""
         _refuse_sparse(X)
-        self.extractor_ = Extractor(**self.get_params())
+        params = self.get_params()
+        if getattr(self, "extractor_params_", None) != params:
+            self.extractor_ = Extractor(**params)
+            self.extractor_params_ = params
         self.n_features_out_ = self.extractor_.dim
         return self
 

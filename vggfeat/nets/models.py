@@ -6,13 +6,19 @@ checkpoints load into torchvision. On top of torchvision we add the paper's miss
 configurations C (1x1 convs) and A-LRN, layer names (``conv3_2``, ``pool5``, ``fc7``), a
 ``forward_features``/``forward_head`` split, and ``dense()``, the fully-convolutional view of
 Sec. 3.2 that shares this model's weights. timm's model conventions hold too, with timm's
-meanings: ``num_features`` (pool5's channels), ``head_hidden_size`` (fc7's width),
-``reset_classifier``, ``forward_intermediates``, ``feature_info``, ``pretrained_cfg``, the
-``create_model`` keywords of :func:`vggfeat.vgg` (those in :mod:`vggfeat.nets.timm_conventions`),
-and ``features_only`` in :mod:`vggfeat.nets.featuremaps`.
-"""
+meanings: ``num_features`` (pool5's channels), ``head_hidden_size`` (fc7's width), ``in_chans``,
+``reset_classifier``, ``forward_intermediates``, ``prune_intermediate_layers``, ``feature_info``
+(timm's list of dicts), ``pretrained_cfg`` / ``default_cfg``, the ``create_model`` keywords of
+:func:`vggfeat.vgg` (those in :mod:`vggfeat.nets.timm_conventions`), ``features_only`` in
+:mod:`vggfeat.nets.featuremaps`, TorchScript and torch.fx; timm's own ``tests/test_models.py``
+passes for these nets wherever it passes for timm's VGG (``tests/test_timm_suite.py``).
 
-from __future__ import annotations
+Where timm's convention and the paper's geometry part, the paper's is kept: fc6 is a crop/32
+kernel over the crop's whole pool5 map, so ``global_pool=""`` (timm's "no pooling") bypasses the
+head and ``forward`` returns the pool5 map (timm's VGG returns its fc7 map, ``dense()(x, "fc7")``
+here; see :func:`vggfeat.nets.timm_conventions.check_global_pool`); and ``in_chans`` is 3, the
+RGB channels the weights' preprocessing is defined on.
+"""
 
 import math
 from collections import OrderedDict
@@ -20,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .featuremaps import FeatureInfo, intermediates, stages
+from .featuremaps import intermediates, prune, stages
 from .fully_conv import DenseVGG
 from .preprocess import Preprocess
 from .timm_conventions import check_global_pool, pretrained_cfg
@@ -54,6 +60,19 @@ def fc6_kernel(crop: int) -> int:
     return crop // STRIDE
 
 
+@torch.fx.wrap  # a leaf for torch.fx (a size check is control flow), as timm marks its ConvMlp
+def check_pool5(x: torch.Tensor, kernel: int, crop: int, config: str) -> torch.Tensor:
+    """``x``, the (adaptively pooled) pool5 map, if it is fc6's ``kernel`` x ``kernel``."""
+    if x.shape[-2] != kernel or x.shape[-1] != kernel:
+        side = x.shape[-1] * 32  # STRIDE, written out: TorchScript reads no module-level int
+        raise ValueError(
+            f"VGG-{config} built for {crop}x{crop} crops got a {x.shape[-2]}x{x.shape[-1]} pool5 map "
+            f"(input about {side} px): forward() takes {crop}x{crop} crops; use "
+            f"model.dense() for whole images at any size >= {crop}"
+        )
+    return x
+
+
 def paper_scale(crop: int, size: float) -> int:
     """A scale of the paper (S or Q, in pixels at crop 224) kept in the same ratio to ``crop``."""
     return int(round(size * crop / PAPER_CROP))
@@ -83,7 +102,14 @@ class VGG(nn.Module):
     it exactly; ``dense()`` gives the Sec. 3.2 fully-convolutional net for whole-image evaluation.
     ``layers`` maps layer names (``conv1_1`` ... ``pool5``, ``fc6``, ``fc7``, ``fc8``) to where
     their (post-ReLU) output is produced: ``("features", i)`` = output of ``features[i]``.
+
+    ``forward`` scripts with TorchScript and traces with torch.fx (torchvision's
+    ``create_feature_extractor`` takes the node names of torchvision's VGG: ``features.N``,
+    ``avgpool``, ``classifier.N``).
     """
+
+    # properties TorchScript must not compile: they read Python-side state, not forward's
+    __jit_unused_properties__ = ["num_classes", "num_features", "head_hidden_size", "default_cfg"]
 
     def __init__(
         self,
@@ -98,12 +124,15 @@ class VGG(nn.Module):
         std: float = 0.01,
         crop: int = PAPER_CROP,
         preprocess: Preprocess | None = None,
+        global_pool: str = "avg",
     ):
         super().__init__()
         if isinstance(width, bool) or not width > 0:
             raise ValueError(f"width {width}: the channel multiplier must be above 0 (1: the paper's net)")
         if isinstance(fc_dim, bool) or int(fc_dim) != fc_dim or fc_dim < 1:
             raise ValueError(f"fc_dim {fc_dim}: must be a whole number of at least 1 (4096: the paper's)")
+        self.global_pool = check_global_pool(global_pool)
+        self.in_chans = 3  # timm's attribute; RGB (the weights' preprocessing is per RGB channel)
         self.config = canonical_config(config)
         self.kernel = fc6_kernel(crop)
         self.crop = crop
@@ -134,6 +163,8 @@ class VGG(nn.Module):
         self.layers.update(fc6=("classifier", 1), fc7=("classifier", 4))
         if num_classes:
             self.layers["fc8"] = ("classifier", 6)
+        # timm's list of the six stage outputs, recorded while building: pruning keeps the indices
+        self.feature_info = stages(self)
         self.preprocess = preprocess or Preprocess.imagenet()
         self.meta: dict = {}  # class names, provenance, ... of loaded weights
         self.pretrained_cfg = pretrained_cfg(self)
@@ -183,66 +214,87 @@ class VGG(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return getattr(self.classifier[6], "out_features", 0)
+        return getattr(self.get_classifier(), "out_features", 0)
 
     @property
     def num_features(self) -> int:
         """Channels of ``forward_features``' output, the pool5 map (timm's meaning: 512 for
-        the paper's nets)."""
-        return self.out_channels
+        the paper's nets; the last kept map's after ``prune_intermediate_layers``)."""
+        return [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
 
     @property
     def head_hidden_size(self) -> int:
         """Width of fc7, the pre-logits features ``forward_head(pre_logits=True)`` returns and the
-        descriptor of appendix B (timm's meaning: 4096 for the paper's nets)."""
-        return self.classifier[3].out_features
+        descriptor of appendix B (timm's meaning: 4096 for the paper's nets); ``num_features``
+        where the head is bypassed (``global_pool=""``) or pruned."""
+        return self.num_features if self.global_pool == "" else self.classifier[3].out_features
 
     @property
-    def feature_info(self) -> FeatureInfo:
-        """timm's six VGG feature maps (each block before its pool, then pool5); see
-        :mod:`vggfeat.nets.featuremaps`."""
-        return stages(self)
+    def default_cfg(self) -> dict:
+        """timm's old name of ``pretrained_cfg``."""
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict) -> None:
+        self.pretrained_cfg = cfg
 
     def get_classifier(self) -> nn.Module:
-        return self.classifier[6]
+        return self.classifier[6] if len(self.classifier) else nn.Identity()
 
     def reset_classifier(
         self, num_classes: int, global_pool: str | None = None, *, init: str = "glorot", std: float = 0.01
     ) -> None:
         """A fresh fc8 for ``num_classes`` classes (Sec. 3.1 init, biases zero), every other layer
-        kept; 0 removes fc8, so ``forward`` returns fc7 (timm's convention). ``global_pool``:
-        timm's argument; only ``"avg"`` (or None) has a meaning here (see
-        :func:`vggfeat.nets.timm_conventions.check_global_pool`)."""
-        check_global_pool(global_pool)
+        kept, in the model's train/eval mode, device and dtype (and trainable, as timm's new
+        head is, so freezing the net first leaves only fc8 to train); 0 removes fc8, so ``forward``
+        returns fc7 (timm's convention). ``global_pool``: timm's argument, None keeps the current
+        one; ``"avg"`` (what forward does) or ``""`` (forward returns the unpooled pool5 map), see
+        :func:`vggfeat.nets.timm_conventions.check_global_pool`."""
+        pool = self.global_pool if global_pool is None else check_global_pool(global_pool)
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0: no fc8), got {num_classes!r}")
+        if not len(self.classifier):
+            if num_classes or pool:
+                raise ValueError(
+                    "prune_intermediate_layers removed this net's head (fc6, fc7, fc8); build the "
+                    "net again (vggfeat.vgg) for a classifier"
+                )
+            return
+        self.global_pool = pool
         w = self.classifier[3].weight
-        head = _fc8(self.head_hidden_size, num_classes).to(w.device, w.dtype)
+        head = _fc8(self.classifier[3].out_features, num_classes).to(w.device, w.dtype)
         if num_classes:
             _init_weights(head, init, std)
             self.layers["fc8"] = ("classifier", 6)
         else:
             self.layers.pop("fc8", None)
-        self.classifier[6] = head
+        self.classifier[6] = head.train(self.training)
         self.arch = {**self.arch, "num_classes": num_classes}
         self.meta.pop("categories", None)  # the old class names no longer describe the outputs
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        """timm's pruning for ``forward_intermediates(indices=...)``: the conv part ends at the
+        deepest stage in ``indices`` (stage indices as in ``feature_info``; an int k, the last k),
+        and the head (fc6, fc7, fc8) goes too if ``prune_head`` or if pool5 was cut; ``forward``
+        then returns the last kept map. ``prune_norm`` has no effect (no final norm, as in timm's
+        VGG). Returns the kept stage indices counted from the start."""
+        return prune(self, indices, prune_head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed images -> (N, C5, H/32, W/32) pool5 map."""
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """pool5 map -> (N, num_classes) logits, or (N, fc_dim) post-ReLU fc7 if ``pre_logits``."""
+        """pool5 map -> (N, num_classes) logits, or (N, fc_dim) post-ReLU fc7 if ``pre_logits``;
+        the pool5 map itself with ``global_pool=""`` or a pruned head."""
+        if self.global_pool == "":
+            return x
         x = self.avgpool(x)
-        if x.shape[-2:] != (self.kernel, self.kernel):
-            side = x.shape[-1] * STRIDE
-            raise ValueError(
-                f"VGG-{self.config} built for {self.crop}x{self.crop} crops got a {x.shape[-2]}x"
-                f"{x.shape[-1]} pool5 map (input about {side} px): forward() takes {self.crop}x"
-                f"{self.crop} crops; use model.dense() for whole images at any size >= {self.crop}"
-            )
+        x = check_pool5(x, self.kernel, self.crop, self.config)
         x = torch.flatten(x, 1)
-        return self.classifier[:6](x) if pre_logits else self.classifier(x)
+        c = self.classifier  # by index, not classifier[:6]: TorchScript slices a Sequential to a tuple
+        x = c[5](c[4](c[3](c[2](c[1](c[0](x))))))
+        return x if pre_logits else c[6](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, num_classes) logits, exactly torchvision's VGG at any size.

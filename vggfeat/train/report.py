@@ -32,8 +32,9 @@ def plot_metrics(metrics_file, png) -> None:
     rows = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
     if not rows:
         return
-    epochs = [r["epoch"] + 1 for r in rows]
-    resumed = [r["epoch"] + 1 for r in rows if "resumed_at_step" in r]
+    # numbered from 0, as metrics.jsonl, the log's "epoch N:" lines and the interrupt message are
+    epochs = [r["epoch"] for r in rows]
+    resumed = [r["epoch"] for r in rows if "resumed_at_step" in r]
     fig = Figure(figsize=(16, 3.5))
     for ax, (title, series, chance) in zip(fig.subplots(1, 4), PANELS):
         for key, label in series:
@@ -44,7 +45,7 @@ def plot_metrics(metrics_file, png) -> None:
         for k, e in enumerate(resumed):
             ax.axvline(e, color="tab:red", linestyle=":", label="resumed" if k == 0 else None)
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (from 0, as in the log)")
         if title == "learning rate" and all(r["lr"] > 0 for r in rows):  # a frozen run's lr 0 has no log
             ax.set_yscale("log")
         elif ax.get_legend_handles_labels()[0]:

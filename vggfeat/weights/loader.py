@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..errors import ConfigMismatch, WeightsError
 from ..files import atomic_path, os_errno
-from ..nets.featuremaps import FeatureMaps
+from ..nets.featuremaps import FeatureMaps, features_net
 from ..nets.models import VGG, scaled
 from ..nets.preprocess import Preprocess
 from ..nets.timm_conventions import pretrained_cfg, timm_keywords
@@ -155,10 +156,13 @@ def vgg(
     ``features_only``: timm's convention, a :class:`~vggfeat.nets.featuremaps.FeatureMaps` whose forward
     returns the maps ``out_indices`` name (timm's stages 0..5 by default, or layer names) as a
     list, described by its ``feature_info``. timm's ``create_model`` keywords ``pretrained``,
-    ``drop_rate``, ``global_pool`` and ``in_chans`` keep timm's meaning or are refused
-    (:func:`vggfeat.nets.models.timm_keywords`).
+    ``drop_rate``, ``global_pool``, ``in_chans``, ``device``, ``dtype``, ``feature_cls``,
+    ``pretrained_cfg(_overlay)`` and ``cache_dir`` keep timm's meaning or are refused
+    (:func:`vggfeat.nets.timm_conventions.timm_keywords`), so a timm registry entry that
+    forwards its keywords here passes timm's own model tests.
     """
-    weights, dropout = timm_keywords(create_model_kwargs, weights=weights, dropout=dropout)
+    kw = timm_keywords(create_model_kwargs, weights=weights, dropout=dropout)
+    weights, dropout = kw.weights, kw.dropout
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects the outputs of features_only=True; pass that too")
     config, named_bn = parse_name(config)
@@ -169,12 +173,19 @@ def vgg(
     if weights is None:
         arch = {**ARCH_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
         pre = Preprocess.named(preprocess) if isinstance(preprocess, str) else preprocess
-        model = VGG(config or "D", dropout=dropout, init=init, std=std, preprocess=pre, **arch)
+        with torch.device(kw.device) if kw.device is not None else nullcontext():  # no copy
+            model = VGG(config or "D", dropout=dropout, init=init, std=std, preprocess=pre, **arch)
     else:
         res = resolve(weights, config, batch_norm)
         model = _with_weights(res, config, given, dropout=dropout, init=init, std=std, preprocess=preprocess)
+    if kw.device is not None or kw.dtype is not None:
+        model.to(device=kw.device, dtype=kw.dtype)
+    model.global_pool = kw.global_pool
+    model.pretrained_cfg = type(model.pretrained_cfg)({**model.pretrained_cfg, **kw.cfg_overlay})
     if features_only:
-        return FeatureMaps(model, (0, 1, 2, 3, 4, 5) if out_indices is None else out_indices)
+        return features_net(model, out_indices, kw.feature_cls)
+    if kw.feature_cls is not None:
+        raise ValueError("feature_cls picks the net of features_only=True; pass that too")
     return model
 
 

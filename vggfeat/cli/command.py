@@ -10,20 +10,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import torch
+
+import vggfeat
+
 from .. import __version__
+from ..evaluation import posteriors as evaluate
+from ..experiments.toy import ToyConfig, generate
+from ..features.dense import default_device
 from ..features.distributed import is_main_process
+from ..features.precision import describe, resolve
+from ..features.upkeep import compact
 from ..options import add_options, from_args, option
 from .common import CommandOptions, command_nets, user_errors
+from .extract import add_extract_parser
 
 log = logging.getLogger("vggfeat")
 
 
 def cmd_evaluate(args) -> None:
-    import numpy as np
-
-    from ..evaluation import posteriors as evaluate
-    from ..features.dense import default_device
-    from ..features.precision import resolve
 
     o = from_args(CommandOptions, args)
     o.set_threads()
@@ -82,9 +88,6 @@ class ConvertOptions:
 
 
 def cmd_info(args) -> None:
-    import torch
-
-    import vggfeat
 
     o = from_args(InfoOptions, args)
     source = args.file or o.weights
@@ -116,21 +119,18 @@ def cmd_info(args) -> None:
             m = vggfeat.vgg(name)
         n = sum(1 for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
         print(f"{name:8s} {n:13d} {vggfeat.count_parameters(m):14,d}")
-    from ..features.precision import describe
 
     for device, d in describe().items():  # what --precision auto runs in here, and why
         print(f"precision auto on {device}: {d['auto']} ({d['reason']})")
 
 
 def cmd_toy(args) -> None:
-    from ..experiments.toy import ToyConfig, generate
 
     source, voc = generate(args.out, from_args(ToyConfig, args), progress=True)
     print(f"wrote {source} (ImageFolder: train/, val/) and {voc} (VOC2007 devkit layout)")
 
 
 def cmd_convert(args) -> None:
-    import vggfeat
 
     o = from_args(ConvertOptions, args)
     m = vggfeat.vgg(o.config, weights=args.src, preprocess=o.preprocess)
@@ -141,7 +141,6 @@ def cmd_convert(args) -> None:
 
 
 def cmd_store(args) -> None:
-    from ..features.upkeep import compact
 
     for root, before, after in compact(args.path):
         print(f"{root}: {before} chunks -> {after}")
@@ -152,8 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-
-    from .extract import add_extract_parser
 
     add_extract_parser(sub)
 
@@ -185,7 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
         "toy", help="write the toy data of the demo: an ImageFolder source set and a VOC2007 target"
     )
     t.add_argument("out", type=Path, help="folder to write (source/ and VOCdevkit/ inside)")
-    from ..experiments.toy import ToyConfig
 
     add_options(t, ToyConfig)
     t.set_defaults(func=cmd_toy)

@@ -5,11 +5,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import torch
+
+import vggfeat
+
+from ..errors import ConfigMismatch, ImageError, WeightsError
+from ..nets.models import paper_scales
 from ..options import PrecisionOption, option
 
 log = logging.getLogger("vggfeat")
@@ -101,7 +108,6 @@ class FeatureOptions(NetOptions):
         73, 110, 146 at crop 64), so that a small-crop net runs at its own geometry."""
         if self.scales:
             return tuple(self.scales)
-        from ..nets.models import paper_scales
 
         return paper_scales(training_crop(nets, "--scales"), self.PAPER_SCALES)
 
@@ -134,11 +140,6 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
     + its position), so that every process of a distributed run builds the same one, and a
     rerun hits the feature cache; it is announced loudly, as its features mean nothing. The seed
     is set in a forked RNG, leaving the caller's global RNG as it was."""
-    import torch
-
-    import vggfeat
-
-    from ..errors import ConfigMismatch
 
     nets = []
     for k, (m, w) in enumerate(zip(models, weights)):
@@ -162,7 +163,6 @@ def build_nets(models, weights, *, width=None, fc_dim=None, preprocess=None, see
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message tells the user what to do: shown as one line, without a traceback."""
-    from ..errors import ImageError, WeightsError
 
     return (WeightsError, ImageError, FileNotFoundError, ValueError)
 
@@ -202,7 +202,6 @@ class CommandOptions(FeatureOptions):
         torch's default, one thread per core, beside the decoding workers oversubscribes the cores;
         on 2 busy cores `vggfeat extract` of 1000 small images took 108 s with it and 18 s with one
         thread."""
-        import torch
 
         torch.set_num_threads(compute_threads(self.threads, self.num_workers))
         return torch.get_num_threads()
@@ -211,7 +210,6 @@ class CommandOptions(FeatureOptions):
 def compute_threads(threads: int | None, num_workers: int | None) -> int:
     """``threads`` if given; else what ``OMP_NUM_THREADS`` says (the user's choice); else one
     per usable CPU left over by the decoding workers (2 by default, see ``dense.py``)."""
-    import os
 
     if threads is not None:
         return threads

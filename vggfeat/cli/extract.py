@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
+import vggfeat
+
+from ..data.decode import ImageSource, as_source, list_images
 from ..errors import OutputError
 from ..features.distributed import is_main_process
 from ..files import atomic_group, atomic_path, check_output
@@ -77,9 +81,6 @@ def protocol_cost(scales=(256, 384, 512), *, flip: bool = True, aspect: float = 
     """The network cost of one image under the dense protocol, in 224 x 224 forward passes: the
     sum over Q of ``DenseVGG.flops`` up to fc7 on the image rescaled to smallest side Q and
     ``aspect`` times wider (x 2 with the flip), over ``flops`` at 224 x 224."""
-    import torch
-
-    import vggfeat
 
     with torch.device("meta"):
         dense = vggfeat.vgg(config).dense()
@@ -108,7 +109,7 @@ def _read_list(path: Path, *, must_exist: bool = True) -> list[Path]:
 
 
 def _saved_dataset(path: Path, o: ExtractOptions):
-    import datasets
+    import datasets  # deferred: datasets costs seconds to import
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
@@ -130,7 +131,6 @@ def extract_inputs(images: list[str], o: ExtractOptions):
     """(what ``Extractor`` reads, one identity per row): image files, folders (searched
     recursively) and ``--list`` files, in the order given, with their paths; or one saved Hugging
     Face dataset (``datasets.load_from_disk`` folder) with its row numbers."""
-    from ..data.decode import ImageSource, as_source, list_images
 
     paths = [Path(x) for x in images]
     if len(paths) == 1 and is_saved_dataset(paths[0]):
@@ -274,7 +274,7 @@ def write_features(out: Path, fmt: str, X: dict[str, np.ndarray], ids: list, sid
             side["sha256"] = {p.name: _sha256(t) for p, t in zip(paths, tmps[:-1])}
             tmps[-1].write_text(json.dumps(side, indent=1, default=str))
         return paths
-    import pyarrow as pa
+    import pyarrow as pa  # deferred: pyarrow adds to start-up
 
     cols = {"id": ids}
     for n in layers:
@@ -284,12 +284,12 @@ def write_features(out: Path, fmt: str, X: dict[str, np.ndarray], ids: list, sid
     table = pa.table(cols)
     text = json.dumps({k: v for k, v in side.items() if k != "rows"}, default=str)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # deferred: pyarrow adds to start-up
 
         with atomic_path(out, need=need) as tmp:
             pq.write_table(table.replace_schema_metadata({"vggfeat": text}), str(tmp))
         return [out]
-    import datasets
+    import datasets  # deferred: datasets costs seconds to import
 
     ds = datasets.Dataset(datasets.table.InMemoryTable(table))
     ds.info.description = text
@@ -314,7 +314,6 @@ examples:
 
 
 def cmd_extract(args) -> None:
-    import vggfeat
 
     o = from_args(ExtractOptions, args)
     twice = sorted({n for n in o.layers if o.layers.count(n) > 1})

@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import vggfeat
+
+from ..evaluation.plots import deviations
 from ..evaluation.svm import C_GRID
 from ..options import option
 from .common import FeatureOptions, build_nets, resolve_models
@@ -36,7 +39,6 @@ class SVMOptions(FeatureOptions):
 
     def deviations(self, nets, *, rows, paper_scales, paper_aggregate) -> list[str]:
         """Why these nets and descriptor options differ from the paper's (``plots.deviations``)."""
-        from ..evaluation.plots import deviations
 
         return deviations(
             nets,
@@ -50,7 +52,6 @@ class SVMOptions(FeatureOptions):
 
     def extract(self, images, nets, *, folder: str = "features"):
         """Appendix-B descriptors of ``images`` with these options, cached under ``out/folder``."""
-        import vggfeat
 
         ext = vggfeat.Extractor(
             nets if len(nets) > 1 else nets[0],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torchvision import datasets
 
 from ..errors import CaltechError
 from .decode import IMAGE_EXTENSIONS
@@ -117,7 +118,6 @@ def caltech_splits(
 
 def download(root, dataset: str) -> Path:
     """Fetch the dataset with torchvision's downloader into ``root/<dataset>``."""
-    from torchvision import datasets
 
     cls = {"caltech101": datasets.Caltech101, "caltech256": datasets.Caltech256}[dataset]
     log.info("downloading %s into %s", dataset, Path(root) / dataset)

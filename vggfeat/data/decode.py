@@ -17,6 +17,7 @@ Hugging Face ``datasets.Dataset``, a torch Dataset) into an indexable :class:`Im
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import warnings
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import SequentialSampler
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ImageError
@@ -138,8 +140,6 @@ def load_image(item, name: str = "image") -> Image.Image:
             raise ImageError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
         return to_rgb(item)
     if isinstance(item, dict) and ("bytes" in item or "path" in item):  # HF Image(decode=False)
-        import io
-
         src = io.BytesIO(item["bytes"]) if item.get("bytes") else item.get("path")
         return open_image(src) if not isinstance(src, io.BytesIO) else _open_bytes(src, name)
     if isinstance(item, torch.Tensor):
@@ -278,7 +278,7 @@ def list_images(root) -> list[Path]:
 
 def hf_image_column(ds) -> str:
     """The image column of a Hugging Face dataset (the first feature of type Image)."""
-    from datasets import Image as HFImage
+    from datasets import Image as HFImage  # deferred: datasets costs seconds to import
 
     cols = [k for k, f in ds.features.items() if isinstance(f, HFImage)]
     if not cols:
@@ -293,7 +293,6 @@ def loader_dataset(loader):
     """A torch ``DataLoader`` -> its dataset, read in the loader's order (images, or (image,
     label) pairs). vggfeat batches by image size itself, so the loader's batches are not used;
     a loader that shuffles or samples is refused, since its order is not the dataset's."""
-    from torch.utils.data import SequentialSampler
 
     if not isinstance(loader.sampler, SequentialSampler):
         raise ImageError(

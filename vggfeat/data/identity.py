@@ -107,7 +107,7 @@ def _has_path(item) -> bool:
 
 
 def _hf_keys(source: ImageSource, lo: int, hi: int) -> list[str]:
-    import datasets
+    import datasets  # deferred: datasets costs seconds to import
 
     ds, col = source.items, source.column
     # a transform (with_transform, set_transform, set_format) changes what the net sees: key that

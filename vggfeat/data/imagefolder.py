@@ -60,7 +60,7 @@ class LabelledImages(Dataset):
 
 class FolderImages(LabelledImages):
     def __init__(self, root):
-        from torchvision.datasets import ImageFolder
+        from torchvision.datasets import ImageFolder  # deferred: torchvision.datasets is slow to import
 
         try:
             self.folder = ImageFolder(str(root), loader=open_image)
@@ -83,8 +83,8 @@ class FolderImages(LabelledImages):
 
 class HFImages(LabelledImages):
     def __init__(self, ds, *, image_column: str | None = None, label_column: str | None = None):
-        from datasets import ClassLabel
-        from datasets import Image as HFImage
+        from datasets import ClassLabel  # deferred: datasets costs seconds to import
+        from datasets import Image as HFImage  # deferred: datasets costs seconds to import
 
         self.image_column = image_column or hf_image_column(ds)
         labels = [k for k, f in ds.features.items() if isinstance(f, ClassLabel)]
@@ -146,7 +146,7 @@ def open_splits(data, *, train_split="train", val_split=None, val_labels=None, v
                 f"{path}: no {train_split}/ folder and no dataset_dict.json; --data takes {DATA_LAYOUTS}"
             )
         return _folder_splits(path, train_split, val_split, val_labels, val_synsets)
-    import datasets
+    import datasets  # deferred: datasets costs seconds to import
 
     if path.exists():
         try:
@@ -275,7 +275,7 @@ def _devkit_labels(truth: Path, order: Path | None) -> dict[str, str]:
 def _devkit_order(path: Path) -> dict[int, str]:
     """ILSVRC2012_ID -> wnid, from the devkit's meta.mat (its leaf synsets) or a wnid list."""
     if path.suffix.lower() == ".mat":
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # deferred: scipy adds to start-up
 
         meta = loadmat(str(path), squeeze_me=True)["synsets"]
         leaves = meta[meta["num_children"] == 0]

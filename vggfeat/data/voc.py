@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VOCError
+from .decode import load_image
 from .voc_devkit import (
     ACTION_LAYOUT,
     ACTIONS,
@@ -220,7 +221,6 @@ def load_voc_actions(
 def person_crops(data: ActionData) -> list:
     """The person box of every sample cut out of its image, as RGB PIL images (decoded by
     :func:`vggfeat.data.decode.load_image`, the one decoding path)."""
-    from .decode import load_image
 
     crops, last = [], (None, None)
     for path, (x0, y0, x1, y1) in zip(data.images, data.boxes):

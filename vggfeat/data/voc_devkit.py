@@ -132,7 +132,7 @@ def labels_from_objects(objects: list[VOCObject], classes=VOC_CLASSES) -> np.nda
 def download(root, year: int) -> Path:
     """Fetch VOC``year`` with torchvision's downloader into ``root`` (VOCdevkit or its parent):
     trainval, plus test for 2007 (the only year whose test set is public)."""
-    from torchvision.datasets import VOCDetection
+    from torchvision.datasets import VOCDetection  # deferred: torchvision.datasets is slow to import
 
     root = Path(root)
     base = root.parent if root.name == "VOCdevkit" else root

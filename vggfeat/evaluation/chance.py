@@ -126,7 +126,7 @@ def chance_ap_samples(
         if ``labels`` holds a value outside {1, -1, 0}.
     """
     # deferred: svm imports scikit-learn, which the closed-form chance levels above do not need
-    from . import svm
+    from . import svm  # deferred: svm imports scikit-learn, slow to import
 
     ap_fn = svm.AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
     labels = np.asarray(labels)

@@ -6,6 +6,8 @@ of :mod:`vggfeat.evaluation.posteriors` that the protocols are made of."""
 
 from __future__ import annotations
 
+import time
+
 from ..features.dense import default_device
 from ..features.precision import resolve
 from .paper import ILSVRC_JITTERED
@@ -102,7 +104,6 @@ def run_protocols(
 
 def _net_protocols(name, engine, protocols, qs, single, n):
     """(protocol, posteriors, Q, seconds per image) of one net, each engine mode run once."""
-    import time
 
     runs = {}  # mode -> (per-Q posteriors, seconds per image)
     # single alone needs its one Q only; with multi or both it reads that Q of their dense pass

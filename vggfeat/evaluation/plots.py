@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..weights.loader import fingerprint
 from .chance import ap_chance, chance_mean_class_recall, chance_topk
 from .paper import CAFFE_RELEASE, NET_ARCH
 from .svm import precision_recall
@@ -25,7 +26,7 @@ log = logging.getLogger("vggfeat")
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
 
     return Figure(figsize=(width, height), layout="constrained")
 
@@ -143,8 +144,6 @@ def not_the_papers_weights(net) -> str | None:
     )
     release = CAFFE_RELEASE.get(net.config)
     if release and release in origin:
-        from ..weights.loader import fingerprint
-
         read = getattr(net, "meta", {}).get("release_fingerprint")
         if read is None or read == fingerprint(net):
             return None

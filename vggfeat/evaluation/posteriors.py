@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data.imagefolder import FolderImages, flat_val, val_wnids
 from ..features.dense import DenseEngine
 from ..nets.models import VGG
 
@@ -240,7 +242,6 @@ def labels_of(
     devkit's ground truth with ``val_synsets``, found next to the data or given as ``val_labels``;
     classes: the label file's wnids, sorted as the class folders are), a Hugging Face dataset
     (``label_column``, a ClassLabel) or a torch dataset with ``.samples``/``.classes``."""
-    from pathlib import Path
 
     if isinstance(data, (str, Path)):
         root = Path(data)
@@ -250,17 +251,13 @@ def labels_of(
                 "ILSVRC's flat val/ with its label file"
             )
         if not any(p.is_dir() for p in root.iterdir()):
-            from ..data.imagefolder import flat_val, val_wnids
-
             _, wnids = val_wnids(root, labels=val_labels, synsets=val_synsets, near=root)
             data = flat_val(
                 root, sorted(set(wnids.values())), labels=val_labels, synsets=val_synsets, near=root
             )
         else:
-            from ..data.imagefolder import FolderImages
-
             data = FolderImages(root).folder
-    import datasets
+    import datasets  # deferred: datasets costs seconds to import
 
     if isinstance(data, datasets.Dataset):
         if label_column not in data.column_names:

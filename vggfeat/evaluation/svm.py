@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.svm import LinearSVC
 
+from ..data.voc import Protocol
 from .metrics import (
     AP_FUNCTIONS,
     average_precisions,
@@ -29,9 +29,6 @@ from .metrics import (
     voc12_ap,
 )
 from .selection import C_GRID, MAX_ITER, WIDEN, MultiLabelSVC, holdout, select_c
-
-if TYPE_CHECKING:
-    from ..data.voc import Protocol
 
 log = logging.getLogger("vggfeat")
 __all__ = [

@@ -8,15 +8,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
+from ..data import voc
+from ..data.decode import open_image
+from ..evaluation import svm
 from ..evaluation.paper import VOC_Q
+from ..features.extract import descriptor, extract
+from ..nets.models import VGG, paper_scales
+from ..weights.loader import fingerprint, save_weights, vgg
 from . import toy
 
 
 def load_target(devkit: Path):
     """The toy target (:func:`vggfeat.toy.write_voc`) as the VOC loader reads it: a
     :class:`vggfeat.data.voc.VOCData` of VOC2007 with the toy's classes."""
-    from ..data import voc
 
     return voc.load_voc(devkit, 2007, classes=tuple(toy.TARGET_CLASSES))
 
@@ -24,10 +31,6 @@ def load_target(devkit: Path):
 def random_weights(trained: Path, path: Path, *, seed: int) -> Path:
     """The trained net's architecture and preprocessing with seeded random (Glorot) weights, so
     that the comparison isolates what training learned."""
-    import torch
-
-    from ..nets.models import VGG
-    from ..weights.loader import save_weights, vgg
 
     net = vgg(None, weights=str(trained))
     torch.manual_seed(seed)
@@ -42,9 +45,6 @@ def per_scale_descriptors(
     averages of the dense fc7 map at each Q of ``qs`` (the paper's values at crop 224; default
     appendix B's VOC grid) in the paper's ratio to the net's crop. Rows are kept in a feature
     store under ``stores``, one per weights (a retrained net gets its own)."""
-    from ..features.extract import extract
-    from ..nets.models import paper_scales
-    from ..weights.loader import fingerprint, vgg
 
     net = vgg(None, weights=str(weights))
     store = None if stores is None else Path(stores) / fingerprint(net)
@@ -66,9 +66,6 @@ def over_scales(X: np.ndarray, *, normalize: bool | str = True) -> np.ndarray:
     """The library's appendix-B aggregation (:func:`vggfeat.extract.descriptor`, mean over Q)
     of per-scale descriptors (N, len(Q), D): ``normalize=True`` L2 once at the end (the
     default of :func:`vggfeat.extract`), ``"per_scale"`` L2 per Q before the mean."""
-    import torch
-
-    from ..features.extract import descriptor
 
     t = torch.from_numpy(np.ascontiguousarray(X))[:, :, None, None, :]  # (N, S, flips=1, views=1, D)
     return np.stack([descriptor(x, aggregate="mean", normalize=normalize).numpy() for x in t])
@@ -77,7 +74,6 @@ def over_scales(X: np.ndarray, *, normalize: bool | str = True) -> np.ndarray:
 def voc_result(X: np.ndarray, data, proto):
     """The VOC2007 protocol of ``benchmarks/voc_svm.py`` on descriptors ``X`` -> its VOCResult
     (test mAP in [0, 1], test scores, the validation mAP of each C)."""
-    from ..evaluation import svm
 
     return svm.voc_classification(X, data.labels, proto)
 
@@ -89,11 +85,7 @@ def voc_map(X: np.ndarray, data, proto) -> float:
 def pixel_features(devkit: Path, *, side: int = 32) -> np.ndarray:
     """Raw pixels as the descriptor: ``side`` x ``side`` RGB thumbnail, flattened, standardised
     on the SVM training images, L2-normalised like the VGG descriptor."""
-    from PIL import Image
-    from sklearn.preprocessing import StandardScaler
-
-    from ..data import voc
-    from ..data.decode import open_image
+    from sklearn.preprocessing import StandardScaler  # deferred: scikit-learn is slow to import
 
     data = load_target(devkit)
     proto = voc.protocol(data)
@@ -108,7 +100,6 @@ def pixel_features(devkit: Path, *, side: int = 32) -> np.ndarray:
 
 def pixel_baseline(devkit: Path, *, side: int = 32) -> float:
     """The test mAP of :func:`pixel_features` through the same VOC2007 protocol."""
-    from ..data import voc
 
     data = load_target(devkit)
     return voc_map(pixel_features(devkit, side=side), data, voc.protocol(data))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ..data.decode import ImageSource, as_source, resize_smallest, resized_size, to_tensor
 from ..errors import ImageError
@@ -216,7 +217,7 @@ class DenseEngine:
             batches = _Batches(self, combine, rows, lo, sink, total=len(todo))
             failures = self._run_shard(source, todo, batches, on_error)
         if state.num_processes > 1:
-            from accelerate.utils import gather_object
+            from accelerate.utils import gather_object  # deferred: accelerate adds to start-up
 
             # with a sink every process wrote its rows already; only failures travel
             parts = gather_object([(lo, rows, failures)])
@@ -297,7 +298,6 @@ class _Batches:
     FLUSH_ROWS, FLUSH_SECONDS = 64, 2.0
 
     def __init__(self, engine: DenseEngine, combine, rows, offset: int, sink, *, total: int):
-        from tqdm.auto import tqdm
 
         self.engine, self.combine, self.rows, self.offset, self.sink = engine, combine, rows, offset, sink
         self.buckets: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}

@@ -14,16 +14,21 @@ does not pay for it.
 
 from __future__ import annotations
 
+import atexit
+
+import torch
+import torch.distributed as dist
+
+from ..data.identity import image_keys
+
 
 def process_state():
     """accelerate's process state. Under torchrun on CPU, accelerate only forms the gloo group
     when told it runs on CPU (``ACCELERATE_USE_CPU=1``, or no GPU here). A process that joins a
     group leaves it cleanly at exit (:func:`_leave_group`)."""
-    import atexit
 
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
+    from accelerate import PartialState  # deferred: accelerate adds to start-up
+    from accelerate.utils import parse_flag_from_env  # deferred: accelerate adds to start-up
 
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     if state.num_processes > 1 and not _LEAVING:
@@ -39,7 +44,6 @@ def _leave_group() -> None:
     # A gloo rank that exits with its process group still up can abort in the C++ teardown
     # ("terminate called without an active exception", SIGABRT), failing a run whose work is
     # done; destroying the group first exits cleanly.
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -55,7 +59,7 @@ def from_main(state, fn):
     """``fn()`` computed by the main process and given to every rank."""
     if state.num_processes == 1:
         return fn()
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list  # deferred: accelerate adds to start-up
 
     box = [fn() if state.is_main_process else None]
     broadcast_object_list(box)
@@ -64,11 +68,10 @@ def from_main(state, fn):
 
 def gather_keys(source, keys, state) -> list[str]:
     """Every image's key, each rank hashing its shard (the image bytes are read once)."""
-    from ..data.identity import image_keys
 
     if state.num_processes == 1:
         return image_keys(source, keys)
-    from accelerate.utils import gather_object
+    from accelerate.utils import gather_object  # deferred: accelerate adds to start-up
 
     lo, hi = shard(len(source), state.process_index, state.num_processes)
     parts = sorted(gather_object([(lo, image_keys(source, keys, lo, hi))]), key=lambda p: p[0])

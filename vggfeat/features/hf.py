@@ -53,7 +53,7 @@ def add_features(
     images, weights or parameters never collide. The other columns are joined back by
     ``concatenate_datasets(axis=1)``, whose fingerprint ``datasets`` derives itself.
     """
-    import datasets
+    import datasets  # deferred: datasets costs seconds to import
 
     ext = Extractor(image_column=image_column, **extract_kwargs)
     return _add(datasets, ds, ext, column, map_batch_size)
@@ -114,7 +114,7 @@ def _map_once(datasets, raw, fn, path: str, kw: dict, state):
     the Arrow file, the others only compute their shares, then every rank reads the one file.
     Whether the file is already there is decided once, by the main process, for all ranks: one
     rank computing while another reads would leave the first waiting for the second forever."""
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list  # deferred: accelerate adds to start-up
 
     done = broadcast_object_list([os.path.exists(path) if state.is_main_process else None])[0]
     if not done:

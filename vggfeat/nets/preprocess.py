@@ -12,6 +12,7 @@ import inspect
 from dataclasses import asdict, dataclass
 
 import torch
+from torchvision.models import VGG16_Weights
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,6 @@ class Preprocess:
     @classmethod
     def imagenet(cls) -> Preprocess:
         """torchvision's ImageNet normalisation (bare state dicts, untrained models)."""
-        from torchvision.models import VGG16_Weights
 
         return cls.from_torchvision(VGG16_Weights.IMAGENET1K_V1)._replace_name("imagenet")
 

@@ -17,6 +17,9 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
 from ..files import fsync_path, fsync_tree
 
 log = logging.getLogger("vggfeat")
@@ -130,7 +133,6 @@ def changed_options(saved: dict, now: dict) -> list[str]:
 def checkpoint_problem(ckpt: Path, num_processes: int) -> tuple[str | None, bool]:
     """(what is wrong with the files of ``ckpt``, or None; whether its RNG states are missing).
     Every file the resume reads is read: the trainer state, the model and optimiser tensors."""
-    import torch
 
     ckpt = Path(ckpt)
     try:
@@ -150,8 +152,6 @@ def checkpoint_problem(ckpt: Path, num_processes: int) -> tuple[str | None, bool
     for f in models + optimizers:
         try:
             if f.suffix == ".safetensors":
-                from safetensors import safe_open
-
                 with safe_open(str(f), framework="pt") as z:
                     for k in z.keys():
                         z.get_tensor(k)

@@ -29,7 +29,7 @@ class Interrupted(KeyboardInterrupt):
 @contextlib.contextmanager
 def console():
     """Log lines above the progress bar, and Accelerate's checkpoint INFO lines left out."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm  # deferred: rarely needed
 
     acc = logging.getLogger("accelerate")
     quiet = acc.level == logging.NOTSET

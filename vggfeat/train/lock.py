@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import RunLocked
+from ..features.distributed import from_main
 from ..files import pid_alive
 
 log = logging.getLogger("vggfeat")
@@ -138,7 +139,6 @@ class RunLock:
 def hold_run_lock(run_dir, state) -> RunLock:
     """Collective: the main process takes the lock, every process learns whether it got it (so
     that no rank starts work in a folder another run uses)."""
-    from ..features.distributed import from_main
 
     lock = RunLock(run_dir)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..evaluation.posteriors import posteriors, topk_error
 from ..weights.loader import save_weights
 from .checkpoint import (
     checkpoint_to_resume,
@@ -89,7 +92,7 @@ class Trainer:
             raise ConfigError(str(e)) from None
 
     def _build(self) -> None:
-        from accelerate.utils import set_seed
+        from accelerate.utils import set_seed  # deferred: accelerate adds to start-up
 
         cfg = self.cfg
         train_images, self.val_images = open_data(cfg)
@@ -265,9 +268,6 @@ class Trainer:
         engine may move it, change its memory format and mode), and the global RNG states are
         restored afterwards (the engine's DataLoader draws its base seed from the global RNG,
         which would shift every later dropout mask)."""
-        import copy
-
-        from ..evaluation.posteriors import posteriors, topk_error
 
         model = copy.deepcopy(self.plain_model())
         saved = rng_state()
@@ -372,7 +372,6 @@ class Trainer:
             self.lock.release()
 
     def _run(self) -> Path:
-        from tqdm.auto import tqdm
 
         self._resume_or_start()
         steps = len(self.train_loader) // self.acc.gradient_accumulation_steps

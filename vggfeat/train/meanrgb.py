@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.decode import to_tensor
 from ..data.imagefolder import LabelledImages
 from ..errors import ImageError
+from ..features.distributed import from_main
 
 log = logging.getLogger("vggfeat")
 CACHE_FILE = "mean_rgb.json"
@@ -38,7 +40,6 @@ class _ImageMeans(Dataset):
         return len(self.indices)
 
     def __getitem__(self, k: int) -> torch.Tensor:
-        from ..data.decode import to_tensor
 
         try:
             img, _ = self.images.load(self.indices[k])
@@ -124,9 +125,7 @@ def _write_cache(paths: list[Path], mean, record: dict) -> Path:
 def shared_mean_rgb(images: LabelledImages, *, data: str, run_dir, state, max_images=None, num_workers=0):
     """Collective: the cached mean RGB, or computed over all ranks of ``state`` (an Accelerator or
     PartialState) and cached by the main process."""
-    from accelerate.utils import reduce
-
-    from ..features.distributed import from_main
+    from accelerate.utils import reduce  # deferred: accelerate adds to start-up
 
     paths = cache_paths(data, run_dir)
     indices = sample_indices(len(images), max_images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def plot_metrics(metrics_file, png) -> None:
 
     Drawn on a ``matplotlib.figure.Figure`` (as :mod:`vggfeat.evaluation.plots` does), which saves through the
     Agg canvas without pyplot: the caller's matplotlib backend and figure list stay as they were."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
 
     rows = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
     if not rows:
@@ -108,7 +109,6 @@ RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "curves.png", "config.json", "fin
 
 def clear_run(run_dir: Path) -> None:
     """``--overwrite``: remove an earlier run's outputs from its folder (a cached mean RGB stays)."""
-    import shutil
 
     for name in RUN_OUTPUTS:
         p = Path(run_dir) / name

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..data.imagefolder import open_splits
 from ..errors import ConfigError
+from ..features.precision import resolve
 from ..nets.models import init_from
 from ..nets.preprocess import Preprocess
 from ..weights.loader import vgg
@@ -28,8 +29,12 @@ def make_accelerator(cfg: TrainConfig):
     """One Accelerator per run; the global batch is split as per-device x processes x
     accumulation. ``mixed_precision=None`` leaves the choice to ``accelerate config`` and
     ``ACCELERATE_MIXED_PRECISION``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, is_tensorboard_available
+    from accelerate import Accelerator  # deferred: accelerate adds to start-up
+    from accelerate.utils import (  # deferred: accelerate adds to start-up
+        DataLoaderConfiguration,
+        ProjectConfiguration,
+        is_tensorboard_available,
+    )
 
     trackers = cfg.report_to
     if trackers == "tensorboard" and not is_tensorboard_available():
@@ -55,9 +60,7 @@ def mixed_precision(asked: str | None) -> str | None:
     else "no"; any other value is Accelerate's own."""
     if asked != "auto":
         return asked
-    from accelerate import PartialState
-
-    from ..features.precision import resolve
+    from accelerate import PartialState  # deferred: accelerate adds to start-up
 
     r = resolve("auto", PartialState().device)
     log.info("--mixed-precision auto: %s (%s)", r.name, r.reason)

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision import models
 
 from ..features.precision import DTYPES
 from ..nets.models import TORCHVISION_NAMES
@@ -52,7 +53,7 @@ def _timed(fn) -> float:
 
 
 def forward_flops(model, x: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # deferred: only benchmarks count FLOPs
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
@@ -81,8 +82,8 @@ def _our_step(acc, model, opt, x, y, preprocess, channels_last: bool, losses: li
 def _accelerator(mixed_precision: str):
     """A fresh Accelerator with ``mixed_precision`` ("no" or "bf16"): Accelerate keeps one state
     per process, reset here so that both precisions are measured in one run."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate import Accelerator  # deferred: accelerate adds to start-up
+    from accelerate.state import AcceleratorState  # deferred: accelerate adds to start-up
 
     AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
@@ -115,7 +116,6 @@ def compare(
     measured GEMM peak of each precision. Loss-curve parity: every precision trains the same
     initial net on the same batch for ``parity_steps`` steps (NCHW); ``loss_curves`` and each
     curve's largest difference from fp32's (``loss_parity``, absolute and relative)."""
-    from torchvision import models
 
     x = torch.rand(batch, 3, size, size)
     y = torch.randint(0, num_classes, (batch,))

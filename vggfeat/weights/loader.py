@@ -25,6 +25,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import ConfigMismatch, WeightsError
@@ -227,7 +228,6 @@ def save_weights(model: VGG, path, **meta) -> Path:
     """Write ``model`` as safetensors with JSON metadata (architecture, preprocessing, and any
     ``meta`` such as class names or provenance), atomically. :func:`vgg` rebuilds the same model
     from the file alone; torchvision's VGG loads its tensors (A/B/D/E at crop 224)."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":

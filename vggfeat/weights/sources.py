@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from torchvision.models import WeightsEnum, get_weight
 
 from ..errors import WeightsError
 from ..nets.models import PAPER_CROP, TORCHVISION_NAMES, canonical_config
 from ..nets.preprocess import Preprocess
+from .caffe import load_caffemodel
 from .layouts import to_torchvision
 
 META_KEY = "vggfeat"
@@ -57,7 +60,6 @@ def parse_name(name: str | None) -> tuple[str | None, bool | None]:
 
 
 def _torchvision_enum(source):
-    from torchvision.models import WeightsEnum
 
     return source if isinstance(source, WeightsEnum) else None
 
@@ -78,7 +80,6 @@ def _torchvision_variant(source) -> str | None:
 
 def torchvision_weights(config: str, batch_norm: bool = False, variant: str = "IMAGENET1K_V1"):
     """torchvision's weights enum member for a configuration (A/B/D/E only)."""
-    from torchvision.models import get_weight
 
     config = canonical_config(config)
     if config not in TORCHVISION_NAMES:
@@ -131,8 +132,6 @@ def _load_torchvision(w) -> Resolved:
 def _read_file(path: Path) -> tuple[dict, dict]:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
             return {k: f.get_tensor(k) for k in f.keys()}, meta
@@ -174,8 +173,6 @@ def read_weights(source) -> Resolved:
             ".caffemodel file, 'default' (ImageNet weights), or None (random weights)"
         )
     if path.suffix.lower() == ".caffemodel":
-        from .caffe import load_caffemodel
-
         sd, arch = load_caffemodel(path)
         return Resolved(sd, arch, Preprocess.caffe(), {"provenance": f"caffe {path.name}"}, str(path))
     if not _looks_like_weights(path):

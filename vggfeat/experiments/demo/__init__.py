@@ -40,7 +40,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch  # the nets are narrow: two spin-waiting threads on a busy 2-core machine are 5x slower
 
+from ...data import voc
+from ...evaluation.chance import chance_map_samples
 from ...options import add_options, given, option
 from .. import toy
 from ..appendix_b import (
@@ -166,7 +169,6 @@ def _holdout_with_every_class(
 
 @contextlib.contextmanager
 def _threads(n: int):
-    import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -192,8 +194,6 @@ def _last_val_error(run: Path) -> float:
 
 def run(cfg: DemoConfig = DemoConfig()) -> dict:
     """Every step in order; returns the summary (mAPs in percent) and the markdown."""
-    from ...data import voc
-    from ...evaluation.chance import chance_map_samples
 
     cfg = replace(cfg, out=Path(cfg.out).resolve())  # subprocesses run in the repository root
     seconds: dict[str, float] = {}
@@ -296,7 +296,6 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser |
 
 def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    import torch  # the nets are narrow: two spin-waiting threads on a busy 2-core machine are 5x slower
 
     torch.set_num_threads(1)  # extraction takes cfg.jobs threads while nothing else runs
     parser = get_args_parser()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...evaluation import stats, svm
+from ...evaluation import plots, stats, svm
 from ...evaluation.chance import chance_topk
 from .. import toy
 
@@ -85,7 +85,6 @@ def _fmt(v: float) -> str:
 
 
 def _tables(cfg, systems, chance, best_q, claims) -> str:
-    from ...evaluation import plots
 
     rows = []
     for name, s in systems.items():
@@ -125,7 +124,6 @@ def _tables(cfg, systems, chance, best_q, claims) -> str:
 
 def report(cfg, systems: dict[str, System], chance, best_q: int, claims, source_err, seconds) -> str:
     """Write ``<out>/report.md``, ``<out>/summary.json`` and ``<out>/map.png``; returns the markdown."""
-    from ...evaluation import plots
 
     k = len(toy.SOURCE_CLASSES)
     c = 100 * np.asarray(chance)

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 REPO = Path(__file__).resolve().parents[3]  # recipes/ and benchmarks/ live beside the package
 STAMP = "demo-step.json"
 log = logging.getLogger("vggfeat")
@@ -90,7 +92,6 @@ class Job:
 def run_jobs(jobs: list[Job], *, parallel: int, desc: str, cfg) -> int:
     """Run the jobs whose product is not already there, ``parallel`` at a time (output to
     ``<out>.log``); a failure stops the others and raises with its log's end. Returns how many ran."""
-    from tqdm.auto import tqdm
 
     todo = [j for j in jobs if not j.done(cfg.fresh)]
     for j in jobs:

@@ -39,6 +39,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from ...evaluation.posteriors import labels_of
+from ...features.distributed import process_state
 from .measure import classification, transfer
 from .report import final_errors, report, tables
 from .runs import QUICK, MiniatureConfig, Net, check, plan, prepare_data, stamp_folder, train_all
@@ -49,8 +51,6 @@ __all__ = ["CLAIMS", "QUICK", "Claim", "MiniatureConfig", "Net", "check", "judge
 
 def run(cfg: MiniatureConfig | None = None) -> dict:
     """Every step in order; returns the results (also in ``<out>/results.json``)."""
-    from ...evaluation.posteriors import labels_of
-    from ...features.distributed import process_state
 
     cfg = cfg or MiniatureConfig()
     cfg = replace(cfg, out=Path(cfg.out).resolve())  # the trainer runs with paths of its own

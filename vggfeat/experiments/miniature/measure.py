@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data import voc
+from ...evaluation import svm
+from ...evaluation.chance import chance_map
+from ...evaluation.ilsvrc import run_protocols
+from ...evaluation.posteriors import fuse, topk_error
+from ...evaluation.posteriors import posteriors as per_q
+from ...features.distributed import process_state
 from ...nets.models import paper_scales
+from ...weights.loader import vgg
+from .. import appendix_b
 from .runs import MiniatureConfig, Net, kind, sha256
 
 log = logging.getLogger("vggfeat")
@@ -29,9 +38,6 @@ def posteriors(cfg: MiniatureConfig, weights: Path, images, views: str, scales) 
     multi-crop (``"grid"``: 5x5 crops of the net's own crop size, Sec. 3.2), in one pass over
     the images; cached in ``<out>/posteriors/<run>-<views>.npz`` under the hashes of the weights
     and of the image list."""
-    from ...evaluation.posteriors import posteriors as per_q
-    from ...features.distributed import process_state
-    from ...weights.loader import vgg
 
     path = cfg.out / "posteriors" / f"{weights.parent.name}-{views}.npz"
     names = hashlib.sha256("\n".join(map(str, images)).encode()).hexdigest()
@@ -67,7 +73,6 @@ def protocols(cfg: MiniatureConfig, net: Net, weights: Path, images, y) -> dict:
     also ``multi`` (dense, three Q: Table 4's claims are on them), jittered D and E also
     ``multicrop`` (three Q) and ``both`` (Sec. 4.3: the mean of the multi-scale dense and
     multi-crop posteriors)."""
-    from ...evaluation.ilsvrc import run_protocols
 
     asked = ("single",)
     if net.jitter:
@@ -91,7 +96,6 @@ def wrong(P: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _result(P: np.ndarray, y: np.ndarray) -> dict:
-    from ...evaluation.posteriors import topk_error
 
     return dict(P=P, wrong=wrong(P, y), value=100 * topk_error(P, y, 1), top5=100 * topk_error(P, y, 5))
 
@@ -100,7 +104,6 @@ def classification(cfg: MiniatureConfig, nets: list[Net], weights: dict, images,
     """``{(net kind, protocol): [result per seed]}`` on the val split (Tables 3-6), plus derived
     systems: ``best-of`` (the better of multi-scale dense and multi-crop), the ``fusion`` of D
     and E (their ``both`` posteriors, Sec. 4.4) and ``best-single`` (the better of those two)."""
-    from ...evaluation.posteriors import fuse
 
     systems: dict = {}
     for net in nets:
@@ -126,10 +129,6 @@ def transfer(cfg: MiniatureConfig, weights: dict, devkit: Path) -> tuple[dict, n
     S), D and E (jittered) and D & E (descriptors stacked); the
     test labels; the chance mAP (mean, std over permutations of the test scores). Descriptor:
     appendix B, averaged over Q = paper_scales(c); SVMs by the VOC2007 protocol."""
-    from ...data import voc
-    from ...evaluation import svm
-    from ...evaluation.chance import chance_map
-    from .. import appendix_b
 
     data = appendix_b.load_target(devkit)
     proto = voc.protocol(data)

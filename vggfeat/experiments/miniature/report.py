@@ -3,11 +3,14 @@ their verdicts (``report.md``, ``results.json``) and three PNG plots."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ...evaluation import paper as published
-from ...evaluation import stats
+from ...evaluation import plots, stats
 from ...evaluation.chance import chance_topk
+from ...evaluation.plots import markdown_table
 from .. import toy
 from .measure import eval_scales
 from .runs import MiniatureConfig, Net, kind
@@ -83,7 +86,6 @@ def _paper(p) -> str:
 
 
 def _table(rows: list[dict], columns: dict) -> str:
-    from ...evaluation.plots import markdown_table
 
     return markdown_table(list(columns), [[f(r) for f in columns.values()] for r in rows])
 
@@ -181,7 +183,6 @@ def markdown(cfg: MiniatureConfig, results: dict) -> str:
 def report(cfg: MiniatureConfig, results: dict) -> None:
     """``report.md``, ``results.json`` and the plots ``claims.png``, ``table3.png``,
     ``protocols.png``, ``transfer.png`` under ``cfg.out``."""
-    from ...evaluation import plots
 
     t = results["tables"]
     plots.write_report(cfg.out, markdown=markdown(cfg, results), payload=results)
@@ -209,7 +210,7 @@ def report(cfg: MiniatureConfig, results: dict) -> None:
 def claims_plot(path, claims: list[dict]) -> None:
     """Each claim's gain with its 95% interval (points, positive = the paper's direction) and
     the paper's gain where it states one: a gain whose bar crosses 0 is inside the noise."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
 
     fig = Figure(figsize=(9, 0.35 * len(claims) + 1.2), layout="constrained")
     ax = fig.add_subplot()
@@ -239,14 +240,12 @@ def nets_table(results: dict) -> str:
          f"{np.mean([t for _, t in v]):.0f}"]
         for k, v in by.items()
     ]  # fmt: skip
-    from ...evaluation.plots import markdown_table
 
     header = ["net", "seeds", "holdout top-1 % at the end", "change over the last 6 epochs", "training s"]
     return "## Nets\n\n" + markdown_table(header, rows)
 
 
 def _holdout_curve(nets_dir, net: str) -> list[float]:
-    import json
 
     rows = [json.loads(line) for line in (nets_dir / net / "metrics.jsonl").read_text().splitlines()]
     return [100 * r["val_top1_err"] for r in rows if "val_top1_err" in r]
@@ -268,7 +267,7 @@ def curves_plot(path, nets_dir, nets: list[str]) -> None:
     """One panel per net kind: the holdout top-1 error of each seed per epoch (the trainer's
     ``metrics.jsonl``), so that a reader sees whether every net ended its schedule on a flat
     curve."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is slow to import
 
     kinds = list(dict.fromkeys(kind(n) for n in nets))
     cols = 4

@@ -13,8 +13,13 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from ...features.distributed import process_state
 from ...nets.models import INITS, paper_scale
 from ...options import option
+from ...train import TrainConfig, train
 from .. import toy
 
 log = logging.getLogger("vggfeat")
@@ -231,7 +236,6 @@ def train_config(cfg: MiniatureConfig, net: Net, source: Path):
     in the budget only so), ``cfg``'s batch norm and initialisation, a cosine schedule to lr/100
     (the plateau rule never fires in a run this short), after ``warmup_epochs`` of warm-up for a
     net that does not fine-tune; ``holdout/`` is the curve the trainer validates on."""
-    from ...train import TrainConfig
 
     nets = cfg.out / "nets"
     return TrainConfig(
@@ -267,8 +271,6 @@ def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> tuple[Path, float
     """Train ``net``; a run folder with matching options but no final weights (an interrupted
     run) is resumed from its newest checkpoint, one with other options is cleared. Returns (the
     final weights, seconds spent training)."""
-    from ...features.distributed import process_state
-    from ...train import train
 
     tc = train_config(cfg, net, source)
     run, state, want = tc.run_dir(), process_state(), _stamp(tc)
@@ -288,7 +290,6 @@ def train_net(cfg: MiniatureConfig, net: Net, source: Path) -> tuple[Path, float
 def _one_thread() -> None:
     # Two trainers side by side, one compute thread each, fill two cores; one trainer's two
     # OpenMP threads beside the other's were several times slower per epoch.
-    import torch
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
@@ -299,9 +300,6 @@ def train_all(cfg: MiniatureConfig, nets: list[Net], source: Path) -> dict[str, 
     train side by side in child processes of one thread each (the nets are independent); under
     ``accelerate launch`` with several processes, one after the other, each spread over the
     ranks. A failing net stops the run after the nets in flight finish (their progress is kept)."""
-    from tqdm.auto import tqdm
-
-    from ...features.distributed import process_state
 
     state, done = process_state(), {}
     for net in nets:

@@ -59,3 +59,8 @@ class OutputError(ValueError):
 
 class RandomWeightsWarning(UserWarning):
     """Descriptors of a net with random weights: a baseline, not ImageNet features."""
+
+
+class GlobalPoolError(ValueError, AssertionError):
+    """A ``global_pool`` VGG has no meaning for. An AssertionError too, because timm's models
+    refuse a pooling they cannot take with one (and timm's tests expect it)."""

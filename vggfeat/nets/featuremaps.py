@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .timm_conventions import TimmConfig
+
 
 class FeatureInfo(list):
     """timm's feature info: a list of one dict per available output (``num_chs``, ``reduction``,
@@ -223,7 +225,7 @@ def from_timm_features_only(sd: dict) -> dict:
     return {TIMM_FLAT_KEY.sub(r"features.\1.", k): v for k, v in sd.items()}
 
 
-class FeatureMaps(nn.Module):
+class FeatureMaps(TimmConfig, nn.Module):
     """The conv part of a VGG up to the deepest requested output; ``forward(x)`` returns the
     requested maps as a list, ``(N, num_chs, H / reduction, W / reduction)`` each (floor at each
     pool). Shares the parent's modules; state-dict keys are torchvision's ``features.N``, and a
@@ -241,15 +243,6 @@ class FeatureMaps(nn.Module):
                 setattr(self, name, getattr(model, name))
         self.in_chans = 3
         self._register_load_state_dict_pre_hook(_timm_keys)
-
-    @property
-    def default_cfg(self) -> dict:
-        """timm's old name of ``pretrained_cfg``."""
-        return self.pretrained_cfg
-
-    @default_cfg.setter
-    def default_cfg(self, cfg: dict) -> None:
-        self.pretrained_cfg = cfg
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out: dict[int, torch.Tensor] = {}

@@ -29,7 +29,7 @@ from torch import nn
 from .featuremaps import intermediates, prune, stages
 from .fully_conv import DenseVGG
 from .preprocess import Preprocess
-from .timm_conventions import check_global_pool, pretrained_cfg
+from .timm_conventions import TimmConfig, check_global_pool, pretrained_cfg
 
 # Table 1 as data: five blocks, each a list of layers. An int is a 3x3 conv of that width, a
 # tuple (k, width) a kxk conv, "LRN" AlexNet's local response normalisation. Every block ends in
@@ -95,7 +95,7 @@ def scaled(width: int, factor: float) -> int:
     return max(1, int(round(width * factor)))
 
 
-class VGG(nn.Module):
+class VGG(TimmConfig, nn.Module):
     """A Table-1 network in torchvision's layout.
 
     ``forward`` equals torchvision's VGG (adaptive 7x7 pool, flatten, classifier) so logits match
@@ -228,15 +228,6 @@ class VGG(nn.Module):
         descriptor of appendix B (timm's meaning: 4096 for the paper's nets); ``num_features``
         where the head is bypassed (``global_pool=""``) or pruned."""
         return self.num_features if self.global_pool == "" else self.classifier[3].out_features
-
-    @property
-    def default_cfg(self) -> dict:
-        """timm's old name of ``pretrained_cfg``."""
-        return self.pretrained_cfg
-
-    @default_cfg.setter
-    def default_cfg(self, cfg: dict) -> None:
-        self.pretrained_cfg = cfg
 
     def get_classifier(self) -> nn.Module:
         return self.classifier[6] if len(self.classifier) else nn.Identity()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import GlobalPoolError
+
 # Sec. 3.2: the smallest test scale Q = 256 at the paper's crop 224, torchvision's eval resize
 CROP_PCT = 224 / 256
 
@@ -62,9 +64,18 @@ def pretrained_cfg(model: nn.Module, *, source: str | None = None, provenance: s
     return BGRConfig(cfg)
 
 
-class GlobalPoolError(ValueError, AssertionError):
-    """A ``global_pool`` VGG has no meaning for. An AssertionError too, because timm's models
-    refuse a pooling they cannot take with one (and timm's tests expect it)."""
+class TimmConfig:
+    """timm's old name of ``pretrained_cfg``, ``default_cfg``, for the nets and their
+    ``features_only`` view."""
+
+    @property
+    def default_cfg(self) -> dict:
+        """timm's old name of ``pretrained_cfg``."""
+        return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict) -> None:
+        self.pretrained_cfg = cfg
 
 
 def check_global_pool(global_pool: str | None) -> str:

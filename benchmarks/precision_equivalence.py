@@ -1,7 +1,7 @@
 """bf16 against fp32 on a trained net: the demo's source net on the demo's target and source val.
 
-    python benchmarks/precision_equivalence.py --weights /tmp/base/demo/source-s0/final.safetensors \
-        --data /tmp/base/demo/data
+    python benchmarks/precision_equivalence.py --weights runs/demo/source-s0/final.safetensors \
+        --data runs/demo/data
 
 The margins are fixed here, before the run: VOC-protocol mAP within +-MAP_MARGIN points and
 top-1 / top-5 error within +-ERR_MARGIN points, each judged by ``vggfeat.stats.tost`` (one net,

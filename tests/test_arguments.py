@@ -117,6 +117,7 @@ def test_convert_keeps_the_training_provenance(tmp_path, capsys):
     assert meta["provenance"] == "vggfeat.train run 'r': 3 epochs; converted from final.safetensors"
 
 
+@pytest.mark.slow
 def test_save_weights_on_a_full_disk_keeps_the_old_file_and_is_one_line(tmp_path):
     import subprocess
     import sys

@@ -3,12 +3,14 @@ and timm's dense head (the vggfeat net's weights copied into timm's VGG) on the 
 the option of the precisions it runs."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import script
 
 import vggfeat
 
 
+@pytest.mark.slow
 def test_timm_dense_head_and_naive_loop_give_extracts_descriptors(tmp_path):
     mod = script("extract_throughput")
     paths = mod.make_images(tmp_path, 1)

@@ -51,6 +51,7 @@ def state(out: Path) -> str:
     "point, want",
     [("write", "old"), ("rename-0", "no sidecar"), ("rename-1", "no sidecar"), ("never", "new")],
 )
+@pytest.mark.slow
 def test_a_kill_while_replacing_a_npy_leaves_the_old_pair_or_the_new_one(tmp_path, point, want):
     out = tmp_path / "feats.npy"
     old_output(out)
@@ -77,6 +78,7 @@ def _fsize_limit(n):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["npy", "parquet"])
 def test_disk_full_while_replacing_keeps_the_previous_output_and_is_one_line(tmp_path, fmt):
     out = tmp_path / f"feats.{fmt}"
@@ -97,6 +99,7 @@ def test_disk_full_while_replacing_keeps_the_previous_output_and_is_one_line(tmp
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # intact, no leftover
 
 
+@pytest.mark.slow
 def test_the_path_printed_is_the_path_written(folder, tmp_path):
     r = vggfeat_command("extract", folder, "--format", "npy", "--out", "noext", *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -130,6 +133,7 @@ def test_an_output_that_is_an_input_or_inside_an_input_dataset_is_refused_first(
     assert sorted(p.name for p in (tmp_path / "hfds").iterdir()) == files
 
 
+@pytest.mark.slow
 def test_output_problems_are_found_before_any_computing(folder, tmp_path, monkeypatch):
     (tmp_path / "adir.npy").mkdir()
     (tmp_path / "afile").write_text("x")
@@ -147,6 +151,7 @@ def test_output_problems_are_found_before_any_computing(folder, tmp_path, monkey
         assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_a_name_parquet_cannot_hold_is_refused_before_computing(tmp_path):
     d = tmp_path / "imgs"
     d.mkdir()
@@ -161,6 +166,7 @@ def test_a_name_parquet_cannot_hold_is_refused_before_computing(tmp_path):
     assert json.loads((tmp_path / "f.npy.json").read_text())["rows"] == [str(d / name)]
 
 
+@pytest.mark.slow
 def test_list_lines_are_read_literally(folder, tmp_path):
     for odd in ("#4.png", " lead.png"):
         shutil.copy(folder / "0.png", folder / odd)
@@ -192,6 +198,7 @@ def _readonly_run(src: Path, dst: Path, *args):
     return r
 
 
+@pytest.mark.slow
 def test_a_read_only_output_folder_is_one_line_before_computing(folder, tmp_path):
     (tmp_path / "rw").mkdir()
     r = _readonly_run(

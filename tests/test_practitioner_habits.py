@@ -161,6 +161,7 @@ def test_a_too_small_scale_names_the_users_options_not_internals():
     assert "views" not in str(e.value) and "scales" in str(e.value)
 
 
+@pytest.mark.slow
 def test_batch_size_help_says_what_the_code_does():
     done = subprocess.run(
         [sys.executable, "-m", "vggfeat.cli", "extract", "--help"],
@@ -206,6 +207,7 @@ def test_an_extractor_or_estimator_warns_once_not_per_call_or_fit():
     assert len(random_warnings(caught)) == 2  # one per Extractor, one per estimator
 
 
+@pytest.mark.slow
 def test_the_cli_says_random_weights_once(tmp_path):
     for i, a in enumerate(pixels(2)):
         Image.fromarray(a).save(tmp_path / f"{i}.png")

@@ -174,6 +174,7 @@ def test_sklearn_posteriors_and_run_protocols_take_and_report_the_precision():
 # -- the commands ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_vggfeat_extract_precision_is_recorded_in_the_sidecar_and_parquet_metadata(tmp_path):
     import pyarrow.parquet as pq
     from PIL import Image
@@ -202,6 +203,7 @@ def test_vggfeat_extract_precision_is_recorded_in_the_sidecar_and_parquet_metada
     assert (bf * fp).sum(1).min() > 0.999 and not np.array_equal(bf, fp)
 
 
+@pytest.mark.slow
 def test_vggfeat_info_says_what_auto_resolves_to_here_and_why():
     r = vggfeat_command("info")
     assert r.returncode == 0, r.stderr
@@ -210,6 +212,7 @@ def test_vggfeat_info_says_what_auto_resolves_to_here_and_why():
     assert line == f"precision auto on cpu: {want.name} ({want.reason})"
 
 
+@pytest.mark.slow
 def test_vggfeat_evaluate_takes_precision_and_says_what_it_ran_in(tmp_path):
     from PIL import Image
 

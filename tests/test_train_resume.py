@@ -91,6 +91,7 @@ def test_resuming_with_changed_run_options_is_refused_naming_both_values(runs, t
     assert words in str(e.value)
 
 
+@pytest.mark.slow
 def test_epochs_may_change_on_resume_to_extend_a_run(runs, tmp_path):
     cfg, _ = runs
     r = copy_run(cfg, tmp_path)
@@ -130,6 +131,7 @@ def test_one_class_is_refused(tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_the_recipe_refuses_bad_numbers_at_parse_time_in_one_line(tmp_path):
     for argv, words in (
         (["--lr", "-1"], "argument --lr: -1.0: must be above 0"),

@@ -47,7 +47,7 @@ elif op == "compact":
 
         pathlib.Path.unlink = held_unlink
     if os.environ.get("RELEASE"):
-        release, copy = pathlib.Path(os.environ["RELEASE"]), FeatureStore._copy
+        release, copy = pathlib.Path(os.environ["RELEASE"]), FeatureStore.copy_rows
 
         def releasing_copy(self, *a):
             if not (release / "go").exists():
@@ -55,7 +55,7 @@ elif op == "compact":
                 time.sleep(1)
             return copy(self, *a)
 
-        FeatureStore._copy = releasing_copy
+        FeatureStore.copy_rows = releasing_copy
     sys.exit(main(["store", "compact", root]))
 elif op == "count":
     print(count_rows(root))

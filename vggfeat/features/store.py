@@ -107,8 +107,8 @@ class FeatureStore:
         self.dims = self.manifest["dims"]
         self.digest = digest(json.dumps(self.manifest, sort_keys=True))
         self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._seq = 0
-        self._seen: dict[str, tuple[int, np.ndarray] | None] = {}  # chunk -> (part, keys), immutable
+        self.seq = 0
+        self.seen: dict[str, tuple[int, np.ndarray] | None] = {}  # chunk -> (part, keys), immutable
         self.damaged: list[str] = []  # chunks found damaged on reading their rows
 
     @contextlib.contextmanager
@@ -193,8 +193,8 @@ class FeatureStore:
         if self.read_only:
             self._hold(part, keys, rows)
             return
-        name = f"{self.writer}-{self._seq:06d}-p{part}.npz"
-        self._seq += 1
+        name = f"{self.writer}-{self.seq:06d}-p{part}.npz"
+        self.seq += 1
         tmp = self.chunks / f".{name}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -218,7 +218,7 @@ class FeatureStore:
             held.setdefault(bytes(k), r)
 
     # ---- reading -------------------------------------------------------------------------------
-    def _scan(self) -> None:
+    def scan(self) -> None:
         """Read the keys of chunks not seen yet; skip (once, with a warning) damaged ones."""
         now = time.time()
         if not self.chunks.is_dir():  # a read-only store that was never made
@@ -234,24 +234,24 @@ class FeatureStore:
                 except OSError:  # renamed (completed) or removed meanwhile, or read-only
                     pass
                 continue
-            if not name.endswith(".npz") or name in self._seen:
+            if not name.endswith(".npz") or name in self.seen:
                 continue
             try:
                 with np.load(entry.path) as z:
                     ok = bytes(z["protocol"]).decode() == self.digest and int(z["part"]) < len(self.dims)
-                    self._seen[name] = (int(z["part"]), z["keys"]) if ok else None
+                    self.seen[name] = (int(z["part"]), z["keys"]) if ok else None
             except FileNotFoundError:  # merged away by compact() meanwhile
                 continue
             except Exception as e:
                 log.warning("feature store %s: skipping unreadable chunk %s (%s)", self.root, name, e)
-                self._seen[name] = None
+                self.seen[name] = None
 
-    def _index(self, part: int):
+    def index(self, part: int):
         """(sorted unique keys, chunk name of each, row in that chunk) for one part."""
-        self._scan()
+        self.scan()
         names, keys, rows = [], [], []
-        for name in sorted(self._seen):
-            entry = self._seen[name]
+        for name in sorted(self.seen):
+            entry = self.seen[name]
             if entry is not None and entry[0] == part:
                 names.append(name)
                 keys.append(entry[1])
@@ -264,7 +264,7 @@ class FeatureStore:
 
     def _locate(self, keys, part: int):
         """For each key: (found, chunk name index, row), and the chunk names."""
-        stored, chunk, row, names = self._index(part)
+        stored, chunk, row, names = self.index(part)
         q = np.asarray(keys, KEY)
         if not len(stored):
             return np.zeros(len(q), bool), np.zeros(len(q), np.int64), np.zeros(len(q), np.int64), names
@@ -312,7 +312,7 @@ class FeatureStore:
             idx = np.flatnonzero(found)
             order = idx[np.argsort(chunk[idx], kind="stable")]
             groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
-            if all(self._copy(names[chunk[g[0]]], part, row[g], out, g, columns, scale) for g in groups):
+            if all(self.copy_rows(names[chunk[g[0]]], part, row[g], out, g, columns, scale) for g in groups):
                 held = self._held.get(part)
                 for i in np.flatnonzero(~found) if held else ():
                     r = held.get(bytes(np.asarray(keys[i], KEY)))
@@ -321,16 +321,16 @@ class FeatureStore:
                         found[i] = True
                 return found
 
-    def _copy(self, name: str, part: int, rows, out, at, columns, scale) -> bool:
+    def copy_rows(self, name: str, part: int, rows, out, at, columns, scale) -> bool:
         """``out[at, columns] = rows`` of chunk ``name``; False (the chunk forgotten) if it is
         gone or damaged, with one warning for a damaged one."""
         try:
             with np.load(self.chunks / name) as z:
                 stored = z["rows"]
-            if stored.shape != (len(self._seen[name][1]), self.dims[part]):
+            if stored.shape != (len(self.seen[name][1]), self.dims[part]):
                 raise ValueError(f"rows of shape {stored.shape}")
         except FileNotFoundError:  # merged by compact(): the merged chunk holds the rows
-            del self._seen[name]
+            del self.seen[name]
             return False
         except Exception as e:
             log.warning(
@@ -340,7 +340,7 @@ class FeatureStore:
                 type(e).__name__,
                 e,
             )
-            self._seen[name] = None
+            self.seen[name] = None
             self.damaged.append(name)
             return False
         out[at, columns] = stored[rows] * scale
@@ -377,7 +377,7 @@ def count_rows(path, layer: str = "fc7") -> int:
     for store in stores(Path(path) / layer) if (Path(path) / layer).is_dir() else []:
         common = None
         for part in range(len(store.dims)):
-            keys = store._index(part)[0]
+            keys = store.index(part)[0]
             common = keys if common is None else np.intersect1d(common, keys)
         total += 0 if common is None else len(common)
     return total

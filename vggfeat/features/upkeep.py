@@ -141,8 +141,8 @@ def _compact_one(store: FeatureStore, mine: Path, rows_per_chunk: int) -> tuple[
             f"feature store {store.root} is being written by {', '.join(live)}; run compact when "
             "no extraction writes to it (delete a writer's file if that process is gone)"
         )
-    store._scan()
-    old = [n for n, e in store._seen.items() if e is not None]
+    store.scan()
+    old = [n for n, e in store.seen.items() if e is not None]
     for part in range(len(store.dims)):
         _merge(store, part, rows_per_chunk)
     if store.read_only:  # the merged rows could not be written: keep every old chunk
@@ -152,10 +152,10 @@ def _compact_one(store: FeatureStore, mine: Path, rows_per_chunk: int) -> tuple[
         )
     for name in old:
         (store.chunks / name).unlink(missing_ok=True)
-    unreadable = sorted({n for n, e in store._seen.items() if e is None} | set(store.damaged))
+    unreadable = sorted({n for n, e in store.seen.items() if e is None} | set(store.damaged))
     for name in unreadable:
         _quarantine(store, name)
-    return store.root, len(old), store._seq
+    return store.root, len(old), store.seq
 
 
 def _quarantine(store: FeatureStore, name: str) -> None:
@@ -172,13 +172,13 @@ def _quarantine(store: FeatureStore, name: str) -> None:
 def _merge(store: FeatureStore, part: int, rows_per_chunk: int) -> None:
     """Rewrite the rows of ``part`` as chunks of ``rows_per_chunk`` rows, reading each old chunk
     once, in name order (the order that decides between duplicates)."""
-    keys, chunk, row, names = store._index(part)
+    keys, chunk, row, names = store.index(part)
     order = np.argsort(chunk, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(chunk[order])) + 1) if len(order) else []
     held_k, held_r = [], []
     for i, g in enumerate(groups):
         rows = np.empty((len(g), store.dims[part]), np.float32)
-        if store._copy(names[chunk[g[0]]], part, row[g], rows, slice(None), slice(None), 1.0):
+        if store.copy_rows(names[chunk[g[0]]], part, row[g], rows, slice(None), slice(None), 1.0):
             held_k.append(keys[g])
             held_r.append(rows)
         if held_k and (sum(map(len, held_k)) >= rows_per_chunk or i == len(groups) - 1):

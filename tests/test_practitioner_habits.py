@@ -8,12 +8,12 @@ import subprocess
 import sys
 import warnings
 
-import datasets
 import numpy as np
 import pytest
 import torch
 from conftest import REPO
 from PIL import Image
+from test_hf import image_ds, tiny_net
 
 import vggfeat
 from vggfeat.cli.extract import protocol_cost
@@ -26,19 +26,9 @@ KW = dict(num_workers=0, progress=False)
 quiet = pytest.mark.filterwarnings("ignore::vggfeat.errors.RandomWeightsWarning")
 
 
-def tiny_net(seed=0):
-    torch.manual_seed(seed)
-    return vggfeat.vgg("A", width=1 / 16, fc_dim=32, num_classes=10, crop=32).eval()
-
-
 def pixels(n, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (32 + i % 3, 36 + i % 5, 3), dtype=np.uint8) for i in range(n)]
-
-
-def image_ds(arrays, **columns):
-    ds = datasets.Dataset.from_dict({"image": [Image.fromarray(a) for a in arrays], **columns})
-    return ds.cast_column("image", datasets.Image())
 
 
 class Pairs(torch.utils.data.Dataset):

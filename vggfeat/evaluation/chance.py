@@ -125,16 +125,16 @@ def chance_ap_samples(
         If ``labels`` is not 2-D or ``permutations`` is below 1; with a built-in ``ap`` rule, also
         if ``labels`` holds a value outside {1, -1, 0}.
     """
-    # deferred: svm imports scikit-learn, which the closed-form chance levels above do not need
-    from . import svm  # deferred: svm imports scikit-learn, slow to import
+    # deferred: metrics imports scikit-learn, which the closed-form chance levels above do not need
+    from .metrics import AP_FUNCTIONS, average_precisions
 
-    ap_fn = svm.AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
+    ap_fn = AP_FUNCTIONS[ap] if isinstance(ap, str) else ap
     labels = np.asarray(labels)
     if labels.ndim != 2 or permutations < 1:
         raise ValueError(f"labels must be (N, K) and permutations >= 1, got {labels.shape}, {permutations}")
     rng = np.random.default_rng(seed)
     base = np.tile(np.arange(len(labels), dtype=float)[:, None], labels.shape[1])
-    return np.stack([svm.average_precisions(rng.permuted(base, axis=0), labels, ap_fn, warn=False)
+    return np.stack([average_precisions(rng.permuted(base, axis=0), labels, ap_fn, warn=False)
                      for _ in range(permutations)])  # fmt: skip
 
 

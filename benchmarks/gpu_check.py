@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from vggfeat.options import add_options, from_args, option
+from vggfeat.train.throughput import matmul_peak_gflops
 
 SIZES = [(375, 500), (500, 375), (333, 500), (480, 640)]  # VOC-like (H, W)
 EXTRACT_MIN_COSINE = 0.999
@@ -73,21 +74,7 @@ class Config:
 
 
 PRECISIONS = ("fp32", "bf16")  # each checked against CPU float32 and timed
-
-
-def gemm_peak_gflops(dtype=torch.bfloat16, n: int = 8192, repeat: int = 10) -> float:
-    """This GPU's measured GEMM rate in ``dtype`` (best of ``repeat``) in GFLOP/s."""
-    a = torch.randn(n, n, device="cuda", dtype=dtype)
-    b = torch.randn(n, n, device="cuda", dtype=dtype)
-    a @ b
-    torch.cuda.synchronize()
-    best = min(_cuda_seconds(lambda: a @ b) for _ in range(repeat))
-    return 2 * n**3 / best / 1e9
-
-
-def bf16_peak_gflops(n: int = 8192, repeat: int = 10) -> float:
-    """This GPU's measured bf16 GEMM rate (best of ``repeat``) in GFLOP/s."""
-    return gemm_peak_gflops(torch.bfloat16, n, repeat)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _cuda_seconds(fn) -> float:
@@ -357,7 +344,8 @@ def main(cfg: Config) -> int:
         )
         return 2
     t0 = time.perf_counter()
-    peaks = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
+    # the library's GEMM yardstick, at the size that fills a large GPU
+    peaks = {p: matmul_peak_gflops("cuda", n=8192, repeat=10, dtype=dt) for p, dt in DTYPES.items()}
     peak = peaks["bf16"]
     res = {"gpu": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     res |= {"config": {k: str(v) for k, v in asdict(cfg).items()}, "bf16_peak_gflops": peak}

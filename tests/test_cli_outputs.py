@@ -27,6 +27,7 @@ def reference(files, layer, **kw):
     )
 
 
+@pytest.mark.slow
 def test_the_readmes_npy_then_parquet_examples_keep_both_outputs(folder, tmp_path):
     r = vggfeat_command("extract", folder, "--out", "feats.npy", *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -273,6 +273,7 @@ def _flat_val(root: Path) -> Path:
     return val
 
 
+@pytest.mark.slow
 def test_evaluate_command_reads_a_flat_val_with_kaggles_labels(tiny, tmp_path):
     import vggfeat
 
@@ -293,6 +294,7 @@ def test_evaluate_command_reads_a_flat_val_with_kaggles_labels(tiny, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_tree_with_fewer_classes_than_outputs_is_mapped_by_name_or_refused(tiny, tmp_path):
     from conftest import random_image
 
@@ -315,6 +317,7 @@ def test_a_tree_with_fewer_classes_than_outputs_is_mapped_by_name_or_refused(tin
     assert f"top-1 error {100 * evaluate.topk_error(P, [1, 3], 1):.2f}%" in r.stdout
 
 
+@pytest.mark.slow
 def test_run_protocols_runs_each_engine_once_and_equals_each_protocol_alone(tmp_path, tiny, monkeypatch):
     """Tables 3-6 from one dense and one multi-crop pass per net: every row and posterior equals
     the protocol computed on its own by posteriors + topk_error."""

@@ -74,6 +74,7 @@ def test_ilsvrc_eval_tables_and_fusion(tmp_path, tiny):
     assert "| chance | random ranking of 2 classes | – | 50.00 | 0.00 |" in md
 
 
+@pytest.mark.slow
 def test_ilsvrc_eval_missing_data_and_weights(tmp_path):
     r = run("--data", tmp_path / "nope", "--weights", "x.pth")
     assert r.returncode != 0 and "ImageFolder" in r.stderr and "Traceback" not in r.stderr
@@ -83,6 +84,7 @@ def test_ilsvrc_eval_missing_data_and_weights(tmp_path):
     assert r.returncode != 0 and "missing.safetensors" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_ilsvrc_eval_reads_a_saved_hf_dataset(tmp_path, tiny):
     import datasets
 

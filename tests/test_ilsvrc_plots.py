@@ -25,6 +25,7 @@ def test_per_class_error_by_hand():
     assert evaluate.per_class_error(P, y, k=2)[:2].tolist() == [0.0, 0.0]
 
 
+@pytest.mark.slow
 def test_ilsvrc_eval_bar_names_the_protocol_and_the_plots_are_written(tmp_path, tiny):
     val = tmp_path / "val"
     for c in range(3):

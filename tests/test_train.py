@@ -219,6 +219,7 @@ def test_latest_checkpoint_ignores_incomplete_folders(tmp_path):
 
 
 # -- training runs -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_learns_a_colour_task_from_a_saved_hf_dataset(tmp_path):
     data = write_hf(tmp_path / "hf")
     cfg = TrainConfig(
